@@ -1,0 +1,371 @@
+/*
+ * tapegrad: reverse-mode automatic differentiation on a tape, in C11.
+ *
+ * Ops compute their result at once and record a node on a tape. tg_backward
+ * walks the tape in reverse and applies each node's vector-Jacobian product
+ * (VJP); gradients accumulate into every leaf that requires grad. The tape can
+ * be replayed on new leaf data with no allocation.
+ *
+ *     tg_tape *tp = tg_tape_new();
+ *     tg_tensor *x = tg_tensor_from(TG_F64, 1, (int64_t[]){3}, (double[]){1, 2, 3});
+ *     tg_tensor_set_requires_grad(x, true);
+ *     tg_tensor *y = tg_sum(tp, tg_square(tp, x));        y = sum x^2
+ *     if (tg_backward(tp, y) == TG_OK)                     dy/dx = 2x
+ *         printf("%g\n", ((double *)tg_tensor_data(tg_tensor_grad(x)))[2]);   6
+ *     tg_tape_free(tp);
+ *     tg_tensor_free(x);
+ *
+ * Errors on a tape are sticky: the first failing op records a status and a
+ * message naming the op and the shapes, returns NULL, and every later op
+ * passes NULL through. Check once, at the end. Nothing here aborts, exits or
+ * prints. docs/design.md has the long story; docs/ops.md the VJP of each op.
+ */
+#ifndef TAPEGRAD_H
+#define TAPEGRAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(TG_BUILDING) && defined(__GNUC__)
+#define TG_API __attribute__((visibility("default")))
+#else
+#define TG_API
+#endif
+
+#define TG_VERSION_MAJOR  0
+#define TG_VERSION_MINOR  1
+#define TG_VERSION_PATCH  0
+#define TG_VERSION_NUMBER (TG_VERSION_MAJOR * 10000 + TG_VERSION_MINOR * 100 + TG_VERSION_PATCH)
+
+TG_API int tg_version_number(void);          /* TG_VERSION_NUMBER of the built library */
+TG_API const char *tg_version_string(void);  /* "MAJOR.MINOR.PATCH", static */
+
+/* ====== Errors ====== */
+
+typedef enum tg_status {
+    TG_OK = 0,
+    TG_ERR_ARG,    /* NULL or out-of-range argument */
+    TG_ERR_SHAPE,  /* shapes do not fit the op */
+    TG_ERR_DTYPE,  /* mixed or unsupported dtypes */
+    TG_ERR_NOMEM,
+    TG_ERR_STATE,  /* wrong order of calls (e.g. backward on a failed tape) */
+    TG_ERR_IO,     /* open/read/write failed */
+    TG_ERR_FORMAT, /* malformed or truncated file */
+} tg_status;
+
+/* Static text for a status; never NULL, never allocates. */
+TG_API const char *tg_status_str(tg_status s);
+
+/* Functions that have no tape (files, optimizers) return a status and, when
+ * given a non-NULL 'err', also fill it with the status and a message naming
+ * the file and the line or byte offset. */
+typedef struct tg_error {
+    tg_status status;
+    char msg[512];
+} tg_error;
+
+/* ====== Tensors ====== */
+
+typedef enum tg_dtype { TG_F32, TG_F64 } tg_dtype;
+#define TG_MAX_RANK 4
+typedef struct tg_tensor tg_tensor; /* opaque */
+
+/* A new zero-filled leaf owned by the caller; NULL for a bad rank (0..4), a
+ * negative dimension or an impossible size. */
+TG_API tg_tensor *tg_tensor_new(tg_dtype dt, int rank, const int64_t *shape);
+/* Like tg_tensor_new, then copies numel elements of dtype 'dt' from 'data'. */
+TG_API tg_tensor *tg_tensor_from(tg_dtype dt, int rank, const int64_t *shape, const void *data);
+/* Frees a leaf and its gradient. NULL is fine; tape-owned tensors and
+ * gradients are left alone (a harmless no-op). */
+TG_API void tg_tensor_free(tg_tensor *t);
+TG_API tg_dtype tg_tensor_dtype(const tg_tensor *t);
+TG_API int tg_tensor_rank(const tg_tensor *t);
+TG_API const int64_t *tg_tensor_shape(const tg_tensor *t);
+TG_API int64_t tg_tensor_numel(const tg_tensor *t);
+/* Row-major, contiguous elements of the tensor's dtype. */
+TG_API void *tg_tensor_data(tg_tensor *t);
+/* The value of a one-element tensor as a double; NaN for NULL or more elements. */
+TG_API double tg_tensor_item(const tg_tensor *t);
+TG_API void tg_tensor_set_requires_grad(tg_tensor *t, bool on);
+TG_API bool tg_tensor_requires_grad(const tg_tensor *t);
+/* dC/dt after a backward reached t, else NULL. Owned by t (a leaf) or by the
+ * tape (an intermediate); never free it. */
+TG_API tg_tensor *tg_tensor_grad(const tg_tensor *t);
+/* Sets t's gradient to zero if it has one. */
+TG_API void tg_tensor_zero_grad(tg_tensor *t);
+/* Gives a leaf a new shape with the same number of elements (no data moves).
+ * TG_ERR_ARG for a tape-owned tensor or a bad rank, TG_ERR_SHAPE for another
+ * element count. Do not reshape a leaf a live tape has recorded. */
+TG_API tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape);
+/* Optional name used in messages and explanations; copied (truncated to 63
+ * bytes). NULL clears it. */
+TG_API void tg_tensor_set_name(tg_tensor *t, const char *name);
+TG_API const char *tg_tensor_name(const tg_tensor *t); /* "" when unnamed */
+
+/* ====== Tape ====== */
+
+typedef struct tg_tape tg_tape; /* opaque */
+
+TG_API tg_tape *tg_tape_new(void);                /* NULL when out of memory */
+TG_API void tg_tape_free(tg_tape *tp);            /* NULL is fine */
+/* Forgets the nodes, releases the intermediates (their memory is kept for the
+ * next recording) and clears the error. */
+TG_API void tg_tape_reset(tg_tape *tp);
+TG_API tg_status tg_tape_status(const tg_tape *tp);
+/* The first error's message, "" when OK; valid until the next call on the tape. */
+TG_API const char *tg_tape_error(const tg_tape *tp);
+TG_API size_t tg_tape_size(const tg_tape *tp); /* nodes recorded */
+/* Recomputes every node in recording order from the leaves' current data,
+ * with no allocation. Returns the tape's status. */
+TG_API tg_status tg_tape_replay(tg_tape *tp);
+/* Seeds dloss = 1 (loss has one element) and sweeps the tape in reverse. */
+TG_API tg_status tg_backward(tg_tape *tp, tg_tensor *loss);
+/* Like tg_backward with the seed dC/d'out' given; 'seed' has out's shape and dtype. */
+TG_API tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *seed);
+
+/* ====== Ops ======
+ * All return a tape-owned tensor, or NULL with the tape error set. Binary ops
+ * need one dtype; the elementwise ones broadcast like NumPy. */
+
+TG_API tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b);   /* [n,k]x[k,m] -> [n,m] */
+TG_API tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a);              /* rank 2 */
+TG_API tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+TG_API tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+TG_API tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b);      /* Hadamard */
+TG_API tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+TG_API tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b); /* x [n,m] + b [m] per row */
+TG_API tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s);
+TG_API tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_log(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
+TG_API tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);  /* all elements -> rank 0 */
+TG_API tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x); /* rank 0 */
+TG_API tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+TG_API tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x); /* along the last axis */
+TG_API tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x);
+/* ||pred - target||_F^2, rank 0 */
+TG_API tg_tensor *tg_frobenius_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
+/* mean of (pred - target)^2, rank 0 */
+TG_API tg_tensor *tg_mse_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
+/* -1/n sum_i sum_c target[i,c] log softmax(logits)[i,c]; logits and target [n,c], rank 0 */
+TG_API tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *target);
+
+/* ====== Custom ops (how users extend the graph, and how built-ins are defined) ====== */
+
+typedef struct tg_op_def {
+    const char *name;
+    /* write out's values from the inputs; out already has its shape and dtype */
+    tg_status (*forward)(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx);
+    /* add this op's vector-Jacobian product into grad_in[i]; grad_in[i] is NULL
+       where input i needs no gradient */
+    tg_status (*vjp)(const tg_tensor *grad_out, const tg_tensor *out, tg_tensor *const *in,
+                     tg_tensor **grad_in, int n_in, void *ctx);
+} tg_op_def;
+
+/* Records a node running 'def' on n_in >= 1 inputs of one dtype; the output
+ * has that dtype and the given shape. 'def' and 'ctx' must outlive the tape's
+ * recording (until reset or free). A NULL 'vjp' makes the output constant. */
+TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
+                            int out_rank, const int64_t *out_shape, void *ctx);
+
+/* ====== Gradient check ====== */
+
+typedef tg_tensor *(*tg_fn)(tg_tape *tp, tg_tensor *const *inputs, void *ctx); /* records a scalar */
+
+typedef struct tg_gradcheck_opts {
+    double eps;  /* central-difference step; 0 means 1e-6 */
+    double atol; /* 0 means 1e-5 */
+    double rtol; /* 0 means 1e-3 */
+} tg_gradcheck_opts;
+
+typedef struct tg_gradcheck_report {
+    bool passed;
+    int worst_input;         /* index into inputs */
+    int64_t worst_index;     /* flat element index */
+    double analytic, numeric; /* at the worst element */
+    double max_abs_err, max_rel_err;
+    int64_t n_checked; /* elements compared */
+} tg_gradcheck_report;
+
+/* Compares the tape's gradient of f with central differences for every
+ * element of every input that requires grad. Returns TG_OK when it could run
+ * (pass or fail is in 'report'); the inputs' data and gradients are left
+ * exactly as they were. opts may be NULL. */
+TG_API tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
+                              const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
+
+/* ====== Runtime ====== */
+
+/* Threads used by matrix products (BLAS); n <= 0 means all cores. */
+TG_API void tg_set_num_threads(int n);
+TG_API int tg_get_num_threads(void);
+/* Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR).
+ * Denormal floats slow training several-fold once weights get small; the
+ * training helpers turn this on. Returns false where unsupported. */
+TG_API bool tg_set_flush_denormals(bool on);
+
+/* ====== nn: named parameters ====== */
+
+typedef struct tg_params tg_params; /* a registry name -> tensor, in insertion order */
+
+TG_API tg_params *tg_params_new(void);
+TG_API void tg_params_free(tg_params *ps); /* frees every parameter it owns; NULL is fine */
+/* A new zero-filled parameter owned by the registry, requiring grad. NULL for a
+ * duplicate or empty name, a bad shape, or no memory. */
+TG_API tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
+                                const int64_t *shape);
+TG_API tg_tensor *tg_params_get(const tg_params *ps, const char *name); /* NULL if absent */
+TG_API size_t tg_params_count(const tg_params *ps);
+/* The i-th parameter in insertion order (stable), and its name if 'name' is not NULL. */
+TG_API tg_tensor *tg_params_at(const tg_params *ps, size_t i, const char **name);
+TG_API void tg_params_zero_grad(tg_params *ps);
+TG_API int64_t tg_params_numel(const tg_params *ps); /* elements over all parameters */
+
+/* ====== nn: seeded portable RNG and initialisation ====== */
+
+/* xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
+ * every machine. A plain struct so it can live on the stack. */
+typedef struct tg_rng {
+    uint64_t s[4];
+} tg_rng;
+
+TG_API void tg_rng_seed(tg_rng *r, uint64_t seed);
+TG_API uint64_t tg_rng_u64(tg_rng *r);
+TG_API double tg_rng_uniform(tg_rng *r);          /* [0, 1), 53 bits */
+TG_API double tg_rng_normal(tg_rng *r);           /* standard normal (Box-Muller) */
+TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n); /* uniform in [0, n), unbiased; 0 for n = 0 */
+
+typedef enum tg_init {
+    TG_INIT_ZEROS,
+    TG_INIT_XAVIER_UNIFORM, /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    TG_INIT_XAVIER_NORMAL,  /* N(0, 2 / (fan_in + fan_out)) */
+    TG_INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6 / fan_in) */
+    TG_INIT_HE_NORMAL,      /* N(0, 2 / fan_in) */
+} tg_init;
+
+/* Fills t; TG_ERR_ARG for a NULL tensor or rng, or a fan below 1. */
+TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out,
+                                tg_rng *r);
+
+/* ====== nn: layers (graph ops only; backprop falls out of the tape) ====== */
+
+typedef enum tg_activation { TG_ACT_NONE, TG_ACT_RELU, TG_ACT_TANH, TG_ACT_SIGMOID } tg_activation;
+
+/* Z = X W + b with X [batch,in], W [in,out], b [out]: tg_matmul then tg_add_bias. */
+TG_API tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b);
+/* act(x) for one activation kind; TG_ACT_NONE returns x itself. */
+TG_API tg_tensor *tg_activate(tg_tape *tp, tg_tensor *x, tg_activation act);
+
+typedef struct tg_mlp tg_mlp; /* layer sizes, activations and the parameters' handles */
+
+/* Registers "<prefix>.<l>.weight" [sizes[l], sizes[l+1]] and "<prefix>.<l>.bias"
+ * for l = 0..n_layers-1 in 'ps' (He init before ReLU, Xavier otherwise, zero
+ * biases) and remembers acts[l], applied after layer l. NULL on bad arguments. */
+TG_API tg_mlp *tg_mlp_new(tg_params *ps, const char *prefix, int n_layers, const int64_t *sizes,
+                          const tg_activation *acts, tg_dtype dt, tg_rng *r);
+TG_API void tg_mlp_free(tg_mlp *m); /* the parameters stay in their registry */
+/* Records the network on x [batch, sizes[0]] and returns [batch, sizes[n_layers]]. */
+TG_API tg_tensor *tg_mlp_forward(tg_tape *tp, const tg_mlp *m, tg_tensor *x);
+
+/* ====== nn: optimizers ====== */
+
+typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM, TG_OPTIM_ADAMW } tg_optim_kind;
+
+/* PyTorch's semantics. SGD: g = grad + wd p; buf = mu buf + (1 - dampening) g
+ * (buf = g at the first step); g = nesterov ? g + mu buf : buf; p -= lr g.
+ * Adam: g = grad + wd p; AdamW: p -= lr wd p, then Adam with wd = 0. */
+typedef struct tg_optim_opts {
+    tg_optim_kind kind;
+    double lr;
+    double momentum, dampening; /* SGD */
+    bool nesterov;              /* SGD; needs momentum > 0 and dampening = 0 */
+    double weight_decay;
+    double beta1, beta2, eps; /* Adam(W); 0 means 0.9, 0.999, 1e-8 */
+} tg_optim_opts;
+
+typedef struct tg_optim tg_optim;
+
+/* An optimizer over every parameter of 'ps' present now; NULL on bad options. */
+TG_API tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts);
+TG_API void tg_optim_free(tg_optim *o);
+/* One update of every parameter that has a gradient. */
+TG_API tg_status tg_optim_step(tg_optim *o);
+TG_API void tg_optim_set_lr(tg_optim *o, double lr);
+/* The optimizer's state (moments, step count) as a registry it owns, so a
+ * checkpoint can save and restore it; names start with "optim.". */
+TG_API tg_params *tg_optim_state(tg_optim *o);
+
+/* ====== nn: data ====== */
+
+/* Reads an IDX file (the MNIST family format), gzipped or plain, into a new
+ * tensor of dtype 'dt' with the file's shape (rank 1..4), each value
+ * multiplied by 'scale'. *out is set only on success. */
+TG_API tg_status tg_idx_load(const char *path, tg_dtype dt, double scale, tg_tensor **out,
+                             tg_error *err);
+/* Writes a rank 1..4 tensor as IDX with the given element type code (0x08
+ * ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double); plain
+ * unless 'path' ends in ".gz". */
+TG_API tg_status tg_idx_save(const char *path, const tg_tensor *t, int type_code, tg_error *err);
+
+typedef struct tg_csv_opts {
+    char delimiter;  /* 0 means ',' */
+    int header;      /* 1: first line is a header, 0: no header, -1: detect (non-numeric first line) */
+    int label_col;   /* column moved into *y, -1 for none; negative values below -1 count from the end */
+    tg_dtype dtype;
+} tg_csv_opts;
+
+/* Reads numeric CSV into x [rows, cols] (without the label column) and, if
+ * label_col >= 0, y [rows]. Outputs set only on success. */
+TG_API tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x,
+                             tg_tensor **y, tg_error *err);
+
+/* Integer class labels [n] -> one-hot [n, n_classes]; NULL if a label is out of range. */
+TG_API tg_tensor *tg_one_hot(const tg_tensor *labels, int64_t n_classes, tg_dtype dt);
+
+/* Splits rows (axis 0) after a seeded shuffle: the last round(holdout * n)
+ * rows go to *x_held / *y_held. y may be NULL (then y outputs are too). */
+TG_API tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout, uint64_t seed,
+                          tg_tensor **x_train, tg_tensor **y_train, tg_tensor **x_held,
+                          tg_tensor **y_held);
+
+typedef struct tg_batcher tg_batcher; /* mini-batches of rows of x and y */
+
+/* Iterates over rows of x (and y, which may be NULL) in batches; reshuffles
+ * every epoch from 'seed' when 'shuffle'. */
+TG_API tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch,
+                                  bool shuffle, uint64_t seed);
+TG_API void tg_batcher_free(tg_batcher *b);
+/* Copies the next batch's rows into xb / yb (leaves with 'batch' rows and the
+ * same row shape; yb may be NULL) and returns the number of rows copied, less
+ * than 'batch' for a last partial batch, 0 at the end of the epoch (the next
+ * call starts a new, reshuffled epoch). -1 for mismatched shapes. */
+TG_API int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb);
+TG_API int64_t tg_batcher_batches(const tg_batcher *b); /* batches per epoch, the last partial one included */
+
+/* ====== nn: checkpoints (safetensors) ====== */
+
+/* Writes every parameter of the n_sets registries (names must be unique) to
+ * 'path' in the safetensors format: a temporary file in the same folder,
+ * fsync, rename. On failure the old file at 'path' is untouched. */
+TG_API tg_status tg_checkpoint_save(const char *path, tg_params *const *sets, int n_sets,
+                                    tg_error *err);
+/* Reads 'path' and validates every tensor the registries expect (present,
+ * same dtype and shape, data in bounds) before copying any; on failure no
+ * parameter changes. Tensors in the file that no registry has are ignored. */
+TG_API tg_status tg_checkpoint_load(const char *path, tg_params *const *sets, int n_sets,
+                                    tg_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_H */

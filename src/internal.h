@@ -1,0 +1,103 @@
+/*
+ * Internals shared across the library's files; never installed. Names that
+ * cross files start with 'tg__' and are hidden by -fvisibility=hidden.
+ */
+#ifndef TG_INTERNAL_H
+#define TG_INTERNAL_H
+
+#include <tapegrad/tapegrad.h>
+
+#include <stdio.h>
+
+#if defined(__GNUC__)
+#define TG__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define TG__PRINTF(fmt, args)
+#endif
+
+#define TG__ALIGN 64 /* bytes; cache line and the widest vector */
+
+struct tg_tensor {
+    tg_dtype dtype;
+    int rank;
+    int64_t shape[TG_MAX_RANK];
+    int64_t numel;
+    void *data;
+    tg_tensor *grad;    /* dC/d(this), NULL until a backward reaches it */
+    bool requires_grad; /* a leaf asked for it, or an input of this node has it */
+    bool tape_owned;    /* in a tape's arena: tg_tensor_free leaves it alone */
+    bool is_grad;       /* a gradient, owned by its tensor */
+    bool reached;       /* the current backward sweep has reached it */
+    char name[64];
+};
+
+/* ====== Arena: chunked bump allocator (arena.c) ====== */
+
+typedef struct tg__chunk tg__chunk;
+typedef struct tg__arena {
+    tg__chunk *head; /* chunk being filled; older chunks follow 'next' */
+    tg__chunk *first;
+} tg__arena;
+
+/* Zero-filled, TG__ALIGN-aligned memory that lives until rewind or free. */
+void *tg__arena_alloc(tg__arena *a, size_t size);
+/* Forgets every allocation and keeps the chunks for reuse. */
+void tg__arena_rewind(tg__arena *a);
+void tg__arena_free(tg__arena *a);
+
+/* ====== Tape ====== */
+
+typedef struct tg__node {
+    const tg_op_def *def;
+    tg_tensor **in;  /* n_in inputs, in the arena */
+    tg_tensor **gin; /* n_in gradient slots handed to vjp, filled by backward */
+    int n_in;
+    tg_tensor *out;
+    void *ctx;
+} tg__node;
+
+struct tg_tape {
+    tg_status status;
+    char msg[256];
+    tg__node *nodes;
+    size_t n_nodes, cap_nodes;
+    tg__arena arena;
+};
+
+/* Records the first error on the tape (later ones are echoes) and returns the
+ * tape's status. Every tape error passes through here. */
+TG__PRINTF(3, 4) tg_status tg__fail(tg_tape *tp, tg_status s, const char *fmt, ...);
+/* Fills 'err' (may be NULL) and returns s. */
+TG__PRINTF(3, 4) tg_status tg__set_error(tg_error *err, tg_status s, const char *fmt, ...);
+/* The guard every op opens with: false (and nothing new recorded) on a NULL
+ * or failed tape; a NULL input on a healthy tape records TG_ERR_ARG. */
+bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in);
+/* Copies built-in op parameters into the tape's arena so they can serve as ctx. */
+void *tg__tape_copy(tg_tape *tp, const void *src, size_t size);
+
+/* ====== Tensors (tensor.c) ====== */
+
+/* Writes "[2x3x4]" ("[]" for rank 0) into buf and returns buf. */
+const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size);
+#define TG__SHAPE_STR_MAX 96
+/* Number of elements of a shape, -1 for a bad rank, a negative dimension or overflow. */
+int64_t tg__numel(int rank, const int64_t *shape);
+size_t tg__dtype_size(tg_dtype dt);
+/* A heap leaf whose data the caller fills (zeroed). */
+tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
+/* A tape-owned tensor in the arena, zero-filled; NULL when out of memory. */
+tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *shape);
+bool tg__same_shape(const tg_tensor *a, const tg_tensor *b);
+/* The gradient buffer of t, created zeroed when missing (a leaf's on the heap,
+ * an intermediate's in the arena). NULL when out of memory. */
+tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t);
+
+/* ====== Matrix product (gemm.c): the one place BLAS or the fallback is chosen ====== */
+
+/* C = alpha op(A) op(B) + beta C, row-major; op(A) is [m,k], op(B) [k,n].
+ * lda/ldb/ldc are the row strides of A, B, C as stored. */
+void tg__gemm(tg_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+              double alpha, const void *a, int64_t lda, const void *b, int64_t ldb, double beta,
+              void *c, int64_t ldc);
+
+#endif /* TG_INTERNAL_H */

@@ -1,0 +1,161 @@
+/* Leaf tensors, accessors, gradients, and shape strings for messages. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+size_t tg__dtype_size(tg_dtype dt) { return dt == TG_F64 ? sizeof(double) : sizeof(float); }
+
+int64_t tg__numel(int rank, const int64_t *shape)
+{
+    if (rank < 0 || rank > TG_MAX_RANK || (rank > 0 && !shape)) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (shape[i] < 0) return -1;
+        /* Keep numel * 8 bytes representable, so byte sizes never wrap. */
+        if (shape[i] > 0 && n > (INT64_MAX / 8) / shape[i]) return -1;
+        n *= shape[i];
+    }
+    return n;
+}
+
+static bool valid_dtype(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64; }
+
+static void set_shape(tg_tensor *t, tg_dtype dt, int rank, const int64_t *shape, int64_t numel)
+{
+    t->dtype = dt;
+    t->rank = rank;
+    for (int i = 0; i < rank; i++) t->shape[i] = shape[i];
+    t->numel = numel;
+}
+
+tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape)
+{
+    int64_t numel = tg__numel(rank, shape);
+    if (numel < 0 || !valid_dtype(dt)) return NULL;
+    size_t bytes = (size_t)numel * tg__dtype_size(dt);
+    if ((uint64_t)numel * tg__dtype_size(dt) > SIZE_MAX - TG__ALIGN) return NULL;
+    tg_tensor *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    /* aligned_alloc wants a multiple of the alignment; round up, and never 0. */
+    t->data = aligned_alloc(TG__ALIGN, bytes ? (bytes + TG__ALIGN - 1) / TG__ALIGN * TG__ALIGN : TG__ALIGN);
+    if (!t->data) {
+        free(t);
+        return NULL;
+    }
+    memset(t->data, 0, bytes);
+    set_shape(t, dt, rank, shape, numel);
+    return t;
+}
+
+tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *shape)
+{
+    int64_t numel = tg__numel(rank, shape);
+    if (numel < 0 || !valid_dtype(dt)) return NULL;
+    if ((uint64_t)numel * tg__dtype_size(dt) > SIZE_MAX - TG__ALIGN) return NULL;
+    tg_tensor *t = tg__arena_alloc(a, sizeof *t);
+    if (!t) return NULL;
+    t->data = tg__arena_alloc(a, (size_t)numel * tg__dtype_size(dt));
+    if (!t->data) return NULL;
+    set_shape(t, dt, rank, shape, numel);
+    t->tape_owned = true;
+    return t;
+}
+
+tg_tensor *tg_tensor_new(tg_dtype dt, int rank, const int64_t *shape)
+{
+    return tg__tensor_alloc(dt, rank, shape);
+}
+
+tg_tensor *tg_tensor_from(tg_dtype dt, int rank, const int64_t *shape, const void *data)
+{
+    if (!data && tg__numel(rank, shape) > 0) return NULL;
+    tg_tensor *t = tg__tensor_alloc(dt, rank, shape);
+    if (t && t->numel) memcpy(t->data, data, (size_t)t->numel * tg__dtype_size(dt));
+    return t;
+}
+
+static void tensor_release(tg_tensor *t)
+{
+    free(t->data);
+    free(t);
+}
+
+void tg_tensor_free(tg_tensor *t)
+{
+    if (!t || t->tape_owned || t->is_grad) return;
+    if (t->grad) tensor_release(t->grad);
+    tensor_release(t);
+}
+
+tg_dtype tg_tensor_dtype(const tg_tensor *t) { return t ? t->dtype : TG_F32; }
+int tg_tensor_rank(const tg_tensor *t) { return t ? t->rank : 0; }
+const int64_t *tg_tensor_shape(const tg_tensor *t) { return t ? t->shape : NULL; }
+int64_t tg_tensor_numel(const tg_tensor *t) { return t ? t->numel : 0; }
+void *tg_tensor_data(tg_tensor *t) { return t ? t->data : NULL; }
+tg_tensor *tg_tensor_grad(const tg_tensor *t) { return t ? t->grad : NULL; }
+bool tg_tensor_requires_grad(const tg_tensor *t) { return t && t->requires_grad; }
+const char *tg_tensor_name(const tg_tensor *t) { return t ? t->name : ""; }
+
+double tg_tensor_item(const tg_tensor *t)
+{
+    if (!t || t->numel != 1) return NAN;
+    return t->dtype == TG_F64 ? *(const double *)t->data : (double)*(const float *)t->data;
+}
+
+void tg_tensor_set_requires_grad(tg_tensor *t, bool on)
+{
+    if (t && !t->is_grad) t->requires_grad = on;
+}
+
+void tg_tensor_zero_grad(tg_tensor *t)
+{
+    if (t && t->grad) memset(t->grad->data, 0, (size_t)t->grad->numel * tg__dtype_size(t->dtype));
+}
+
+void tg_tensor_set_name(tg_tensor *t, const char *name)
+{
+    if (!t) return;
+    snprintf(t->name, sizeof t->name, "%s", name ? name : "");
+}
+
+tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape)
+{
+    if (!t || t->tape_owned || t->is_grad) return TG_ERR_ARG;
+    int64_t numel = tg__numel(rank, shape);
+    if (numel < 0) return TG_ERR_ARG;
+    if (numel != t->numel) return TG_ERR_SHAPE;
+    set_shape(t, t->dtype, rank, shape, numel);
+    if (t->grad) set_shape(t->grad, t->dtype, rank, shape, numel);
+    return TG_OK;
+}
+
+bool tg__same_shape(const tg_tensor *a, const tg_tensor *b)
+{
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size)
+{
+    size_t len = 0;
+    len += (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < t->rank && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, i ? "x%lld" : "%lld", (long long)t->shape[i]);
+    if (len < size) snprintf(buf + len, size - len, "]");
+    return buf;
+}
+
+tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t)
+{
+    if (t->grad) return t->grad;
+    tg_tensor *g = t->tape_owned ? tg__tensor_arena(&tp->arena, t->dtype, t->rank, t->shape)
+                                 : tg__tensor_alloc(t->dtype, t->rank, t->shape);
+    if (!g) return NULL;
+    g->is_grad = true;
+    t->grad = g;
+    return g;
+}
