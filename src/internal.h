@@ -92,6 +92,13 @@ bool tg__same_shape(const tg_tensor *a, const tg_tensor *b);
  * an intermediate's in the arena). NULL when out of memory. */
 tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t);
 
+/* ====== Row kernels shared by op families (ops/softmax.c) ====== */
+
+/* y = log_softmax(x) over each of 'rows' rows of 'cols' elements (softmax when
+ * 'as_prob'); stable: the row maximum is subtracted first. */
+void tg__log_softmax_rows(tg_dtype dt, const void *x, void *y, int64_t rows, int64_t cols,
+                          bool as_prob);
+
 /* ====== Matrix product (gemm.c): the one place BLAS or the fallback is chosen ====== */
 
 /* C = alpha op(A) op(B) + beta C, row-major; op(A) is [m,k], op(B) [k,n].
@@ -99,5 +106,20 @@ tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t);
 void tg__gemm(tg_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               double alpha, const void *a, int64_t lda, const void *b, int64_t ldb, double beta,
               void *c, int64_t ldc);
+
+/* ====== Fault injection for checkpoint saves (checkpoint.c) ====== */
+
+/* -1: off. n >= 0: the n-th (0-based) I/O step of the next saves fails with
+ * EIO, then the hook turns itself off. Tests use it to interrupt a save at
+ * every step; not thread-safe. */
+extern int tg__io_fail_after;
+/* Counts one I/O step; true (errno = EIO) when it is the one to fail. */
+bool tg__io_fault(void);
+
+/* ====== Parameter registries (nn/params.c) ====== */
+
+/* Frees the parameters added after the first 'count', newest first, so a
+ * constructor that registers several can undo a partial registration. */
+void tg__params_truncate(tg_params *ps, size_t count);
 
 #endif /* TG_INTERNAL_H */

@@ -1,1 +1,146 @@
+/*
+ * Reductions: sum, mean (both to rank 0) and sum_axis. Sums of F32 data
+ * accumulate in double, so a long sum loses no more than one rounding. The
+ * VJPs broadcast dG back over the reduced elements.
+ * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
+ */
 #include "internal.h"
+
+/* ====== sum: y = sum_i x_i;  dx_i += dG.   mean: y = sum_i x_i / n;  dx_i += dG / n ======
+ * ctx points at the divisor (1 for sum, n for mean), copied into the arena. */
+
+#define TOTAL(T)                                                                                   \
+    do {                                                                                           \
+        const T *x = in[0]->data;                                                                  \
+        double acc = 0;                                                                            \
+        for (int64_t i = 0; i < in[0]->numel; i++) acc += (double)x[i];                            \
+        *(T *)out->data = (T)(acc / div);                                                          \
+    } while (0)
+
+static tg_status total_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    double div = *(const double *)ctx;
+    if (out->dtype == TG_F64)
+        TOTAL(double);
+    else
+        TOTAL(float);
+    return TG_OK;
+}
+
+#define TOTAL_VJP(T)                                                                               \
+    do {                                                                                           \
+        T g = (T)(tg_tensor_item(gout) / div);                                                     \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t i = 0; i < in[0]->numel; i++) dx[i] += g;                                     \
+    } while (0)
+
+static tg_status total_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                           tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    if (!gin[0]) return TG_OK;
+    double div = *(const double *)ctx;
+    if (gout->dtype == TG_F64)
+        TOTAL_VJP(double);
+    else
+        TOTAL_VJP(float);
+    return TG_OK;
+}
+
+static const tg_op_def sum_def = {.name = "sum", .forward = total_forward, .vjp = total_vjp};
+static const tg_op_def mean_def = {.name = "mean", .forward = total_forward, .vjp = total_vjp};
+
+static tg_tensor *total(tg_tape *tp, const tg_op_def *def, tg_tensor *x, bool mean)
+{
+    if (!tg__guard(tp, def->name, 1, &x)) return NULL;
+    /* The mean of no elements is 0/0 = NaN, as in NumPy and PyTorch. */
+    double div = mean ? (double)x->numel : 1.0;
+    double *ctx = tg__tape_copy(tp, &div, sizeof div);
+    return ctx ? tg_custom(tp, def, &x, 1, 0, NULL, ctx) : NULL;
+}
+
+tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x) { return total(tp, &sum_def, x, false); }
+tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x) { return total(tp, &mean_def, x, true); }
+
+/* ====== sum_axis: y[o,i] = sum_k x[o,k,i];  dx[o,k,i] += dG[o,i] ======
+ * x is seen as [outer, n, inner] around the reduced axis; keepdim only
+ * changes the output's shape, not its elements. ctx holds the three extents. */
+
+typedef struct axis_ctx {
+    int64_t outer, n, inner;
+} axis_ctx;
+
+#define AXIS_FWD(T)                                                                                \
+    do {                                                                                           \
+        const T *x = in[0]->data;                                                                  \
+        T *y = out->data;                                                                          \
+        for (int64_t o = 0; o < c->outer; o++)                                                     \
+            for (int64_t i = 0; i < c->inner; i++) {                                               \
+                double acc = 0;                                                                    \
+                for (int64_t k = 0; k < c->n; k++) acc += (double)x[(o * c->n + k) * c->inner + i]; \
+                y[o * c->inner + i] = (T)acc;                                                      \
+            }                                                                                      \
+    } while (0)
+
+static tg_status sum_axis_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const axis_ctx *c = ctx;
+    if (out->dtype == TG_F64)
+        AXIS_FWD(double);
+    else
+        AXIS_FWD(float);
+    return TG_OK;
+}
+
+#define AXIS_VJP(T)                                                                                \
+    do {                                                                                           \
+        const T *g = gout->data;                                                                   \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t o = 0; o < c->outer; o++)                                                     \
+            for (int64_t k = 0; k < c->n; k++)                                                     \
+                for (int64_t i = 0; i < c->inner; i++)                                             \
+                    dx[(o * c->n + k) * c->inner + i] += g[o * c->inner + i];                      \
+    } while (0)
+
+static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                              tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    if (!gin[0]) return TG_OK;
+    const axis_ctx *c = ctx;
+    if (gout->dtype == TG_F64)
+        AXIS_VJP(double);
+    else
+        AXIS_VJP(float);
+    return TG_OK;
+}
+
+static const tg_op_def sum_axis_def = {
+    .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp};
+
+tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    if (!tg__guard(tp, "sum_axis", 1, &x)) return NULL;
+    int ax = axis < 0 ? axis + x->rank : axis;
+    if (ax < 0 || ax >= x->rank) {
+        char sx[TG__SHAPE_STR_MAX];
+        tg__fail(tp, TG_ERR_ARG, "sum_axis: axis %d out of range for %s", axis,
+                 tg__shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    axis_ctx c = {1, x->shape[ax], 1};
+    int64_t shape[TG_MAX_RANK];
+    int rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (i < ax) c.outer *= x->shape[i];
+        if (i > ax) c.inner *= x->shape[i];
+        if (i != ax)
+            shape[rank++] = x->shape[i];
+        else if (keepdim)
+            shape[rank++] = 1;
+    }
+    axis_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    return ctx ? tg_custom(tp, &sum_axis_def, &x, 1, rank, shape, ctx) : NULL;
+}

@@ -1,0 +1,1179 @@
+/*
+ * tg_bench: tapegrad against PyTorch eager on four training workloads, in one
+ * run, on the same shapes, in float32, with the same thread count.
+ *
+ *     W0 seed-net  2-3-2, sigmoid hidden, linear out, C = 1/2 ||y - a||^2,
+ *                  one sample per SGD step                     time per step
+ *     W1 tiny      64-32-10, tanh, MSE, batch 32, SGD          time per step
+ *     W2 fashion   784-256-128-10, ReLU, softmax CE, Adam 1e-3, batch 64,
+ *                  Fashion-MNIST                               s per epoch, test accuracy
+ *     W3 large     784-1024-1024-10, ReLU, softmax CE, SGD, batch 256, random
+ *                  data                                        time per step, GFLOP/s,
+ *                                                              GEMM floor, peak RSS
+ *
+ * The tapegrad side trains the way a user does: it records one step once and
+ * then, every step, writes the batch into the input leaves, replays the tape,
+ * zeroes the gradients, runs backward and steps the optimizer. It uses the
+ * public API only, plus cblas_sgemm for the GEMM floor of W3: the matrix
+ * products a W3 step makes, with the same shapes and transpose flags, timed
+ * alone.
+ *
+ * The program is its own driver. For every thread count it starts fresh child
+ * processes (itself with --child, and bench/torch_bench.py under /usr/bin/python3
+ * with --torch), W3 in a process of its own so that its peak resident memory
+ * is its own. Children print one JSON object per line; the driver merges them
+ * into one table. Every time is the median over the repetitions that follow a
+ * warm-up.
+ */
+#include <tapegrad/tapegrad.h>
+
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifdef TG_BENCH_CBLAS
+#include <cblas.h>
+#endif
+
+#ifndef TG_BENCH_TORCH_SCRIPT
+#define TG_BENCH_TORCH_SCRIPT "bench/torch_bench.py"
+#endif
+
+/* ORDER WORKLOADS: warm-up steps and steps per repetition; torch_bench.py
+ * uses the same numbers. */
+enum {
+    W0_WARMUP = 2000,
+    W0_STEPS = 2000,
+    W1_WARMUP = 500,
+    W1_STEPS = 1000,
+    W2_WARMUP = 100,
+    W3_WARMUP = 3,
+    W3_STEPS = 3,
+    W1_BATCH = 32,
+    W1_POOL = 16,
+    W2_BATCH = 64,
+    EVAL_CHUNK = 500,
+    W3_BATCH = 256,
+    MAX_THREAD_COUNTS = 8,
+};
+static const int64_t w3_sizes[] = {784, 1024, 1024, 10};
+#define W3_LAYERS 3
+
+typedef struct options {
+    bool torch, child, ftz, omp_active;
+    int threads[MAX_THREAD_COUNTS], n_threads;
+    char workloads[64]; /* "w0,w1,w2,w3", any subset */
+    int reps, w2_reps, w2_epochs;
+    long w2_train; /* rows of the training set used; 0 means all */
+    long seed;
+    const char *data, *python, *script, *json_out;
+} options;
+
+/* ====== Small helpers ====== */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(const double *v, int n)
+{
+    double *s = malloc((size_t)n * sizeof *s);
+    if (!s) return NAN;
+    memcpy(s, v, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, cmp_double);
+    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
+    free(s);
+    return m;
+}
+
+static double vmin(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] < m ? v[i] : m;
+    return m;
+}
+
+static double vmax(const double *v, int n)
+{
+    double m = v[0];
+    for (int i = 1; i < n; i++)
+        m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+static long maxrss_kb(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1; /* KiB on Linux */
+}
+
+static bool has_workload(const options *o, const char *w)
+{
+    return strstr(o->workloads, w) != NULL;
+}
+
+/* A child reports a failure as a record, so the table can say where it broke. */
+_Noreturn static void child_fail(int threads, const char *workload, const char *what,
+                                 const char *detail)
+{
+    json_t *r =
+        json_pack("{s:s, s:s, s:i, s:s++}", "engine", "tapegrad", "workload", workload, "threads",
+                  threads, "error", what, detail && *detail ? ": " : "", detail ? detail : "");
+    char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
+    if (s) printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    json_decref(r);
+    exit(EXIT_FAILURE);
+}
+
+/* Prints a timing record with median, min, max over the repetitions plus the
+ * fields of 'extra' (which it consumes). */
+static void emit(const char *engine, const char *workload, int threads, bool ftz,
+                 const char *metric, const double *per, int n, json_t *extra)
+{
+    json_t *r =
+        json_pack("{s:s, s:s, s:i, s:b, s:s, s:f, s:f, s:f, s:i}", "engine", engine, "workload",
+                  workload, "threads", threads, "ftz", ftz, "metric", metric, "median",
+                  median(per, n), "min", vmin(per, n), "max", vmax(per, n), "reps", n);
+    if (r && extra) json_object_update(r, extra);
+    char *s = r ? json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    if (s) printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    json_decref(r);
+    json_decref(extra);
+}
+
+/* ====== A network being trained: registry, MLP, optimizer, one recorded step ====== */
+
+typedef enum loss_kind { LOSS_HALF_SQUARED, LOSS_MSE, LOSS_SOFTMAX_CE } loss_kind;
+
+/* The calls of one step, for the breakdown of where a step's time goes. */
+enum { PH_LOAD, PH_REPLAY, PH_ZERO_GRAD, PH_BACKWARD, PH_OPTIM, N_PHASES };
+static const char *const phase_name[N_PHASES] = {"load_batch", "replay", "zero_grad", "backward",
+                                                 "optim_step"};
+
+typedef struct net {
+    tg_params *ps;
+    tg_mlp *mlp;
+    tg_optim *opt;
+    tg_tape *tp;
+    tg_tensor *x, *y; /* input and target leaves of one batch */
+    tg_tensor *loss;
+    double *phase; /* when set, seconds spent in each phase are added here */
+} net;
+
+static void net_free(net *n)
+{
+    tg_tape_free(n->tp);
+    tg_optim_free(n->opt);
+    tg_mlp_free(n->mlp);
+    tg_params_free(n->ps);
+    tg_tensor_free(n->x);
+    tg_tensor_free(n->y);
+    memset(n, 0, sizeof *n);
+}
+
+/* Builds the network and records one training step on zero data; returns an
+ * error text or NULL. */
+static const char *net_init(net *n, int n_layers, const int64_t *sizes, const tg_activation *acts,
+                            int64_t batch, loss_kind loss, const tg_optim_opts *oo, uint64_t seed)
+{
+    tg_rng rng;
+    tg_rng_seed(&rng, seed);
+    memset(n, 0, sizeof *n);
+    n->ps = tg_params_new();
+    n->tp = tg_tape_new();
+    n->x = tg_tensor_new(TG_F32, 2, (int64_t[]){batch, sizes[0]});
+    n->y = tg_tensor_new(TG_F32, 2, (int64_t[]){batch, sizes[n_layers]});
+    if (!n->ps || !n->tp || !n->x || !n->y) return "out of memory";
+    n->mlp = tg_mlp_new(n->ps, "mlp", n_layers, sizes, acts, TG_F32, &rng);
+    if (!n->mlp) return "tg_mlp_new failed";
+    n->opt = tg_optim_new(n->ps, oo);
+    if (!n->opt) return "tg_optim_new failed";
+    tg_tensor *pred = tg_mlp_forward(n->tp, n->mlp, n->x);
+    if (loss == LOSS_HALF_SQUARED)
+        n->loss = tg_scale(n->tp, tg_frobenius_loss(n->tp, pred, n->y), 0.5);
+    else if (loss == LOSS_MSE)
+        n->loss = tg_mse_loss(n->tp, pred, n->y);
+    else
+        n->loss = tg_softmax_cross_entropy(n->tp, pred, n->y);
+    if (tg_tape_status(n->tp) != TG_OK) return tg_tape_error(n->tp);
+    return NULL;
+}
+
+/* One training step on whatever the leaves hold now. */
+static const char *net_step(net *n)
+{
+    if (n->phase) {
+        double t0 = now_s(), t1, t2, t3, t4;
+        tg_status s = tg_tape_replay(n->tp);
+        t1 = now_s();
+        tg_params_zero_grad(n->ps);
+        t2 = now_s();
+        if (s == TG_OK) s = tg_backward(n->tp, n->loss);
+        t3 = now_s();
+        if (s != TG_OK) return tg_tape_error(n->tp);
+        if ((s = tg_optim_step(n->opt)) != TG_OK) return tg_status_str(s);
+        t4 = now_s();
+        n->phase[PH_REPLAY] += t1 - t0;
+        n->phase[PH_ZERO_GRAD] += t2 - t1;
+        n->phase[PH_BACKWARD] += t3 - t2;
+        n->phase[PH_OPTIM] += t4 - t3;
+        return NULL;
+    }
+    tg_status s = tg_tape_replay(n->tp);
+    if (s == TG_OK) {
+        tg_params_zero_grad(n->ps);
+        s = tg_backward(n->tp, n->loss);
+    }
+    if (s != TG_OK) return tg_tape_error(n->tp);
+    if ((s = tg_optim_step(n->opt)) != TG_OK) return tg_status_str(s);
+    return NULL;
+}
+
+typedef const char *(*step_fn)(void *ctx, int64_t i);
+
+/* Seconds per step of each of 'reps' repetitions of 'steps' steps, after 'warmup' steps. */
+static const char *timed_reps(step_fn f, void *ctx, int warmup, int steps, int reps, double *per)
+{
+    const char *e;
+    int64_t k = 0;
+    for (; k < warmup; k++)
+        if ((e = f(ctx, k))) return e;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now_s();
+        for (int i = 0; i < steps; i++, k++)
+            if ((e = f(ctx, k))) return e;
+        per[r] = (now_s() - t0) / steps;
+    }
+    return NULL;
+}
+
+/* Microseconds per step spent in each call of the step (and in writing the
+ * batch into the leaves), from a separate pass of 'steps' steps with a clock
+ * read between the calls: about 20 ns each, which the small workloads' phases
+ * carry on top. NULL and *err set when a step fails. */
+static json_t *phase_breakdown(net *n, step_fn f, void *ctx, int64_t steps, const char **err)
+{
+    double acc[N_PHASES] = {0};
+    n->phase = acc;
+    *err = NULL;
+    for (int64_t k = 0; k < steps && !*err; k++)
+        *err = f(ctx, k);
+    n->phase = NULL;
+    if (*err) return NULL;
+    json_t *j = json_object();
+    for (int i = 0; i < N_PHASES; i++)
+        json_object_set_new(j, phase_name[i], json_real(1e6 * acc[i] / (double)steps));
+    return j;
+}
+
+/* ====== W0 seed-net and W1 tiny: per-step cost of a small network ====== */
+
+typedef struct pool {
+    net n;
+    float *xs, *ys; /* 'count' batches of inputs and targets */
+    int count;
+    size_t x_bytes, y_bytes;
+} pool;
+
+static const char *pool_step(void *ctx, int64_t i)
+{
+    pool *p = ctx;
+    int64_t b = i % p->count;
+    double t0 = p->n.phase ? now_s() : 0;
+    memcpy(tg_tensor_data(p->n.x), (char *)p->xs + (size_t)b * p->x_bytes, p->x_bytes);
+    memcpy(tg_tensor_data(p->n.y), (char *)p->ys + (size_t)b * p->y_bytes, p->y_bytes);
+    if (p->n.phase) p->n.phase[PH_LOAD] += now_s() - t0;
+    return net_step(&p->n);
+}
+
+static void bench_small(const options *o, int threads, bool ftz, const char *workload)
+{
+    bool w0 = strcmp(workload, "w0") == 0;
+    const int64_t sizes0[] = {2, 3, 2}, sizes1[] = {64, 32, 10};
+    const tg_activation acts0[] = {TG_ACT_SIGMOID, TG_ACT_NONE},
+                        acts1[] = {TG_ACT_TANH, TG_ACT_NONE};
+    const int64_t *sizes = w0 ? sizes0 : sizes1;
+    int64_t batch = w0 ? 1 : W1_BATCH;
+    tg_optim_opts oo = {.kind = TG_OPTIM_SGD, .lr = w0 ? 0.05 : 0.01};
+    pool p = {.count = w0 ? 10 : W1_POOL};
+    const char *e = net_init(&p.n, 2, sizes, w0 ? acts0 : acts1, batch,
+                             w0 ? LOSS_HALF_SQUARED : LOSS_MSE, &oo, (uint64_t)o->seed);
+    if (e) child_fail(threads, workload, "setup", e);
+
+    p.x_bytes = (size_t)(batch * sizes[0]) * sizeof(float);
+    p.y_bytes = (size_t)(batch * sizes[2]) * sizeof(float);
+    p.xs = malloc((size_t)p.count * p.x_bytes);
+    p.ys = malloc((size_t)p.count * p.y_bytes);
+    double *per = malloc((size_t)o->reps * sizeof *per);
+    if (!p.xs || !p.ys || !per) child_fail(threads, workload, "setup", "out of memory");
+    tg_rng rng;
+    tg_rng_seed(&rng, (uint64_t)o->seed + 1);
+    if (w0) { /* points in the unit square, class (1,0) below the diagonal, (0,1) above */
+        for (int i = 0; i < p.count; i++) {
+            float a = (float)tg_rng_uniform(&rng), b = (float)tg_rng_uniform(&rng);
+            p.xs[2 * i] = a;
+            p.xs[2 * i + 1] = b;
+            p.ys[2 * i] = a > b ? 1.0f : 0.0f;
+            p.ys[2 * i + 1] = a > b ? 0.0f : 1.0f;
+        }
+    } else {
+        for (size_t i = 0; i < (size_t)p.count * p.x_bytes / sizeof(float); i++)
+            p.xs[i] = (float)tg_rng_normal(&rng);
+        for (size_t i = 0; i < (size_t)p.count * p.y_bytes / sizeof(float); i++)
+            p.ys[i] = (float)tg_rng_normal(&rng);
+    }
+    e = timed_reps(pool_step, &p, w0 ? W0_WARMUP : W1_WARMUP, w0 ? W0_STEPS : W1_STEPS, o->reps,
+                   per);
+    json_t *phases = e ? NULL : phase_breakdown(&p.n, pool_step, &p, w0 ? W0_STEPS : W1_STEPS, &e);
+    if (e) child_fail(threads, workload, "step", e);
+    emit("tapegrad", workload, threads, ftz, "s_per_step", per, o->reps,
+         json_pack("{s:i, s:i, s:o}", "steps_per_rep", w0 ? W0_STEPS : W1_STEPS, "tape_nodes",
+                   (int)tg_tape_size(p.n.tp), "phase_us", phases));
+    free(per);
+    free(p.xs);
+    free(p.ys);
+    net_free(&p.n);
+}
+
+/* ====== W2 fashion: an epoch of Fashion-MNIST ====== */
+
+/* Loads one gzipped IDX file as F32 times 'scale'; exits the child on failure. */
+static tg_tensor *load_idx(const options *o, int threads, const char *name, double scale)
+{
+    char path[4096];
+    tg_error err = {0};
+    tg_tensor *t = NULL;
+    snprintf(path, sizeof path, "%s/%s", o->data, name);
+    if (tg_idx_load(path, TG_F32, scale, &t, &err) != TG_OK)
+        child_fail(threads, "w2", "loading Fashion-MNIST", err.msg);
+    return t;
+}
+
+/* The first 'rows' rows of a [n, cols] leaf as a new leaf. */
+static tg_tensor *first_rows(tg_tensor *t, int64_t rows)
+{
+    int64_t cols = tg_tensor_numel(t) / tg_tensor_shape(t)[0];
+    return tg_tensor_from(TG_F32, 2, (int64_t[]){rows, cols}, tg_tensor_data(t));
+}
+
+/* Fraction of rows of x whose argmax logit is the label, in chunks through one replayed tape. */
+static double accuracy(int threads, const tg_mlp *mlp, tg_tensor *x, tg_tensor *labels)
+{
+    int64_t n = tg_tensor_shape(x)[0], cols = tg_tensor_shape(x)[1], hits = 0;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *xc = tg_tensor_new(TG_F32, 2, (int64_t[]){EVAL_CHUNK, cols});
+    tg_tensor *logits = tp && xc ? tg_mlp_forward(tp, mlp, xc) : NULL;
+    if (!logits) child_fail(threads, "w2", "evaluation", tp ? tg_tape_error(tp) : "no memory");
+    int64_t classes = tg_tensor_shape(logits)[1];
+    const float *lab = tg_tensor_data(labels);
+    for (int64_t r0 = 0; r0 < n; r0 += EVAL_CHUNK) {
+        /* A short last chunk leaves stale rows after its end; they are not counted. */
+        int64_t rows = n - r0 < EVAL_CHUNK ? n - r0 : EVAL_CHUNK;
+        memcpy(tg_tensor_data(xc), (float *)tg_tensor_data(x) + r0 * cols,
+               (size_t)(rows * cols) * sizeof(float));
+        if (tg_tape_replay(tp) != TG_OK) child_fail(threads, "w2", "evaluation", tg_tape_error(tp));
+        const float *l = tg_tensor_data(logits);
+        for (int64_t i = 0; i < rows; i++) {
+            int64_t best = 0;
+            for (int64_t c = 1; c < classes; c++)
+                if (l[i * classes + c] > l[i * classes + best]) best = c;
+            hits += (float)best == lab[r0 + i];
+        }
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(xc);
+    return (double)hits / (double)n;
+}
+
+/* Trains up to 'max_steps' full batches (all of one epoch when negative). */
+static const char *train_epoch(net *n, tg_batcher *b, int64_t max_steps)
+{
+    int64_t got, steps = 0;
+    const char *e;
+    while ((got = tg_batcher_next(b, n->x, n->y)) > 0) {
+        /* The last partial batch is dropped (the tape holds a full-batch graph). */
+        if (got < W2_BATCH) continue;
+        if (max_steps >= 0 && steps >= max_steps) break;
+        if ((e = net_step(n))) return e;
+        steps++;
+    }
+    return got < 0 ? "tg_batcher_next: shapes do not match" : NULL;
+}
+
+static void bench_fashion(const options *o, int threads, bool ftz)
+{
+    const int64_t sizes[] = {784, 256, 128, 10};
+    const tg_activation acts[] = {TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE};
+    tg_optim_opts oo = {.kind = TG_OPTIM_ADAM, .lr = 1e-3};
+    tg_tensor *xtr = load_idx(o, threads, "train-images-idx3-ubyte.gz", 1.0 / 255);
+    tg_tensor *ltr = load_idx(o, threads, "train-labels-idx1-ubyte.gz", 1.0);
+    tg_tensor *xte = load_idx(o, threads, "t10k-images-idx3-ubyte.gz", 1.0 / 255);
+    tg_tensor *lte = load_idx(o, threads, "t10k-labels-idx1-ubyte.gz", 1.0);
+    int64_t ntr = tg_tensor_shape(xtr)[0], nte = tg_tensor_shape(xte)[0];
+    if (tg_tensor_reshape(xtr, 2, (int64_t[]){ntr, 784}) != TG_OK ||
+        tg_tensor_reshape(xte, 2, (int64_t[]){nte, 784}) != TG_OK)
+        child_fail(threads, "w2", "setup", "images are not 28x28");
+    if (o->w2_train > 0 && o->w2_train < ntr) {
+        tg_tensor *xs = first_rows(xtr, o->w2_train),
+                  *ls = tg_tensor_from(TG_F32, 1, (int64_t[]){o->w2_train}, tg_tensor_data(ltr));
+        tg_tensor_free(xtr);
+        tg_tensor_free(ltr);
+        xtr = xs;
+        ltr = ls;
+        ntr = o->w2_train;
+    }
+    tg_tensor *ytr = xtr && ltr ? tg_one_hot(ltr, 10, TG_F32) : NULL;
+    int n_per = o->w2_reps * o->w2_epochs;
+    double *per = malloc((size_t)n_per * sizeof *per);
+    if (!ytr || !per) child_fail(threads, "w2", "setup", "out of memory or bad labels");
+
+    double acc = 0;
+    const char *e = NULL;
+    for (int r = -1; r < o->w2_reps && !e; r++) { /* r = -1: the warm-up */
+        net n;
+        tg_batcher *b = NULL;
+        if (!(e = net_init(&n, 3, sizes, acts, W2_BATCH, LOSS_SOFTMAX_CE, &oo, (uint64_t)o->seed)))
+            b = tg_batcher_new(xtr, ytr, W2_BATCH, true, (uint64_t)o->seed);
+        if (!e && !b) e = "tg_batcher_new failed";
+        for (int ep = 0; ep < (r < 0 ? 1 : o->w2_epochs) && !e; ep++) {
+            double t0 = now_s();
+            e = train_epoch(&n, b, r < 0 ? W2_WARMUP : -1);
+            if (r >= 0) per[r * o->w2_epochs + ep] = now_s() - t0;
+        }
+        if (!e && r >= 0) {
+            acc = accuracy(threads, n.mlp, xte, lte);
+            fprintf(stderr, "tg_bench: w2 threads=%d: %.3f s/epoch, test accuracy %.4f\n", threads,
+                    per[r * o->w2_epochs + o->w2_epochs - 1], acc);
+        }
+        tg_batcher_free(b);
+        net_free(&n);
+    }
+    if (e) child_fail(threads, "w2", "training", e);
+    emit("tapegrad", "w2", threads, ftz, "s_per_epoch", per, n_per,
+         json_pack("{s:f, s:i, s:I, s:I}", "accuracy", acc, "epochs", o->w2_epochs, "train_rows",
+                   (json_int_t)(ntr / W2_BATCH * W2_BATCH), "steps_per_epoch",
+                   (json_int_t)(ntr / W2_BATCH)));
+    free(per);
+    tg_tensor_free(xtr);
+    tg_tensor_free(ltr);
+    tg_tensor_free(ytr);
+    tg_tensor_free(xte);
+    tg_tensor_free(lte);
+}
+
+/* ====== W3 large: GEMM-bound steps, GFLOP/s, the GEMM floor, peak memory ====== */
+
+/* Matrix-product FLOPs of one step: 2 B in out per GEMM, three GEMMs per layer
+ * (forward, dW, dX) except the first layer, whose input needs no gradient. */
+static double w3_flop(void)
+{
+    double f = 0;
+    for (int l = 0; l < W3_LAYERS; l++)
+        f += (l ? 3.0 : 2.0) * 2.0 * W3_BATCH * (double)w3_sizes[l] * (double)w3_sizes[l + 1];
+    return f;
+}
+
+static const char *w3_step(void *ctx, int64_t i)
+{
+    (void)i;
+    return net_step(ctx);
+}
+
+#ifdef TG_BENCH_CBLAS
+/* One sgemm of a W3 step: row-major C = op(A) op(B) + beta C. */
+typedef struct gemm_call {
+    bool ta, tb;
+    int m, n, k, lda, ldb, ldc;
+    float beta;
+    const float *a, *b;
+    float *c;
+} gemm_call;
+
+typedef struct floor_plan {
+    gemm_call calls[3 * W3_LAYERS];
+    int n_calls;
+    float *mem[6 * W3_LAYERS];
+    int n_mem;
+} floor_plan;
+
+static float *floor_buf(floor_plan *fp, tg_rng *r, int64_t rows, int64_t cols, double amp)
+{
+    float *p = malloc((size_t)(rows * cols) * sizeof *p);
+    if (!p) return NULL;
+    fp->mem[fp->n_mem++] = p;
+    for (int64_t i = 0; i < rows * cols; i++)
+        p[i] = (float)(amp * (2 * tg_rng_uniform(r) - 1));
+    return p;
+}
+
+/* The products of one training step of the W3 MLP as tapegrad's matmul makes
+ * them: forward Z = X W (beta 0, a fresh output), then in reverse layer order
+ * the VJP dX += dZ W^T and dW += X^T dZ, both accumulated (beta 1) and without
+ * materialising a transpose. */
+static bool floor_plan_init(floor_plan *fp, uint64_t seed)
+{
+    tg_rng r;
+    tg_rng_seed(&r, seed);
+    memset(fp, 0, sizeof *fp);
+    float *x[W3_LAYERS], *w[W3_LAYERS], *z[W3_LAYERS], *dz[W3_LAYERS], *dw[W3_LAYERS];
+    float *dx[W3_LAYERS] = {NULL};
+    for (int l = 0; l < W3_LAYERS; l++) {
+        int64_t in = w3_sizes[l], out = w3_sizes[l + 1];
+        x[l] = floor_buf(fp, &r, W3_BATCH, in, 1.0);
+        w[l] = floor_buf(fp, &r, in, out, 0.05);
+        z[l] = floor_buf(fp, &r, W3_BATCH, out, 1.0);
+        dz[l] = floor_buf(fp, &r, W3_BATCH, out, 1e-3);
+        dw[l] = floor_buf(fp, &r, in, out, 1e-3);
+        if (l > 0) dx[l] = floor_buf(fp, &r, W3_BATCH, in, 1e-3);
+        if (!x[l] || !w[l] || !z[l] || !dz[l] || !dw[l] || (l > 0 && !dx[l])) return false;
+    }
+    for (int l = 0; l < W3_LAYERS; l++) {
+        int in = (int)w3_sizes[l], out = (int)w3_sizes[l + 1];
+        fp->calls[fp->n_calls++] =
+            (gemm_call){false, false, W3_BATCH, out, in, in, out, out, 0.0f, x[l], w[l], z[l]};
+    }
+    for (int l = W3_LAYERS - 1; l >= 0; l--) {
+        int in = (int)w3_sizes[l], out = (int)w3_sizes[l + 1];
+        if (l > 0)
+            fp->calls[fp->n_calls++] =
+                (gemm_call){false, true, W3_BATCH, in, out, out, out, in, 1.0f, dz[l], w[l], dx[l]};
+        fp->calls[fp->n_calls++] =
+            (gemm_call){true, false, in, out, W3_BATCH, in, out, out, 1.0f, x[l], dz[l], dw[l]};
+    }
+    return true;
+}
+
+static void floor_plan_free(floor_plan *fp)
+{
+    for (int i = 0; i < fp->n_mem; i++)
+        free(fp->mem[i]);
+    fp->n_mem = 0;
+}
+
+static const char *floor_step(void *ctx, int64_t i)
+{
+    const floor_plan *fp = ctx;
+    (void)i;
+    for (int c = 0; c < fp->n_calls; c++) {
+        const gemm_call *g = &fp->calls[c];
+        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
+                    g->tb ? CblasTrans : CblasNoTrans, g->m, g->n, g->k, 1.0f, g->a, g->lda, g->b,
+                    g->ldb, g->beta, g->c, g->ldc);
+    }
+    return NULL;
+}
+#endif
+
+static void bench_large(const options *o, int threads, bool ftz, long base_rss)
+{
+    const tg_activation acts[] = {TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE};
+    tg_optim_opts oo = {.kind = TG_OPTIM_SGD, .lr = 0.01};
+    net n;
+    const char *e =
+        net_init(&n, W3_LAYERS, w3_sizes, acts, W3_BATCH, LOSS_SOFTMAX_CE, &oo, (uint64_t)o->seed);
+    double *per = malloc((size_t)o->reps * sizeof *per);
+    if (!e && !per) e = "out of memory";
+    if (e) child_fail(threads, "w3", "setup", e);
+    tg_rng r;
+    tg_rng_seed(&r, (uint64_t)o->seed + 3);
+    float *x = tg_tensor_data(n.x), *y = tg_tensor_data(n.y);
+    for (int64_t i = 0; i < tg_tensor_numel(n.x); i++)
+        x[i] = (float)tg_rng_uniform(&r);
+    for (int64_t i = 0; i < W3_BATCH; i++)
+        y[i * w3_sizes[W3_LAYERS] + (int64_t)tg_rng_below(&r, 10)] = 1;
+
+    json_t *phases = NULL;
+    if (!(e = timed_reps(w3_step, &n, W3_WARMUP, W3_STEPS, o->reps, per)))
+        phases = phase_breakdown(&n, w3_step, &n, (int64_t)o->reps * W3_STEPS, &e);
+    if (e) child_fail(threads, "w3", "step", e);
+    long peak = maxrss_kb(); /* before the floor's own buffers exist */
+    double flop = w3_flop(), med = median(per, o->reps);
+    emit("tapegrad", "w3", threads, ftz, "s_per_step", per, o->reps,
+         json_pack("{s:i, s:f, s:I, s:I, s:i, s:o}", "steps_per_rep", W3_STEPS, "gflops",
+                   flop / med / 1e9, "maxrss_kb", (json_int_t)peak, "base_rss_kb",
+                   (json_int_t)base_rss, "tape_nodes", (int)tg_tape_size(n.tp), "phase_us",
+                   phases));
+    net_free(&n);
+
+#ifdef TG_BENCH_CBLAS
+    floor_plan fp;
+    if (!floor_plan_init(&fp, (uint64_t)o->seed))
+        child_fail(threads, "w3", "GEMM floor", "out of memory");
+    timed_reps(floor_step, &fp, W3_WARMUP, W3_STEPS, o->reps, per);
+    med = median(per, o->reps);
+    emit("gemm_floor", "w3", threads, ftz, "s_per_step", per, o->reps,
+         json_pack("{s:i, s:f, s:i}", "steps_per_rep", W3_STEPS, "gflops", flop / med / 1e9,
+                   "sgemm_calls", fp.n_calls));
+    floor_plan_free(&fp);
+#endif
+    free(per);
+}
+
+/* ====== Child: run the workloads for one thread count, print JSON lines ====== */
+
+static int run_child(const options *o)
+{
+    long base_rss = maxrss_kb();
+    int threads = o->threads[0];
+    tg_set_num_threads(threads);
+    bool ftz = tg_set_flush_denormals(o->ftz) && o->ftz;
+#ifdef TG_BENCH_CBLAS
+    const bool cblas_floor = true;
+#else
+    const bool cblas_floor = false;
+#endif
+    json_t *info = json_pack("{s:s, s:b, s:s, s:i, s:i, s:b, s:b}", "engine", "tapegrad", "info", 1,
+                             "version", tg_version_string(), "threads", threads, "blas_threads",
+                             tg_get_num_threads(), "ftz", ftz, "cblas_floor", cblas_floor);
+    char *s = info ? json_dumps(info, JSON_COMPACT) : NULL;
+    if (s) printf("%s\n", s);
+    fflush(stdout);
+    free(s);
+    json_decref(info);
+    static const char *const order[] = {"w0", "w1", "w2", "w3"};
+    for (int i = 0; i < 4; i++) {
+        if (!has_workload(o, order[i])) continue;
+        fprintf(stderr, "tg_bench: %s threads=%d\n", order[i], threads);
+        if (i < 2)
+            bench_small(o, threads, ftz, order[i]);
+        else if (i == 2)
+            bench_fashion(o, threads, ftz);
+        else
+            bench_large(o, threads, ftz, base_rss);
+    }
+    return EXIT_SUCCESS;
+}
+
+/* ====== Driver: spawn the children, collect their records ====== */
+
+typedef struct records {
+    json_t *all;         /* array of every record received */
+    char torch_err[512]; /* why the PyTorch column is missing, "" when it is not */
+} records;
+
+/* Runs argv with stdout on a pipe and 'env' (name, value, name, value, ..., NULL)
+ * set in its environment; keeps every JSON line it prints. Returns the exit status, -1 when
+ * it could not start. */
+static int spawn_collect(char *const argv[], const char *const *env, records *rec)
+{
+    int fd[2];
+    fflush(stdout);
+    if (pipe(fd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(fd[0]);
+        close(fd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        close(fd[1]);
+        for (int i = 0; env && env[i] && env[i + 1]; i += 2)
+            setenv(env[i], env[i + 1], 1);
+        execv(argv[0], argv);
+        fprintf(stderr, "tg_bench: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *in = fdopen(fd[0], "r");
+    char *line = NULL;
+    size_t cap = 0;
+    while (in && getline(&line, &cap, in) > 0) {
+        json_error_t jerr;
+        json_t *j = json_loads(line, 0, &jerr);
+        if (json_is_object(j))
+            json_array_append_new(rec->all, j);
+        else {
+            json_decref(j);
+            fprintf(stderr, "%s", line); /* not a record: pass it on */
+        }
+    }
+    free(line);
+    if (in)
+        fclose(in);
+    else
+        close(fd[0]);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* The record of 'engine' for (workload, threads), or NULL. */
+static json_t *find(const records *rec, const char *engine, const char *workload, int threads)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rec->all, i, r)
+    {
+        if (json_integer_value(json_object_get(r, "threads")) != threads) continue;
+        const char *e = json_string_value(json_object_get(r, "engine"));
+        const char *w = json_string_value(json_object_get(r, "workload"));
+        if (e && w && strcmp(e, engine) == 0 && strcmp(w, workload) == 0) return r;
+    }
+    return NULL;
+}
+
+static json_t *find_info(const records *rec, const char *engine, int threads)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rec->all, i, r)
+    {
+        const char *e = json_string_value(json_object_get(r, "engine"));
+        if (e && strcmp(e, engine) == 0 && json_is_true(json_object_get(r, "info")) &&
+            json_integer_value(json_object_get(r, "threads")) == threads)
+            return r;
+    }
+    return NULL;
+}
+
+static double num(const json_t *r, const char *key)
+{
+    const json_t *v = r ? json_object_get(r, key) : NULL;
+    return json_is_number(v) ? json_number_value(v) : (double)NAN;
+}
+
+static void run_tapegrad(const options *o, const char *self, int threads, const char *workloads,
+                         records *rec)
+{
+    char t[16], reps[16], w2r[16], w2e[16], w2n[32], seed[32];
+    snprintf(t, sizeof t, "%d", threads);
+    snprintf(reps, sizeof reps, "%d", o->reps);
+    snprintf(w2r, sizeof w2r, "%d", o->w2_reps);
+    snprintf(w2e, sizeof w2e, "%d", o->w2_epochs);
+    snprintf(w2n, sizeof w2n, "%ld", o->w2_train);
+    snprintf(seed, sizeof seed, "%ld", o->seed);
+    char *argv[] = {(char *)self,
+                    "--child",
+                    "--threads",
+                    t,
+                    "--workloads",
+                    (char *)workloads,
+                    "--reps",
+                    reps,
+                    "--w2-reps",
+                    w2r,
+                    "--w2-epochs",
+                    w2e,
+                    "--w2-train",
+                    w2n,
+                    "--seed",
+                    seed,
+                    "--data",
+                    (char *)o->data,
+                    o->ftz ? "--ftz" : "--no-ftz",
+                    NULL};
+    int st = spawn_collect(argv, NULL, rec);
+    if (st != 0)
+        fprintf(stderr, "tg_bench: tapegrad child (%s, %d threads) exited with %d\n", workloads,
+                threads, st);
+}
+
+static void run_torch(const options *o, int threads, const char *workloads, records *rec)
+{
+    if (rec->torch_err[0]) return;
+    char t[16], reps[16], w2r[16], w2e[16], w2n[32], seed[32];
+    snprintf(t, sizeof t, "%d", threads);
+    snprintf(reps, sizeof reps, "%d", o->reps);
+    snprintf(w2r, sizeof w2r, "%d", o->w2_reps);
+    snprintf(w2e, sizeof w2e, "%d", o->w2_epochs);
+    snprintf(w2n, sizeof w2n, "%ld", o->w2_train);
+    snprintf(seed, sizeof seed, "%ld", o->seed);
+    char *argv[] = {(char *)o->python,
+                    (char *)o->script,
+                    "--threads",
+                    t,
+                    "--workloads",
+                    (char *)workloads,
+                    "--reps",
+                    reps,
+                    "--w2-reps",
+                    w2r,
+                    "--w2-epochs",
+                    w2e,
+                    "--w2-train",
+                    w2n,
+                    "--seed",
+                    seed,
+                    "--data",
+                    (char *)o->data,
+                    "--ftz",
+                    o->ftz ? "1" : "0",
+                    NULL};
+    /* torch.set_num_threads sizes the OpenMP pool only; its BLAS (OpenBLAS)
+     * takes the count from the environment. A passive OpenMP wait keeps the
+     * OpenMP workers from spinning against the BLAS threads on the same cores. */
+    const char *env[] = {"OPENBLAS_NUM_THREADS",
+                         t,
+                         "OMP_NUM_THREADS",
+                         t,
+                         "OMP_WAIT_POLICY",
+                         o->omp_active ? "ACTIVE" : "PASSIVE",
+                         NULL};
+    size_t before = json_array_size(rec->all);
+    int st = spawn_collect(argv, env, rec);
+    for (size_t i = before; i < json_array_size(rec->all); i++) {
+        json_t *r = json_array_get(rec->all, i);
+        const char *err = json_string_value(json_object_get(r, "error"));
+        if (err && !json_object_get(r, "workload"))
+            snprintf(rec->torch_err, sizeof rec->torch_err, "%s", err);
+    }
+    if (st != 0 && !rec->torch_err[0])
+        snprintf(rec->torch_err, sizeof rec->torch_err, "%s %s exited with status %d", o->python,
+                 o->script, st);
+}
+
+/* ====== Driver: the table ====== */
+
+static void cpu_model(char *buf, size_t size)
+{
+    snprintf(buf, size, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    char line[512];
+    while (f && fgets(line, sizeof line, f)) {
+        char *c = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && c) {
+            snprintf(buf, size, "%s", c + 2);
+            buf[strcspn(buf, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f) fclose(f);
+}
+
+typedef struct wl_row {
+    const char *id, *label, *unit;
+    double scale; /* seconds -> unit */
+} wl_row;
+
+static const wl_row wl_rows[] = {
+    {"w0", "W0 seed-net 2-3-2 sigmoid, 1 sample SGD", "us/step", 1e6},
+    {"w1", "W1 tiny 64-32-10 tanh MSE b32 SGD", "us/step", 1e6},
+    {"w2", "W2 fashion 784-256-128-10 Adam b64", "s/epoch", 1.0},
+    {"w3", "W3 large 784-1024-1024-10 SGD b256", "ms/step", 1e3},
+};
+
+static void fmt_time(char *buf, size_t size, const json_t *r, double scale)
+{
+    const char *err = r ? json_string_value(json_object_get(r, "error")) : NULL;
+    double v = num(r, "median") * scale;
+    if (err)
+        snprintf(buf, size, "error");
+    else if (isnan(v))
+        snprintf(buf, size, "n/a");
+    else
+        snprintf(buf, size, v < 10 ? "%.3f" : v < 100 ? "%.2f" : "%.1f", v);
+}
+
+/* v with 1 (per = 10) or 3 (per = 1000) decimals, "n/a" when unknown. */
+static void fmt_num(char *buf, size_t size, double v, int per)
+{
+    if (isnan(v) || isinf(v))
+        snprintf(buf, size, "n/a");
+    else if (per >= 1000)
+        snprintf(buf, size, "%.3f", v);
+    else
+        snprintf(buf, size, "%.1f", v);
+}
+
+static void print_table(const options *o, const records *rec)
+{
+    char cpu[256], load[64] = "?";
+    cpu_model(cpu, sizeof cpu);
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (!fgets(load, sizeof load, f)) snprintf(load, sizeof load, "?");
+        load[strcspn(load, "\n")] = '\0';
+        fclose(f);
+    }
+    const json_t *tinfo = find_info(rec, "torch", o->threads[0]);
+    const json_t *ginfo = find_info(rec, "tapegrad", o->threads[0]);
+    const char *tv = tinfo ? json_string_value(json_object_get(tinfo, "version")) : NULL;
+    printf("\n== tapegrad %s vs PyTorch %s, float32 ==\n", tg_version_string(),
+           tv ? tv : "(not run)");
+    printf("machine: %s, %ld online CPUs; load average at the end: %s\n", cpu,
+           sysconf(_SC_NPROCESSORS_ONLN), load);
+    printf("timing: median of %d repetitions after warm-up (W2: %d repetition%s of %d epoch%s, "
+           "each from a fresh model)\n",
+           o->reps, o->w2_reps, o->w2_reps == 1 ? "" : "s", o->w2_epochs,
+           o->w2_epochs == 1 ? "" : "s");
+    printf("FTZ/DAZ: tapegrad %s (tg_set_flush_denormals), PyTorch %s (torch.set_flush_denormal)\n",
+           ginfo ? (json_is_true(json_object_get(ginfo, "ftz")) ? "on" : "off") : "?",
+           tinfo ? (json_is_true(json_object_get(tinfo, "ftz")) ? "on" : "off") : "-");
+    printf("threads: tapegrad tg_set_num_threads(T); PyTorch torch.set_num_threads(T) with "
+           "OPENBLAS_NUM_THREADS=T, OMP_WAIT_POLICY=%s\n",
+           o->omp_active ? "ACTIVE" : "PASSIVE");
+    for (int k = 0; k < o->n_threads; k++) {
+        const json_t *gi = find_info(rec, "tapegrad", o->threads[k]);
+        const json_t *ti = find_info(rec, "torch", o->threads[k]);
+        printf("  T=%d: tg_get_num_threads() = %.0f", o->threads[k], num(gi, "blas_threads"));
+        if (ti) printf(", torch.get_num_threads() = %.0f", num(ti, "torch_threads"));
+        printf("\n");
+    }
+    if (rec->torch_err[0]) printf("PyTorch column skipped: %s\n", rec->torch_err);
+
+    printf("\n%-42s %3s %9s %9s %10s %8s  %s\n", "workload", "T", "tapegrad", "PyTorch", "unit",
+           "tg/torch", "notes");
+    for (size_t w = 0; w < sizeof wl_rows / sizeof *wl_rows; w++) {
+        if (!has_workload(o, wl_rows[w].id)) continue;
+        for (int k = 0; k < o->n_threads; k++) {
+            int t = o->threads[k];
+            const json_t *g = find(rec, "tapegrad", wl_rows[w].id, t);
+            const json_t *p = find(rec, "torch", wl_rows[w].id, t);
+            char gs[32], ps[32], ratio[16], notes[256] = "";
+            fmt_time(gs, sizeof gs, g, wl_rows[w].scale);
+            fmt_time(ps, sizeof ps, p, wl_rows[w].scale);
+            fmt_num(ratio, sizeof ratio, num(g, "median") / num(p, "median"), 1000);
+            if (strcmp(wl_rows[w].id, "w2") == 0) {
+                char ga[16], pa[16];
+                fmt_num(ga, sizeof ga, num(g, "accuracy"), 1000);
+                fmt_num(pa, sizeof pa, num(p, "accuracy"), 1000);
+                snprintf(notes, sizeof notes, "test acc %s / %s after %d epoch%s, %.0f rows", ga,
+                         pa, o->w2_epochs, o->w2_epochs == 1 ? "" : "s", num(g, "train_rows"));
+            }
+            const char *err = g ? json_string_value(json_object_get(g, "error")) : NULL;
+            const char *perr = p ? json_string_value(json_object_get(p, "error")) : NULL;
+            if (err || perr)
+                snprintf(notes, sizeof notes, "%s: %s", err ? "tapegrad" : "PyTorch",
+                         err ? err : perr);
+            printf("%-42s %3d %9s %9s %10s %8s  %s\n", k == 0 ? wl_rows[w].label : "", t, gs, ps,
+                   wl_rows[w].unit, ratio, notes);
+        }
+    }
+    printf("\ntapegrad step breakdown (us per step, mean of a separate pass with a clock read "
+           "between calls)\n%-4s %3s %10s %10s %10s %10s %10s %10s\n",
+           "", "T", "load", "replay", "zero_grad", "backward", "optim", "sum");
+    for (size_t w = 0; w < sizeof wl_rows / sizeof *wl_rows; w++) {
+        for (int k = 0; k < o->n_threads; k++) {
+            const json_t *g = find(rec, "tapegrad", wl_rows[w].id, o->threads[k]);
+            const json_t *ph = g ? json_object_get(g, "phase_us") : NULL;
+            if (!json_is_object(ph)) continue;
+            double sum = 0;
+            printf("%-4s %3d", wl_rows[w].id, o->threads[k]);
+            for (int i = 0; i < N_PHASES; i++) {
+                double v = num(ph, phase_name[i]);
+                sum += v;
+                printf(" %10.2f", v);
+            }
+            printf(" %10.2f\n", sum);
+        }
+    }
+    if (!has_workload(o, "w3")) return;
+    printf("\nW3 detail (%.3f GFLOP of matrix products per step)\n", w3_flop() / 1e9);
+    printf("%3s %9s %9s %8s %9s %10s %10s %16s %16s\n", "T", "tg ms", "floor ms", "tg/floor",
+           "tg GF/s", "floor GF/s", "torch GF/s", "tg peak MiB", "torch peak MiB");
+    for (int k = 0; k < o->n_threads; k++) {
+        int t = o->threads[k];
+        const json_t *g = find(rec, "tapegrad", "w3", t), *fl = find(rec, "gemm_floor", "w3", t);
+        const json_t *p = find(rec, "torch", "w3", t);
+        char gs[32], fs[32], q[16], gf[16], ff[16], pf[16], gm[16], gb[16], pm[16], pb[16];
+        fmt_time(gs, sizeof gs, g, 1e3);
+        fmt_time(fs, sizeof fs, fl, 1e3);
+        fmt_num(q, sizeof q, num(g, "median") / num(fl, "median"), 1000);
+        fmt_num(gf, sizeof gf, num(g, "gflops"), 10);
+        fmt_num(ff, sizeof ff, num(fl, "gflops"), 10);
+        fmt_num(pf, sizeof pf, num(p, "gflops"), 10);
+        fmt_num(gm, sizeof gm, num(g, "maxrss_kb") / 1024, 10);
+        fmt_num(gb, sizeof gb, num(g, "base_rss_kb") / 1024, 10);
+        fmt_num(pm, sizeof pm, num(p, "maxrss_kb") / 1024, 10);
+        fmt_num(pb, sizeof pb, num(p, "base_rss_kb") / 1024, 10);
+        printf("%3d %9s %9s %8s %9s %10s %10s %7s (%6s) %7s (%6s)\n", t, gs, fs, q, gf, ff, pf, gm,
+               gb, pm, pb);
+    }
+    printf("(peak = ru_maxrss of the W3 process; in parentheses its value before the workload: "
+           "after start-up, for PyTorch after import torch)\n");
+#ifndef TG_BENCH_CBLAS
+    printf("GEMM floor: n/a (built without OpenBLAS)\n");
+#endif
+}
+
+/* ====== Options ====== */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: tg_bench [--torch] [--threads 1,2] [--workloads w0,w1,w2,w3] [--reps N]\n"
+            "                [--w2-reps N] [--w2-epochs E] [--w2-train ROWS] [--data DIR]\n"
+            "                [--no-ftz] [--seed S] [--json FILE] [--python PATH]\n"
+            "                [--torch-script PATH] [--torch-omp-active]\n"
+            "  --torch           also run PyTorch (bench/torch_bench.py) on the same workloads\n"
+            "  --threads LIST    thread counts to run, default 1,2\n"
+            "  --reps N          repetitions per timing (W0, W1, W3), default 11\n"
+            "  --w2-reps N       W2 repetitions, each a fresh model trained E epochs, default 7\n"
+            "  --w2-epochs E     epochs per W2 repetition, default 1\n"
+            "  --w2-train ROWS   train W2 on the first ROWS images only, default all 60000\n"
+            "  --data DIR        Fashion-MNIST gz IDX files, default %s\n"
+            "  --no-ftz          keep denormals (both engines); the default flushes them\n"
+            "  --json FILE       also write every record as JSON lines\n"
+            "  --python PATH     interpreter with torch, default /usr/bin/python3\n"
+            "  --torch-omp-active  let PyTorch's OpenMP workers spin (libgomp's default)\n",
+            "/usr/share/datasets/fashion-mnist");
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_options(int argc, char **argv, options *o)
+{
+    *o = (options){.ftz = true,
+                   .threads = {1, 2},
+                   .n_threads = 2,
+                   .workloads = "w0,w1,w2,w3",
+                   .reps = 11,
+                   .w2_reps = 7,
+                   .w2_epochs = 1,
+                   .seed = 1,
+                   .data = "/usr/share/datasets/fashion-mnist",
+                   .python = "/usr/bin/python3",
+                   .script = TG_BENCH_TORCH_SCRIPT};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (strcmp(a, "--torch") == 0)
+            o->torch = true;
+        else if (strcmp(a, "--child") == 0)
+            o->child = true;
+        else if (strcmp(a, "--ftz") == 0)
+            o->ftz = true;
+        else if (strcmp(a, "--no-ftz") == 0)
+            o->ftz = false;
+        else if (strcmp(a, "--torch-omp-active") == 0)
+            o->omp_active = true;
+        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            exit(EXIT_SUCCESS);
+        } else if (!v) {
+            fprintf(stderr, "tg_bench: %s needs a value\n", a);
+            return false;
+        } else if (strcmp(a, "--threads") == 0) {
+            o->n_threads = 0;
+            char buf[128];
+            snprintf(buf, sizeof buf, "%s", v);
+            for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+                 tok = strtok_r(NULL, ",", &save)) {
+                if (o->n_threads == MAX_THREAD_COUNTS || !parse_int(tok, 1, 1024, &n)) return false;
+                o->threads[o->n_threads++] = (int)n;
+            }
+            if (o->n_threads == 0) return false;
+            i++;
+        } else if (strcmp(a, "--workloads") == 0) {
+            snprintf(o->workloads, sizeof o->workloads, "%s", v);
+            i++;
+        } else if (strcmp(a, "--reps") == 0 || strcmp(a, "--w2-reps") == 0 ||
+                   strcmp(a, "--w2-epochs") == 0) {
+            if (!parse_int(v, 1, 100000, &n)) return false;
+            *(strcmp(a, "--reps") == 0      ? &o->reps
+              : strcmp(a, "--w2-reps") == 0 ? &o->w2_reps
+                                            : &o->w2_epochs) = (int)n;
+            i++;
+        } else if (strcmp(a, "--w2-train") == 0) {
+            if (!parse_int(v, 0, 1L << 40, &o->w2_train)) return false;
+            i++;
+        } else if (strcmp(a, "--seed") == 0) {
+            if (!parse_int(v, 0, 1L << 40, &o->seed)) return false;
+            i++;
+        } else if (strcmp(a, "--data") == 0)
+            o->data = argv[++i];
+        else if (strcmp(a, "--python") == 0)
+            o->python = argv[++i];
+        else if (strcmp(a, "--torch-script") == 0)
+            o->script = argv[++i];
+        else if (strcmp(a, "--json") == 0)
+            o->json_out = argv[++i];
+        else {
+            fprintf(stderr, "tg_bench: unknown option %s\n", a);
+            return false;
+        }
+    }
+    if (o->w2_train > 0 && o->w2_train < W2_BATCH) o->w2_train = W2_BATCH;
+    return true;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    if (!parse_options(argc, argv, &o)) {
+        usage(stderr);
+        return 2;
+    }
+    if (o.child) return run_child(&o);
+    if (o.reps < 7 || o.w2_reps < 7)
+        fprintf(stderr, "tg_bench: note: fewer than 7 repetitions; medians are less reliable\n");
+
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        fprintf(stderr, "tg_bench: cannot find my own executable: %s\n", strerror(errno));
+        return 1;
+    }
+    self[len] = '\0';
+    records rec = {.all = json_array()};
+    if (!rec.all) return 1;
+    if (!o.torch) snprintf(rec.torch_err, sizeof rec.torch_err, "not requested (add --torch)");
+
+    /* Everything but W3 in one process per engine and thread count; W3 alone,
+     * so the peak resident memory it reports is its own. */
+    char small[64] = "";
+    static const char *const ids[] = {"w0", "w1", "w2"};
+    for (int i = 0; i < 3; i++)
+        if (has_workload(&o, ids[i]))
+            snprintf(small + strlen(small), sizeof small - strlen(small), "%s%s",
+                     small[0] ? "," : "", ids[i]);
+    for (int k = 0; k < o.n_threads; k++) {
+        int t = o.threads[k];
+        if (small[0]) {
+            run_tapegrad(&o, self, t, small, &rec);
+            if (o.torch) run_torch(&o, t, small, &rec);
+        }
+        if (has_workload(&o, "w3")) {
+            run_tapegrad(&o, self, t, "w3", &rec);
+            if (o.torch) run_torch(&o, t, "w3", &rec);
+        }
+    }
+    print_table(&o, &rec);
+
+    if (o.json_out) {
+        FILE *f = fopen(o.json_out, "w");
+        size_t i;
+        json_t *r;
+        json_array_foreach(rec.all, i, r)
+        {
+            char *s = f ? json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+            if (s) fprintf(f, "%s\n", s);
+            free(s);
+        }
+        if (!f || fclose(f) != 0) fprintf(stderr, "tg_bench: cannot write %s\n", o.json_out);
+    }
+    json_decref(rec.all);
+    return 0;
+}

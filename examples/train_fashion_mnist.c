@@ -1,0 +1,711 @@
+/*
+ * train_fashion_mnist: trains a 784-256-128-10 ReLU network with softmax
+ * cross-entropy and Adam on Fashion-MNIST (28x28 grey images of ten kinds of
+ * clothing: 60,000 to train on, 10,000 to test on).
+ *
+ * It trains the way tapegrad is meant to be used. The step
+ * "x -> logits -> loss" is RECORDED ONCE on a tape for the batch shape; every
+ * mini-batch after that is copied into the tape's input leaves and the tape is
+ * REPLAYED (no allocation), followed by backward and an optimizer step. The
+ * test set is evaluated by replaying a second tape recorded for 1000 rows.
+ *
+ * Each epoch prints a line on stdout and saves a safetensors checkpoint (the
+ * parameters, Adam's state and the epochs done with their log), so --resume
+ * continues an interrupted run. At the end it writes a CSV log and an SVG chart.
+ */
+#include <tapegrad/tapegrad.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define N_CLASSES  10
+#define MAX_HIDDEN 8
+#define EVAL_ROWS  1000
+#define PI         3.14159265358979323846
+
+enum { TRAIN_LOSS, TEST_LOSS, TEST_ACC, SECONDS, N_COLS }; /* columns of the per-epoch log */
+
+typedef struct options {
+    const char *data, *checkpoint, *log, *chart;
+    int epochs, threads, n_hidden;
+    int64_t batch, hidden[MAX_HIDDEN];
+    double lr;
+    uint64_t seed;
+    bool resume;
+} options;
+
+/* One recorded step: input leaves x [rows, features] and y [rows, classes] (one-hot),
+ * the network's logits and the mean cross-entropy 'loss', all on tape 'tp'. */
+typedef struct step {
+    tg_tape *tp;
+    tg_tensor *x, *y, *logits, *loss;
+} step;
+
+typedef struct run {
+    options o;
+    tg_tensor *x_train, *y_train, *x_test, *y_test;
+    tg_params *params;
+    tg_mlp *mlp;
+    tg_optim *opt;
+    step train, tail, eval;
+    double (*hist)[N_COLS]; /* one row per epoch done */
+    int n_done;
+} run;
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ====== Command line ====== */
+
+static const char usage_text[] =
+    "Usage: %s [options]\n"
+    "Trains a ReLU MLP with softmax cross-entropy and Adam on Fashion-MNIST. The training\n"
+    "step is recorded on a tape once and replayed for every mini-batch.\n"
+    "\n"
+    "  --data DIR         folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
+    "                     t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unzipped)\n"
+    "                     [/usr/share/datasets/fashion-mnist]\n"
+    "  --epochs N         epochs in all, resumed ones included [10]\n"
+    "  --batch N          mini-batch rows [64]\n"
+    "  --lr X             Adam's initial learning rate, decayed to 0 along a cosine [0.001]\n"
+    "  --hidden LIST      hidden layer widths, comma-separated [256,128]\n"
+    "  --seed N           seed of the initialisation and of the shuffles [1]\n"
+    "  --threads N        BLAS threads, 0 for all cores [0]\n"
+    "  --checkpoint PATH  safetensors checkpoint, saved after every epoch\n"
+    "                     [fashion_mnist.safetensors]\n"
+    "  --resume           load the parameters, Adam's state and the log from the checkpoint\n"
+    "                     and continue after its last epoch\n"
+    "  --log PATH         CSV log: epoch,train_loss,test_loss,test_acc,seconds\n"
+    "                     [fashion_mnist_log.csv]\n"
+    "  --chart PATH       SVG chart of the losses and the test accuracy [fashion_mnist.svg]\n"
+    "  -h, --help         show this text\n"
+    "\n"
+    "Denormal floats are flushed to zero (FTZ/DAZ): tiny weights and gradients would\n"
+    "otherwise slow training several-fold.\n";
+
+static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_hidden(const char *s, options *o)
+{
+    o->n_hidden = 0;
+    for (;;) {
+        long long w;
+        char *end = strchr(s, ',');
+        char item[32];
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        if (len >= sizeof item || o->n_hidden == MAX_HIDDEN) return false;
+        memcpy(item, s, len);
+        item[len] = '\0';
+        if (!parse_ll(item, 1, 1 << 16, &w)) return false;
+        o->hidden[o->n_hidden++] = w;
+        if (!end) return true;
+        s = end + 1;
+    }
+}
+
+/* 0 to go on, 1 after --help, -1 on a bad option (already reported). */
+static int parse_args(int argc, char **argv, options *o)
+{
+    static const struct option longopts[] = {
+        {"data", required_argument, NULL, 'd'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"lr", required_argument, NULL, 'l'},
+        {"hidden", required_argument, NULL, 'H'},
+        {"seed", required_argument, NULL, 's'},
+        {"threads", required_argument, NULL, 't'},
+        {"checkpoint", required_argument, NULL, 'c'},
+        {"resume", no_argument, NULL, 'r'},
+        {"log", required_argument, NULL, 'L'},
+        {"chart", required_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, li = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
+        long long v = 0;
+        char *end;
+        bool ok = true;
+        switch (c) {
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'e':
+            ok = parse_ll(optarg, 1, 100000, &v);
+            o->epochs = (int)v;
+            break;
+        case 'b':
+            ok = parse_ll(optarg, 1, 1 << 20, &v);
+            o->batch = v;
+            break;
+        case 'l':
+            errno = 0;
+            o->lr = strtod(optarg, &end);
+            ok = !errno && end != optarg && !*end && o->lr > 0 && isfinite(o->lr);
+            break;
+        case 'H':
+            ok = parse_hidden(optarg, o);
+            break;
+        case 's':
+            ok = parse_ll(optarg, 0, INT64_MAX, &v);
+            o->seed = (uint64_t)v;
+            break;
+        case 't':
+            ok = parse_ll(optarg, 0, 1024, &v);
+            o->threads = (int)v;
+            break;
+        case 'c':
+            o->checkpoint = optarg;
+            break;
+        case 'r':
+            o->resume = true;
+            break;
+        case 'L':
+            o->log = optarg;
+            break;
+        case 'C':
+            o->chart = optarg;
+            break;
+        case 'h':
+            return 1;
+        default:
+            fprintf(stderr, "Try '%s --help'.\n", argv[0]);
+            return -1;
+        }
+        if (!ok) {
+            fprintf(stderr, "%s: invalid value '%s' for --%s\n", argv[0], optarg,
+                    longopts[li].name);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s'\n", argv[0], argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+/* ====== Data ====== */
+
+/* Loads "<prefix>-images-idx3-ubyte[.gz]" as x [n, 784] scaled to [0,1] and the
+ * labels as one-hot y [n, 10]. */
+static bool load_set(const char *dir, const char *prefix, tg_tensor **x, tg_tensor **y)
+{
+    static const char *const kinds[] = {"images-idx3", "labels-idx1"};
+    tg_tensor *loaded[2] = {NULL, NULL};
+    tg_error err = {0};
+    char path[4096];
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path - 3, "%s/%s-%s-ubyte", dir, prefix, kinds[k]);
+        if (access(path, F_OK) != 0) strcat(path, ".gz"); /* as Debian ships them */
+        if (tg_idx_load(path, TG_F32, k == 0 ? 1.0 / 255 : 1.0, &loaded[k], &err) != TG_OK) {
+            fprintf(stderr, "error: %s\n", err.msg[0] ? err.msg : tg_status_str(err.status));
+            goto fail;
+        }
+    }
+    int64_t n = tg_tensor_shape(loaded[0])[0];
+    if (tg_tensor_rank(loaded[0]) < 2 || tg_tensor_rank(loaded[1]) != 1 || n < 1 ||
+        tg_tensor_shape(loaded[1])[0] != n) {
+        fprintf(stderr, "error: %s: images and labels do not match (%lld images)\n", path,
+                (long long)n);
+        goto fail;
+    }
+    if (tg_tensor_reshape(loaded[0], 2, (int64_t[]){n, tg_tensor_numel(loaded[0]) / n}) != TG_OK ||
+        !(*y = tg_one_hot(loaded[1], N_CLASSES, TG_F32))) {
+        fprintf(stderr, "error: %s: labels must be 0..%d\n", path, N_CLASSES - 1);
+        goto fail;
+    }
+    *x = loaded[0];
+    tg_tensor_free(loaded[1]);
+    return true;
+fail:
+    tg_tensor_free(loaded[0]);
+    tg_tensor_free(loaded[1]);
+    return false;
+}
+
+static void copy_rows(tg_tensor *dst, tg_tensor *src, int64_t rows)
+{
+    size_t row_bytes = (size_t)tg_tensor_shape(src)[1] * sizeof(float);
+    memcpy(tg_tensor_data(dst), tg_tensor_data(src), (size_t)rows * row_bytes);
+}
+
+static int argmax(const float *v, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+/* ====== Steps: recorded once, replayed per batch ====== */
+
+static bool step_record(step *s, const char *what, const tg_mlp *mlp, int64_t rows,
+                        int64_t features)
+{
+    s->tp = tg_tape_new();
+    s->x = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, features});
+    s->y = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, N_CLASSES});
+    if (!s->tp || !s->x || !s->y) {
+        fprintf(stderr, "error: recording the %s step: out of memory\n", what);
+        return false;
+    }
+    s->logits = tg_mlp_forward(s->tp, mlp, s->x);
+    s->loss = tg_softmax_cross_entropy(s->tp, s->logits, s->y);
+    if (tg_tape_status(s->tp) != TG_OK) {
+        fprintf(stderr, "error: recording the %s step: %s\n", what, tg_tape_error(s->tp));
+        return false;
+    }
+    return true;
+}
+
+static void step_free(step *s)
+{
+    tg_tape_free(s->tp);
+    tg_tensor_free(s->x);
+    tg_tensor_free(s->y);
+}
+
+/* Cosine decay from --lr to 0 over the whole run, set before every batch. */
+static double learning_rate(const options *o, int epoch, int64_t i, int64_t n_batches)
+{
+    double t = (epoch + (double)i / (double)n_batches) / o->epochs;
+    return o->lr * 0.5 * (1 + cos(PI * t));
+}
+
+static void show_progress(const run *r, int epoch, int64_t i, int64_t n_batches, double loss,
+                          int64_t done, double seconds)
+{
+    int64_t n = tg_tensor_shape(r->x_train)[0];
+    double rate = (double)done / seconds;
+    double left = (double)(n - done + (int64_t)(r->o.epochs - epoch - 1) * n) / rate;
+    fprintf(stderr, "\r\033[Kepoch %d/%d  batch %lld/%lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
+            epoch + 1, r->o.epochs, (long long)i, (long long)n_batches, loss, rate, (int)left / 60,
+            (int)left % 60);
+}
+
+/* One pass over the shuffled training set; *mean_loss is the mean over its rows. */
+static bool train_epoch(run *r, int epoch, double *mean_loss)
+{
+    const options *o = &r->o;
+    bool tty = isatty(fileno(stderr)), ok = false;
+    int64_t n = tg_tensor_shape(r->x_train)[0], done = 0, rows, i = 0;
+    double sum = 0, start = now_seconds(), drawn = 0;
+    /* The shuffle depends on (seed, epoch) alone: a resumed run sees the same batches. */
+    tg_batcher *bt =
+        tg_batcher_new(r->x_train, r->y_train, o->batch, true, o->seed + (uint64_t)epoch);
+    if (!bt) {
+        fprintf(stderr, "error: out of memory for the batcher\n");
+        return false;
+    }
+    int64_t n_batches = tg_batcher_batches(bt);
+    while ((rows = tg_batcher_next(bt, r->train.x, r->train.y)) > 0) {
+        step *s = &r->train;
+        if (rows < o->batch) {
+            /* The last, short batch is not dropped: it runs on the small tape recorded for
+             * its row count, since the full tape would average over stale rows. */
+            copy_rows(r->tail.x, r->train.x, rows);
+            copy_rows(r->tail.y, r->train.y, rows);
+            s = &r->tail;
+        }
+        tg_optim_set_lr(r->opt, learning_rate(o, epoch, i++, n_batches));
+        tg_status st = tg_tape_replay(s->tp); /* the forward pass on this batch */
+        if (st == TG_OK) {
+            tg_params_zero_grad(r->params);
+            st = tg_backward(s->tp, s->loss);
+        }
+        if (st != TG_OK) {
+            fprintf(stderr, "\nerror: epoch %d, batch %lld: %s\n", epoch + 1, (long long)i,
+                    tg_tape_error(s->tp));
+            goto out;
+        }
+        if ((st = tg_optim_step(r->opt)) != TG_OK) {
+            fprintf(stderr, "\nerror: optimizer step: %s\n", tg_status_str(st));
+            goto out;
+        }
+        sum += tg_tensor_item(s->loss) * (double)rows;
+        done += rows;
+        double now = now_seconds();
+        if (tty && (now - drawn >= 0.1 || done == n)) {
+            show_progress(r, epoch, i, n_batches, sum / (double)done, done, now - start);
+            drawn = now;
+        }
+    }
+    if (rows < 0) {
+        fprintf(stderr, "\nerror: the batcher rejected the step's leaves\n");
+        goto out;
+    }
+    double secs = now_seconds() - start;
+    if (tty)
+        fputs("\r\033[K", stderr);
+    else
+        fprintf(stderr, "epoch %d/%d: %lld batches, loss %.4f, %.0f samples/s, %.1f s\n", epoch + 1,
+                o->epochs, (long long)n_batches, sum / (double)n, (double)n / secs, secs);
+    *mean_loss = sum / (double)n;
+    ok = true;
+out:
+    tg_batcher_free(bt);
+    return ok;
+}
+
+/* Test loss and accuracy by replaying the evaluation tape; no backward. The batcher zeroes
+ * the target rows a short last batch leaves over, and a zero row adds nothing to the summed
+ * cross-entropy, so loss * rows-in-tape summed over batches, over n, is the exact mean. */
+static bool evaluate(run *r, double *loss, double *acc)
+{
+    step *ev = &r->eval;
+    int64_t cap = tg_tensor_shape(ev->x)[0], n = tg_tensor_shape(r->x_test)[0], rows, correct = 0;
+    float *y = tg_tensor_data(ev->y);
+    double sum = 0;
+    tg_batcher *bt = tg_batcher_new(r->x_test, r->y_test, cap, false, 0);
+    if (!bt) {
+        fprintf(stderr, "error: out of memory for the batcher\n");
+        return false;
+    }
+    while ((rows = tg_batcher_next(bt, ev->x, ev->y)) > 0) {
+        if (tg_tape_replay(ev->tp) != TG_OK) break;
+        sum += tg_tensor_item(ev->loss) * (double)cap;
+        const float *z = tg_tensor_data(ev->logits);
+        for (int64_t k = 0; k < rows; k++)
+            correct += argmax(z + k * N_CLASSES, N_CLASSES) == argmax(y + k * N_CLASSES, N_CLASSES);
+    }
+    tg_batcher_free(bt);
+    if (rows != 0) {
+        fprintf(stderr, "error: evaluation: %s\n",
+                rows < 0 ? "the batcher rejected the leaves" : tg_tape_error(ev->tp));
+        return false;
+    }
+    *loss = sum / (double)n;
+    *acc = (double)correct / (double)n;
+    return true;
+}
+
+/* ====== Checkpoint: parameters, Adam's state, and a 'train' registry ====== */
+
+/* A registry with the epochs done as a rank-0 tensor and, if 'hist', their log [n, N_COLS]. */
+static tg_params *train_registry(int n_done, double (*hist)[N_COLS])
+{
+    tg_params *meta = tg_params_new();
+    tg_tensor *epochs = meta ? tg_params_add(meta, "train.epoch", TG_F64, 0, (int64_t[]){1}) : NULL;
+    tg_tensor *log = epochs && n_done > 0 ? tg_params_add(meta, "train.history", TG_F64, 2,
+                                                          (int64_t[]){n_done, N_COLS})
+                                          : NULL;
+    if (!epochs || (n_done > 0 && !log)) {
+        tg_params_free(meta);
+        return NULL;
+    }
+    *(double *)tg_tensor_data(epochs) = n_done;
+    if (hist) memcpy(tg_tensor_data(log), hist, (size_t)n_done * sizeof *hist);
+    return meta;
+}
+
+static bool save_checkpoint(const run *r)
+{
+    tg_error err = {0};
+    tg_params *meta = train_registry(r->n_done, r->hist);
+    tg_params *sets[] = {r->params, tg_optim_state(r->opt), meta};
+    tg_status st = meta ? tg_checkpoint_save(r->o.checkpoint, sets, 3, &err) : TG_ERR_NOMEM;
+    tg_params_free(meta);
+    if (st != TG_OK)
+        fprintf(stderr, "error: saving the checkpoint: %s\n",
+                err.msg[0] ? err.msg : tg_status_str(st));
+    return st == TG_OK;
+}
+
+/* Reads the epoch count first (it gives the log's shape), then everything at once. */
+static bool resume(run *r)
+{
+    tg_error err = {0};
+    tg_params *meta = train_registry(0, NULL);
+    tg_status st = meta ? tg_checkpoint_load(r->o.checkpoint, &meta, 1, &err) : TG_ERR_NOMEM;
+    double n_done = meta ? tg_tensor_item(tg_params_get(meta, "train.epoch")) : 0;
+    tg_params_free(meta);
+    meta = NULL;
+    if (st == TG_OK && !(n_done >= 1 && n_done <= 100000)) {
+        st = TG_ERR_FORMAT;
+        snprintf(err.msg, sizeof err.msg, "%s: bad epoch count %g", r->o.checkpoint, n_done);
+    }
+    if (st == TG_OK) {
+        r->n_done = (int)n_done;
+        meta = train_registry(r->n_done, NULL);
+        tg_params *sets[] = {r->params, tg_optim_state(r->opt), meta};
+        st = meta ? tg_checkpoint_load(r->o.checkpoint, sets, 3, &err) : TG_ERR_NOMEM;
+    }
+    int cap = r->n_done > r->o.epochs ? r->n_done : r->o.epochs;
+    if (st == TG_OK && !(r->hist = calloc((size_t)cap, sizeof *r->hist))) st = TG_ERR_NOMEM;
+    if (st == TG_OK)
+        memcpy(r->hist, tg_tensor_data(tg_params_get(meta, "train.history")),
+               (size_t)r->n_done * sizeof *r->hist);
+    tg_params_free(meta);
+    if (st != TG_OK)
+        fprintf(stderr, "error: resuming: %s\n", err.msg[0] ? err.msg : tg_status_str(st));
+    return st == TG_OK;
+}
+
+/* ====== CSV log and SVG chart ====== */
+
+static bool close_file(FILE *f, const char *path)
+{
+    bool ok = !ferror(f);
+    if (fclose(f) != 0) ok = false;
+    if (!ok) fprintf(stderr, "error: writing %s: %s\n", path, strerror(errno));
+    return ok;
+}
+
+static bool write_csv(const char *path, double (*hist)[N_COLS], int n)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "error: cannot create %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    fputs("epoch,train_loss,test_loss,test_acc,seconds\n", f);
+    for (int e = 0; e < n; e++)
+        fprintf(f, "%d,%.6f,%.6f,%.4f,%.3f\n", e + 1, hist[e][TRAIN_LOSS], hist[e][TEST_LOSS],
+                hist[e][TEST_ACC], hist[e][SECONDS]);
+    return close_file(f, path);
+}
+
+typedef struct panel {
+    double left, top, width, height; /* plot area in pixels */
+    double x_max, y_min, y_max;      /* epochs 0..x_max across, y_min..y_max up */
+} panel;
+
+static double px(const panel *p, double x) { return p->left + p->width * x / p->x_max; }
+static double py(const panel *p, double y)
+{
+    return p->top + p->height * (p->y_max - y) / (p->y_max - p->y_min);
+}
+
+/* A step of 1, 2 or 5 times a power of ten that cuts 'span' into about 'n' parts. */
+static double nice_step(double span, int n)
+{
+    double raw = span / n, mag = pow(10, floor(log10(raw))), f = raw / mag;
+    return mag * (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10);
+}
+
+static void svg_axes(FILE *f, const panel *p, double y_step, const char *title, const char *y_label)
+{
+    int decimals = y_step >= 1 ? 0 : (int)ceil(-log10(y_step) - 1e-9);
+    int n_y = (int)lround((p->y_max - p->y_min) / y_step), x_step = (int)ceil(p->x_max / 10);
+    double right = p->left + p->width, bottom = p->top + p->height;
+    for (int k = 0; k <= n_y; k++) {
+        double v = p->y_min + k * y_step;
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' class='grid'/>\n", p->left,
+                py(p, v), right, py(p, v));
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='end'>%.*f</text>\n", p->left - 8,
+                py(p, v) + 4, decimals, v);
+    }
+    for (int e = 0; e <= (int)p->x_max; e += x_step) {
+        fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' class='axis'/>\n", px(p, e),
+                bottom, px(p, e), bottom + 5);
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle'>%d</text>\n", px(p, e),
+                bottom + 19, e);
+    }
+    fprintf(f, "<polyline points='%.1f,%.1f %.1f,%.1f %.1f,%.1f' class='axis' fill='none'/>\n",
+            p->left, p->top, p->left, bottom, right, bottom);
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle' font-weight='bold'>%s</text>\n",
+            p->left + p->width / 2, p->top - 10, title);
+    fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='middle'>epoch</text>\n",
+            p->left + p->width / 2, bottom + 38);
+    fprintf(f,
+            "<text transform='translate(%.1f %.1f) rotate(-90)' text-anchor='middle'>%s</text>\n",
+            p->left - 52, p->top + p->height / 2, y_label);
+}
+
+/* One column of the log as a line with dots, and its legend entry 'legend_y' pixels down. */
+static void svg_series(FILE *f, const panel *p, double (*hist)[N_COLS], int n, int col,
+                       const char *color, const char *label, double legend_y)
+{
+    fprintf(f, "<polyline fill='none' stroke='%s' stroke-width='2' points='", color);
+    for (int e = 0; e < n; e++)
+        fprintf(f, "%.1f,%.1f ", px(p, e + 1), py(p, hist[e][col]));
+    fputs("'/>\n", f);
+    for (int e = 0; e < n; e++)
+        fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", px(p, e + 1),
+                py(p, hist[e][col]), color);
+    double lx = p->left + p->width - 120, ly = p->top + legend_y;
+    fprintf(f, "<line x1='%.1f' y1='%.1f' x2='%.1f' y2='%.1f' stroke='%s' stroke-width='2'/>\n", lx,
+            ly, lx + 24, ly, color);
+    fprintf(f, "<text x='%.1f' y='%.1f'>%s</text>\n", lx + 30, ly + 4, label);
+}
+
+static bool write_svg(const char *path, const char *title, double (*hist)[N_COLS], int n)
+{
+    double max_loss = 1e-3, min_acc = 1, max_acc = 0;
+    int best = 0;
+    for (int e = 0; e < n; e++) {
+        max_loss = fmax(max_loss, fmax(hist[e][TRAIN_LOSS], hist[e][TEST_LOSS]));
+        min_acc = fmin(min_acc, hist[e][TEST_ACC]);
+        max_acc = fmax(max_acc, hist[e][TEST_ACC]);
+        if (hist[e][TEST_ACC] > hist[best][TEST_ACC]) best = e;
+    }
+    double x_max = n > 1 ? n : 1, ls = nice_step(max_loss, 5);
+    double as = nice_step(fmax(max_acc - min_acc, 0.02), 5);
+    panel loss = {80, 70, 360, 290, x_max, 0, ceil(max_loss / ls) * ls};
+    panel acc = {560, 70, 360, 290, x_max, floor(min_acc / as) * as, ceil(max_acc / as) * as};
+    if (acc.y_max <= acc.y_min) acc.y_max = acc.y_min + as;
+
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "error: cannot create %s: %s\n", path, strerror(errno));
+        return false;
+    }
+    fprintf(f,
+            "<svg xmlns='http://www.w3.org/2000/svg' width='960' height='430' "
+            "font-family='sans-serif' font-size='12'>\n"
+            "<style>.grid{stroke:#e4e4e4} .axis{stroke:#333}</style>\n"
+            "<rect width='100%%' height='100%%' fill='white'/>\n"
+            "<text x='480' y='28' text-anchor='middle' font-size='16' font-weight='bold'>"
+            "%s</text>\n",
+            title);
+    svg_axes(f, &loss, ls, "Cross-entropy loss", "loss");
+    svg_series(f, &loss, hist, n, TRAIN_LOSS, "#1f77b4", "train loss", 16);
+    svg_series(f, &loss, hist, n, TEST_LOSS, "#d62728", "test loss", 36);
+    svg_axes(f, &acc, as, "Test accuracy", "accuracy");
+    svg_series(f, &acc, hist, n, TEST_ACC, "#2ca02c", "test accuracy", acc.height - 40);
+    if (n > 0)
+        fprintf(f, "<text x='%.1f' y='%.1f' text-anchor='end'>best %.4f at epoch %d</text>\n",
+                acc.left + acc.width - 8, acc.top + acc.height - 10, hist[best][TEST_ACC],
+                best + 1);
+    fputs("</svg>\n", f);
+    return close_file(f, path);
+}
+
+/* ====== Main ====== */
+
+static void run_free(run *r)
+{
+    step_free(&r->train);
+    step_free(&r->tail);
+    step_free(&r->eval);
+    tg_optim_free(r->opt);
+    tg_mlp_free(r->mlp);
+    tg_params_free(r->params);
+    tg_tensor_free(r->x_train);
+    tg_tensor_free(r->y_train);
+    tg_tensor_free(r->x_test);
+    tg_tensor_free(r->y_test);
+    free(r->hist);
+}
+
+int main(int argc, char **argv)
+{
+    run r = {.o = {.data = "/usr/share/datasets/fashion-mnist",
+                   .checkpoint = "fashion_mnist.safetensors",
+                   .log = "fashion_mnist_log.csv",
+                   .chart = "fashion_mnist.svg",
+                   .epochs = 10,
+                   .batch = 64,
+                   .lr = 1e-3,
+                   .n_hidden = 2,
+                   .hidden = {256, 128},
+                   .seed = 1}};
+    const options *o = &r.o;
+    int status = EXIT_FAILURE;
+    switch (parse_args(argc, argv, &r.o)) {
+    case 1:
+        printf(usage_text, argv[0]);
+        return EXIT_SUCCESS;
+    case -1:
+        return EXIT_FAILURE;
+    }
+    bool flushing = tg_set_flush_denormals(true);
+    tg_set_num_threads(o->threads);
+    if (!load_set(o->data, "train", &r.x_train, &r.y_train) ||
+        !load_set(o->data, "t10k", &r.x_test, &r.y_test))
+        goto out;
+    int64_t n_train = tg_tensor_shape(r.x_train)[0], n_test = tg_tensor_shape(r.x_test)[0];
+    int64_t features = tg_tensor_shape(r.x_train)[1];
+    if (tg_tensor_shape(r.x_test)[1] != features) {
+        fprintf(stderr, "error: train and test images differ in size\n");
+        goto out;
+    }
+
+    /* The network: features -> hidden... -> 10 logits, ReLU after every hidden layer. */
+    int64_t sizes[MAX_HIDDEN + 2] = {features};
+    tg_activation acts[MAX_HIDDEN + 1];
+    char arch[160];
+    int len = snprintf(arch, sizeof arch, "%lld", (long long)features);
+    for (int l = 0; l <= o->n_hidden; l++) {
+        sizes[l + 1] = l < o->n_hidden ? o->hidden[l] : N_CLASSES;
+        acts[l] = l < o->n_hidden ? TG_ACT_RELU : TG_ACT_NONE;
+        len += snprintf(arch + len, sizeof arch - (size_t)len, "-%lld", (long long)sizes[l + 1]);
+    }
+    tg_rng rng;
+    tg_rng_seed(&rng, o->seed);
+    r.params = tg_params_new();
+    r.mlp =
+        r.params ? tg_mlp_new(r.params, "mlp", o->n_hidden + 1, sizes, acts, TG_F32, &rng) : NULL;
+    r.opt =
+        r.mlp ? tg_optim_new(r.params, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = o->lr}) : NULL;
+    if (!r.opt) {
+        fprintf(stderr, "error: cannot build the network: out of memory\n");
+        goto out;
+    }
+
+    /* Record each step ONCE: training on 'batch' rows, the last short batch of an epoch
+     * (if the batch size does not divide the set), and evaluation on up to 1000 rows. */
+    int64_t tail_rows = n_train % o->batch;
+    if (!step_record(&r.train, "training", r.mlp, o->batch, features) ||
+        (tail_rows && !step_record(&r.tail, "last batch", r.mlp, tail_rows, features)) ||
+        !step_record(&r.eval, "evaluation", r.mlp, n_test < EVAL_ROWS ? n_test : EVAL_ROWS,
+                     features))
+        goto out;
+
+    if (o->resume && !resume(&r)) goto out;
+    if (!r.hist && !(r.hist = calloc((size_t)o->epochs, sizeof *r.hist))) {
+        fprintf(stderr, "error: out of memory\n");
+        goto out;
+    }
+    printf("Fashion-MNIST: %lld train and %lld test images; MLP %s, %lld parameters (f32)\n"
+           "Adam lr %g with cosine decay, batch %lld, %d epochs, seed %llu, %d threads, "
+           "denormals %s\n",
+           (long long)n_train, (long long)n_test, arch, (long long)tg_params_numel(r.params), o->lr,
+           (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
+           flushing ? "flushed to zero" : "kept (no flush on this CPU)");
+    if (o->resume) printf("resuming from %s after epoch %d\n", o->checkpoint, r.n_done);
+    fflush(stdout);
+
+    for (int epoch = r.n_done; epoch < o->epochs; epoch++) {
+        double start = now_seconds();
+        double *h = r.hist[epoch];
+        if (!train_epoch(&r, epoch, &h[TRAIN_LOSS]) || !evaluate(&r, &h[TEST_LOSS], &h[TEST_ACC]))
+            goto out;
+        h[SECONDS] = now_seconds() - start;
+        r.n_done = epoch + 1;
+        printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s\n", epoch + 1,
+               h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS]);
+        fflush(stdout);
+        if (!save_checkpoint(&r)) goto out;
+    }
+
+    char title[256];
+    snprintf(title, sizeof title, "Fashion-MNIST, MLP %s, Adam lr %g, batch %lld", arch, o->lr,
+             (long long)o->batch);
+    if (!write_csv(o->log, r.hist, r.n_done) || !write_svg(o->chart, title, r.hist, r.n_done))
+        goto out;
+    printf("wrote %s, %s and %s\n", o->checkpoint, o->log, o->chart);
+    status = EXIT_SUCCESS;
+out:
+    run_free(&r);
+    return status;
+}
