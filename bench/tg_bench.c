@@ -672,12 +672,43 @@ typedef struct records {
     char torch_err[512]; /* why the PyTorch column is missing, "" when it is not */
 } records;
 
+/* Busy seconds of every CPU of the machine so far, from /proc/stat
+ * (time stolen by the hypervisor counts as busy); false when unreadable. */
+static bool machine_cpu(double *busy)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    int got = f ? fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2],
+                         &v[3], &v[4], &v[5], &v[6], &v[7])
+                : 0;
+    if (f) fclose(f);
+    if (got != 8) return false;
+    double hz = (double)sysconf(_SC_CLK_TCK), sum = 0;
+    for (int i = 0; i < 8; i++)
+        sum += (double)v[i];
+    *busy = (sum - (double)v[3] - (double)v[4]) / hz; /* minus idle and iowait */
+    return true;
+}
+
+static double children_cpu(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_CHILDREN, &ru) != 0) return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 /* Runs argv with stdout on a pipe and 'env' (name, value, name, value, ..., NULL)
- * set in its environment; keeps every JSON line it prints. Returns the exit status, -1 when
- * it could not start. */
+ * set in its environment; keeps every JSON line it prints, each marked with
+ * "other_load": the CPUs that other processes kept busy meanwhile, on average,
+ * so a noisy measurement shows as one. Returns the exit status, -1 when it
+ * could not start. */
 static int spawn_collect(char *const argv[], const char *const *env, records *rec)
 {
     int fd[2];
+    double busy0 = 0, busy1 = 0, own0 = children_cpu(), t0 = now_s();
+    bool have_cpu = machine_cpu(&busy0);
+    size_t first = json_array_size(rec->all);
     fflush(stdout);
     if (pipe(fd) != 0) return -1;
     pid_t pid = fork();
@@ -717,6 +748,13 @@ static int spawn_collect(char *const argv[], const char *const *env, records *re
         close(fd[0]);
     int st = 0;
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    double wall = now_s() - t0, own = children_cpu() - own0;
+    if (have_cpu && machine_cpu(&busy1) && wall > 0) {
+        double other = (busy1 - busy0 - own) / wall;
+        for (size_t i = first; i < json_array_size(rec->all); i++)
+            json_object_set_new(json_array_get(rec->all, i), "other_load",
+                                json_real(other > 0 ? other : 0));
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
@@ -954,6 +992,11 @@ static void print_table(const options *o, const records *rec)
                 snprintf(notes, sizeof notes, "test acc %s / %s after %d epoch%s, %.0f rows", ga,
                          pa, o->w2_epochs, o->w2_epochs == 1 ? "" : "s", num(g, "train_rows"));
             }
+            double bg = fmax(num(g, "other_load"), num(p, "other_load"));
+            if (bg > 0.1) /* fmax ignores a NaN */
+                snprintf(notes + strlen(notes), sizeof notes - strlen(notes),
+                         "%sothers kept %.2f / %.2f CPUs busy", notes[0] ? "; " : "",
+                         num(g, "other_load"), num(p, "other_load"));
             const char *err = g ? json_string_value(json_object_get(g, "error")) : NULL;
             const char *perr = p ? json_string_value(json_object_get(p, "error")) : NULL;
             if (err || perr)

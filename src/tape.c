@@ -137,7 +137,9 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
     if (!tp) return TG_ERR_ARG;
     if (tp->status) return tp->status;
     if (!out || !seed) return tg__fail(tp, TG_ERR_ARG, "backward: %s is NULL", out ? "seed" : "output");
-    if (seed->dtype != out->dtype || !tg__same_shape(seed, out))
+    if (seed->dtype != out->dtype)
+        return tg__fail(tp, TG_ERR_DTYPE, "backward: seed dtype differs from the output's");
+    if (!tg__same_shape(seed, out))
         return tg__fail(tp, TG_ERR_SHAPE, "backward: seed %s does not match output %s",
                         tg__shape_str(seed, s0, sizeof s0), tg__shape_str(out, s1, sizeof s1));
     if (!out->requires_grad)

@@ -10,11 +10,14 @@ size_t tg__dtype_size(tg_dtype dt) { return dt == TG_F64 ? sizeof(double) : size
 int64_t tg__numel(int rank, const int64_t *shape)
 {
     if (rank < 0 || rank > TG_MAX_RANK || (rank > 0 && !shape)) return -1;
+    for (int i = 0; i < rank; i++)
+        if (shape[i] < 0) return -1;
+    for (int i = 0; i < rank; i++)
+        if (shape[i] == 0) return 0; /* empty, whatever the other dimensions */
     int64_t n = 1;
     for (int i = 0; i < rank; i++) {
-        if (shape[i] < 0) return -1;
         /* Keep numel * 8 bytes representable, so byte sizes never wrap. */
-        if (shape[i] > 0 && n > (INT64_MAX / 8) / shape[i]) return -1;
+        if (n > (INT64_MAX / 8) / shape[i]) return -1;
         n *= shape[i];
     }
     return n;

@@ -128,6 +128,9 @@ static tg_tensor *f_nothing(tg_tape *tp, tg_tensor *const *inputs, void *ctx)
     return NULL;
 }
 
+/* F32 needs a larger step and looser tolerances than the defaults. */
+static const tg_gradcheck_opts f32_opts = {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2};
+
 static tg_tensor *grad_leaf(tg_dtype dt, const char *shape, double lo, double hi, uint64_t seed)
 {
     tg_tensor *t = tu_random(dt, shape, lo, hi, seed);
@@ -173,10 +176,9 @@ START_TEST(wrong_vjp_is_caught)
     const wrong_at *w = &wrong_cases[_i / 2];
     tg_tensor *in[2] = {grad_leaf(dt, "2x3", 0.5, 2, 7), grad_leaf(dt, "4", 0.5, 2, 8)};
     cubesum_args args = {2, w};
-    /* F32 needs a larger step and looser tolerances than the defaults. */
-    const tg_gradcheck_opts o32 = {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2};
     tg_gradcheck_report r;
-    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 2, &args, dt == TG_F32 ? &o32 : NULL, &r), TG_OK);
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 2, &args, dt == TG_F32 ? &f32_opts : NULL, &r),
+                     TG_OK);
 
     ck_assert(!r.passed);
     ck_assert_int_eq(r.worst_input, w->input);
@@ -201,9 +203,8 @@ START_TEST(f32_passes_with_loose_tolerances)
 {
     tg_tensor *x = grad_leaf(TG_F32, pass_shapes[_i], -1.5, 1.5, 200 + (uint64_t)_i);
     cubesum_args args = {1, NULL};
-    const tg_gradcheck_opts o = {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2};
     tg_gradcheck_report r;
-    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &o, &r), TG_OK);
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &f32_opts, &r), TG_OK);
     ck_assert_msg(r.passed, "%s: input %d[%lld] analytic %.17g numeric %.17g", pass_shapes[_i],
                   r.worst_input, (long long)r.worst_index, r.analytic, r.numeric);
     ck_assert_int_eq(r.n_checked, tg_tensor_numel(x));
@@ -241,9 +242,9 @@ START_TEST(inputs_and_gradients_are_restored)
     /* 'a' twice: a duplicated input is checked once and restored once. */
     tg_tensor *in[3] = {a, b, a};
     cubesum_args args = {3, NULL};
-    const tg_gradcheck_opts o32 = {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2};
     tg_gradcheck_report r;
-    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 3, &args, dt == TG_F32 ? &o32 : NULL, &r), TG_OK);
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 3, &args, dt == TG_F32 ? &f32_opts : NULL, &r),
+                     TG_OK);
     ck_assert_msg(r.passed, "input %d[%lld] analytic %.17g numeric %.17g", r.worst_input,
                   (long long)r.worst_index, r.analytic, r.numeric);
     ck_assert_int_eq(r.n_checked, 9);

@@ -309,7 +309,7 @@ static const struct {
 } bad_seeds[] = {
     {"other shape", "1x3", TG_F64, TG_ERR_SHAPE},
     {"other length", "4", TG_F64, TG_ERR_SHAPE},
-    {"other dtype", "3", TG_F32, TG_ERR_SHAPE},
+    {"other dtype", "3", TG_F32, TG_ERR_DTYPE},
     {"NULL seed", NULL, TG_F64, TG_ERR_ARG},
 };
 

@@ -336,6 +336,7 @@ START_TEST(version)
     char want[32];
     snprintf(want, sizeof want, "%d.%d.%d", TG_VERSION_MAJOR, TG_VERSION_MINOR, TG_VERSION_PATCH);
     ck_assert_str_eq(tg_version_string(), want);
+    ck_assert_str_eq(tg_version_string(), TG_MESON_VERSION); /* header and meson.build agree */
     ck_assert_int_eq(tg_version_number(), TG_VERSION_NUMBER);
     ck_assert_int_eq(TG_VERSION_NUMBER,
                      TG_VERSION_MAJOR * 10000 + TG_VERSION_MINOR * 100 + TG_VERSION_PATCH);

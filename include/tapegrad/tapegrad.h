@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -169,6 +170,9 @@ typedef struct tg_op_def {
        where input i needs no gradient */
     tg_status (*vjp)(const tg_tensor *grad_out, const tg_tensor *out, tg_tensor *const *in,
                      tg_tensor **grad_in, int n_in, void *ctx);
+    /* Optional, read only by tg_tape_explain: rules[i] is the VJP into input i
+       as a template, the list ends with NULL; see "Explaining a tape" below. */
+    const char *const *rules;
 } tg_op_def;
 
 /* Records a node running 'def' on n_in >= 1 inputs of one dtype; the output
@@ -176,6 +180,42 @@ typedef struct tg_op_def {
  * recording (until reset or free). A NULL 'vjp' makes the output constant. */
 TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
                             int out_rank, const int64_t *out_shape, void *ctx);
+
+/* ====== Explaining a tape ======
+ * A rule template is text with placeholders: {0}, {1}... the name of input i,
+ * {y} the output's, {dy} the output gradient's (d + the output's name); a
+ * suffix :s adds the shape ("{dy:s}" gives "dZ2 [64x10]"), :T writes the
+ * transpose ("{0:T}" gives "X1ᵀ [128x64]"), :shape gives the shape alone and
+ * :rows the first dimension. {c} is the double that ctx points at (for ops
+ * whose ctx is one double, as tg_scale's) and {bcast} gives "Σ_bcast " when
+ * the input's shape differs from the output's (it was broadcast), else
+ * nothing. Matrix multiplication's rules are {"{dy:s} · {1:T}",
+ * "{0:T} · {dy:s}", NULL}. An op without rules, or an input past the end of
+ * its list, gets the line "dX [shape] = vjp_<op>(dY, inputs...)". */
+
+#define TG_EXPLAIN_FORWARD    1u /* list the recorded ops first, in recording order */
+#define TG_EXPLAIN_VALUES     2u /* print tensors of at most TG_EXPLAIN_MAX_VALUES elements */
+#define TG_EXPLAIN_MAX_VALUES 16
+
+/* Writes the last backward sweep of 'tp' to 'out' as a derivation, one line
+ * per VJP in the order the sweep applied them, e.g.
+ * "dW2 [128x10] = X1ᵀ [128x64] · dZ2 [64x10]", starting with the seed line
+ * "dC [] = 1"; a tensor that gets several contributions (fan-out) gets "=",
+ * then "+=". Names come from tg_tensor_set_name, else t<k> for the output of
+ * the k-th op and x<k> for the k-th leaf, both counted in recording order.
+ * With TG_EXPLAIN_VALUES a gradient's values follow its last contribution.
+ * Writes nothing when no backward has run on the tape since it was recorded
+ * (a line says so). TG_ERR_ARG for NULL or unknown flags; the tape's status
+ * on a failed tape; TG_ERR_NOMEM; TG_ERR_IO when 'out' reports an error.
+ * O(N log N) for N recorded nodes and inputs; allocates a table of N entries. */
+TG_API tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags);
+/* Writes the recorded graph in Graphviz DOT: one node per op (op, output name,
+ * shape and dtype) and per leaf, with inputs, parameters (leaves that require
+ * grad) and the loss drawn apart. 'loss' may be NULL: then the output the
+ * last backward started from, or without one the last op's output. Works on
+ * a failed tape too (the ops recorded before the error). TG_ERR_ARG for NULL
+ * tape or file, TG_ERR_NOMEM, TG_ERR_IO. Render with "dot -Tsvg". */
+TG_API tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss);
 
 /* ====== Gradient check ====== */
 

@@ -1,163 +1,231 @@
 /*
- * Elementwise ops: the binary ones with NumPy broadcasting (add, sub, mul,
- * div) and the unary ones (scale, neg, sigmoid, tanh, relu, exp, log, square).
+ * Elementwise ops: add, sub, mul and div with NumPy broadcasting, and the
+ * unary scale, neg, sigmoid, tanh, relu, exp, log and square.
  *
- * Each op is one line that gives its forward expression and its VJP, expanded
- * by the macros below into a forward, a vjp and a tg_op_def. To add an op:
- * one UNARY_OP or BINARY_OP line, a constructor, a header line, a test row.
- * <tgmath.h> makes exp, log and tanh pick the float or double function from
- * the element type, so one expression serves F32 and F64.
+ * Adding an op here takes one BINARY_KERNEL or UNARY_KERNEL line (its forward
+ * and VJP as expressions, the rule in a comment beside them), the
+ * 'static const tg_op_def <op>_def' below it, a one-line constructor, its
+ * declaration in tapegrad.h, a row in each table of
+ * tests/test_ops_elementwise.c and a row in docs/ops.md.
  *
- * IEEE rules hold for values: log(0) = -inf, log(x < 0) = NaN, x/0 = +-inf.
- * They are results, not errors.
+ * Values are never errors here; IEEE 754 decides: log(0) = -inf,
+ * log(x < 0) = NaN, x/0 = +inf or -inf by the signs, 0/0 = NaN. Sigmoid and
+ * tanh saturate to exactly 0, 1 or -1 for large |x|, without NaN.
  */
 #include "internal.h"
 
-#include <tgmath.h>
+#include <tgmath.h> /* exp, log, tanh and fabs pick float or double from the argument */
 
-/* ====== Broadcasting ======
- * Shapes are aligned at their last axis and padded to rank 4 with leading 1s;
- * an operand's axis of size 1 is stretched by giving it stride 0. Equal shapes
- * collapse to one contiguous axis. The VJP walks the same index pattern, so
- * "sum dG over the broadcast axes" is just += through a stride-0 index. */
+/* The names the op expressions below are written in, at the current element:
+ * the operands A and B of a binary op, the input X of a unary op (kept where
+ * operand a is), the output Y, the output's gradient G, and s, tg_scale's
+ * factor. */
+#define A a[ia]
+#define B b[ib]
+#define X a[i]
+#define Y y[i]
+#define G g[i]
 
-typedef struct bcast {
-    int64_t n[4];      /* output extent per padded axis */
-    int64_t sa[4], sb[4]; /* element strides of a and b (0 where stretched) */
-} bcast;
+/* ====== Loops: one body for both dtypes, every op and every pass ====== */
 
-static void padded(const tg_tensor *t, int64_t *dims)
-{
-    for (int i = 0; i < 4; i++) dims[i] = 1;
-    for (int i = 0; i < t->rank; i++) dims[4 - t->rank + i] = t->shape[i];
-}
+/* One loop of an op over 'n' elements. The forward pass writes y; a VJP pass
+ * reads g (dG, laid out like y) and adds into w, the gradient of an input.
+ * Buffers a pass does not use are NULL. A unary op's input sits in 'a'. */
+typedef struct run {
+    tg_dtype dtype;
+    int64_t n;
+    void *y, *g, *a, *b, *w;
+    bool step_a, step_b; /* a (b) advances along the loop; false where it is broadcast */
+    bool w_is_b;         /* w is laid out like b, else like a */
+    double s;            /* tg_scale's factor; 0 for the other ops */
+} run;
 
-/* The broadcast output shape of a and b; false if they do not broadcast. */
-static bool bcast_shape(const tg_tensor *a, const tg_tensor *b, int *rank, int64_t *shape)
-{
-    int64_t da[4], db[4];
-    padded(a, da);
-    padded(b, db);
-    *rank = a->rank > b->rank ? a->rank : b->rank;
-    for (int i = 4 - *rank; i < 4; i++) {
-        if (da[i] != db[i] && da[i] != 1 && db[i] != 1) return false;
-        shape[i - (4 - *rank)] = da[i] == 1 ? db[i] : da[i];
-    }
-    return true;
-}
+typedef void (*run_fn)(const run *r);
 
-static void bcast_plan(bcast *p, const tg_tensor *a, const tg_tensor *b)
-{
-    if (tg__same_shape(a, b)) {
-        *p = (bcast){{1, 1, 1, a->numel}, {0, 0, 0, 1}, {0, 0, 0, 1}};
-        return;
-    }
-    int64_t da[4], db[4];
-    padded(a, da);
-    padded(b, db);
-    int64_t ka = 1, kb = 1;
-    for (int i = 3; i >= 0; i--) {
-        p->n[i] = da[i] == 1 ? db[i] : da[i];
-        p->sa[i] = da[i] == 1 ? 0 : ka;
-        p->sb[i] = db[i] == 1 ? 0 : kb;
-        ka *= da[i];
-        kb *= db[i];
-    }
-}
-
-/* Runs the statement given for every output element o with the operands' elements ia, ib. */
-#define BCAST_FOR(p, ...)                                                                          \
-    do {                                                                                           \
-        int64_t o = 0;                                                                             \
-        for (int64_t i0 = 0; i0 < (p)->n[0]; i0++)                                                 \
-            for (int64_t i1 = 0; i1 < (p)->n[1]; i1++)                                             \
-                for (int64_t i2 = 0; i2 < (p)->n[2]; i2++) {                                       \
-                    int64_t ja = i0 * (p)->sa[0] + i1 * (p)->sa[1] + i2 * (p)->sa[2];              \
-                    int64_t jb = i0 * (p)->sb[0] + i1 * (p)->sb[1] + i2 * (p)->sb[2];              \
-                    for (int64_t i3 = 0; i3 < (p)->n[3]; i3++, o++) {                              \
-                        int64_t ia = ja + i3 * (p)->sa[3], ib = jb + i3 * (p)->sb[3];              \
-                        __VA_ARGS__;                                                               \
-                    }                                                                              \
-                }                                                                                  \
+/* Runs STMT over run r, once written for both dtypes: T is the element type. */
+#define RUN(r, STMT)                 \
+    do {                             \
+        if ((r)->dtype == TG_F64)    \
+            RUN_AS(double, r, STMT); \
+        else                         \
+            RUN_AS(float, r, STMT);  \
     } while (0)
 
-#define BINARY_FWD(T, FWD)                                                                         \
-    do {                                                                                           \
-        typedef T elem;                                                                            \
-        const elem *A = in[0]->data, *B = in[1]->data;                                             \
-        elem *Y = out->data;                                                                       \
-        BCAST_FOR(&p, {                                                                            \
-            elem a = A[ia], b = B[ib];                                                             \
-            Y[o] = (FWD);                                                                          \
-        });                                                                                        \
+/* The operand indices ia and ib are i where the operand steps along the loop
+ * and 0 where it is broadcast. Each case has its own loop with constant
+ * indices, so the one where both step is plain contiguous code the compiler
+ * can vectorise. A loop where neither steps has one element; the last case
+ * covers it. */
+#define RUN_AS(T, r, STMT)                                                        \
+    do {                                                                          \
+        const int64_t n = (r)->n;                                                 \
+        T *restrict y = (r)->y, *restrict w = (r)->w;                             \
+        const T *restrict g = (r)->g, *restrict a = (r)->a, *restrict b = (r)->b; \
+        const T s = (T)(r)->s;                                                    \
+        (void)y, (void)w, (void)g, (void)a, (void)b, (void)s;                     \
+        if ((r)->step_a && (r)->step_b)                                           \
+            LOOP(n, i, i, STMT);                                                  \
+        else if ((r)->step_a)                                                     \
+            LOOP(n, i, 0, STMT);                                                  \
+        else                                                                      \
+            LOOP(n, 0, i, STMT);                                                  \
     } while (0)
 
-/* dA and dB are separate passes so neither loop tests for a NULL gradient. */
-#define BINARY_VJP(T, DA, DB)                                                                      \
-    do {                                                                                           \
-        typedef T elem;                                                                            \
-        const elem *A = in[0]->data, *B = in[1]->data, *G = gout->data;                            \
-        if (gin[0]) {                                                                              \
-            elem *GA = gin[0]->data;                                                               \
-            BCAST_FOR(&p, {                                                                        \
-                elem a = A[ia], b = B[ib], g = G[o];                                               \
-                (void)a, (void)b;                                                                  \
-                GA[ia] += (DA);                                                                    \
-            });                                                                                    \
-        }                                                                                          \
-        if (gin[1]) {                                                                              \
-            elem *GB = gin[1]->data;                                                               \
-            BCAST_FOR(&p, {                                                                        \
-                elem a = A[ia], b = B[ib], g = G[o];                                               \
-                (void)a, (void)b;                                                                  \
-                GB[ib] += (DB);                                                                    \
-            });                                                                                    \
-        }                                                                                          \
+#define LOOP(n, IA, IB, STMT)                   \
+    do {                                        \
+        for (int64_t i = 0; i < (n); i++) {     \
+            const int64_t ia = (IA), ib = (IB); \
+            (void)ia, (void)ib;                 \
+            STMT;                               \
+        }                                       \
     } while (0)
 
-#define BINARY_OP(NAME, FWD, DA, DB)                                                               \
-    static tg_status NAME##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)     \
-    {                                                                                              \
-        (void)n_in, (void)ctx;                                                                     \
-        bcast p;                                                                                   \
-        bcast_plan(&p, in[0], in[1]);                                                              \
-        if (out->dtype == TG_F64)                                                                  \
-            BINARY_FWD(double, FWD);                                                               \
-        else                                                                                       \
-            BINARY_FWD(float, FWD);                                                                \
-        return TG_OK;                                                                              \
-    }                                                                                              \
-    static tg_status NAME##_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in, \
-                                tg_tensor **gin, int n_in, void *ctx)                              \
-    {                                                                                              \
-        (void)out, (void)n_in, (void)ctx;                                                          \
-        bcast p;                                                                                   \
-        bcast_plan(&p, in[0], in[1]);                                                              \
-        if (gout->dtype == TG_F64)                                                                 \
-            BINARY_VJP(double, DA, DB);                                                            \
-        else                                                                                       \
-            BINARY_VJP(float, DA, DB);                                                             \
-        return TG_OK;                                                                              \
-    }                                                                                              \
-    static const tg_op_def NAME##_def = {.name = #NAME, .forward = NAME##_forward, .vjp = NAME##_vjp};
+/* ====== Broadcasting: one walk shared by the binary ops' forwards and VJPs ====== */
 
-/* ====== add: y = a + b;  da += dG, db += dG (summed over broadcast axes) ====== */
-BINARY_OP(add, a + b, g, g)
-/* ====== sub: y = a - b;  da += dG, db -= dG ====== */
-BINARY_OP(sub, a - b, g, -g)
-/* ====== mul (Hadamard): y = a (.) b;  da += dG (.) b, db += dG (.) a ====== */
-BINARY_OP(mul, a * b, g * b, g * a)
-/* ====== div: y = a / b;  da += dG / b, db -= dG a / b^2 ====== */
-BINARY_OP(div, a / b, g / b, -g * a / (b * b))
+/* The d-th dimension of t counted from the right (d = 0 is the last one), and 1
+ * past its rank: broadcasting aligns shapes at the right. */
+static int64_t dim_from_right(const tg_tensor *t, int d)
+{
+    return d < t->rank ? t->shape[t->rank - 1 - d] : 1;
+}
 
+/* NumPy's rule: aligned at the right, two dims fit when equal or when one of
+ * them is 1, which stretches. Writes y's shape and returns its rank, or -1 when
+ * a and b do not broadcast. */
+static int broadcast_shape(const tg_tensor *a, const tg_tensor *b, int64_t *shape)
+{
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    for (int d = 0; d < rank; d++) {
+        int64_t na = dim_from_right(a, d), nb = dim_from_right(b, d);
+        if (na != nb && na != 1 && nb != 1) return -1;
+        shape[rank - 1 - d] = na == 1 ? nb : na;
+    }
+    return rank;
+}
+
+/* y's index space as nested loops, innermost first. Size-1 dims of y are
+ * dropped, and a dim is merged into the one inside it wherever both operands
+ * run on contiguously (or stay put) across the boundary. So a same-shape op is
+ * a single loop over numel elements, [n,m] op [m] is n loops of m contiguous
+ * elements, and a scalar with anything is one loop: the fast cases fall out of
+ * the general walk rather than being written beside it. */
+typedef struct plan {
+    int rank;
+    int64_t dim[TG_MAX_RANK];
+    int64_t sa[TG_MAX_RANK], sb[TG_MAX_RANK]; /* element strides of a and b; 0 where broadcast */
+} plan;
+
+static void plan_make(plan *p, const tg_tensor *a, const tg_tensor *b, const tg_tensor *y)
+{
+    int64_t ra = 1, rb = 1; /* row-major strides of a and b at dim d */
+    p->rank = 0;
+    for (int d = 0; d < y->rank; d++) {
+        int64_t n = dim_from_right(y, d), na = dim_from_right(a, d), nb = dim_from_right(b, d);
+        int64_t sa = na == 1 ? 0 : ra, sb = nb == 1 ? 0 : rb;
+        ra *= na, rb *= nb;
+        if (n == 1) continue; /* one index, nothing to walk */
+        int k = p->rank - 1;
+        if (k >= 0 && p->sa[k] * p->dim[k] == sa && p->sb[k] * p->dim[k] == sb) {
+            p->dim[k] *= n;
+            continue;
+        }
+        p->dim[p->rank] = n, p->sa[p->rank] = sa, p->sb[p->rank] = sb;
+        p->rank++;
+    }
+}
+
+/* base + k elements; NULL stays NULL. */
+static void *advance(void *base, int64_t k, size_t esz)
+{
+    return base ? (char *)base + (size_t)k * esz : NULL;
+}
+
+/* Calls 'kernel' on every innermost loop of the walk, with the buffers of
+ * 'whole' advanced to where that loop starts. */
+static void walk(const tg_tensor *a, const tg_tensor *b, const tg_tensor *y, const run *whole,
+                 run_fn kernel)
+{
+    if (y->numel == 0) return;
+    plan p;
+    plan_make(&p, a, b, y);
+    size_t esz = tg__dtype_size(y->dtype);
+    run r = *whole;
+    r.n = p.rank ? p.dim[0] : 1;
+    r.step_a = p.rank && p.sa[0], r.step_b = p.rank && p.sb[0];
+    int64_t idx[TG_MAX_RANK] = {0}, ia = 0, ib = 0;
+    for (int64_t k = 0; k < y->numel; k += r.n) {
+        r.y = advance(whole->y, k, esz);
+        r.g = advance(whole->g, k, esz);
+        r.a = advance(whole->a, ia, esz);
+        r.b = advance(whole->b, ib, esz);
+        r.w = advance(whole->w, whole->w_is_b ? ib : ia, esz);
+        kernel(&r);
+        for (int d = 1; d < p.rank; d++) { /* odometer over the outer loops */
+            ia += p.sa[d], ib += p.sb[d];
+            if (++idx[d] < p.dim[d]) break;
+            ia -= p.sa[d] * p.dim[d], ib -= p.sb[d] * p.dim[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/* Defines <op>_forward and <op>_vjp of a broadcasting binary op from Y = FWD,
+ * dA += DA and dB += DB. An operand broadcast along a dim gets the sum of its
+ * terms over that dim, since its one element is 'w[ia]' (or 'w[ib]') for every
+ * index there: the bias rule, db = sum over rows of dG, is this case. */
+#define BINARY_KERNEL(op, FWD, DA, DB)                                                           \
+    static void op##_run_y(const run *r) { RUN(r, y[i] = (FWD)); }                               \
+    static void op##_run_da(const run *r) { RUN(r, w[ia] += (DA)); }                             \
+    static void op##_run_db(const run *r) { RUN(r, w[ib] += (DB)); }                             \
+    static tg_status op##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)     \
+    {                                                                                            \
+        (void)n_in, (void)ctx;                                                                   \
+        return binary_forward(out, in, op##_run_y);                                              \
+    }                                                                                            \
+    static tg_status op##_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in, \
+                              tg_tensor **gin, int n_in, void *ctx)                              \
+    {                                                                                            \
+        (void)out, (void)n_in, (void)ctx;                                                        \
+        return binary_vjp(gout, in, gin, op##_run_da, op##_run_db);                              \
+    }
+
+static tg_status binary_forward(tg_tensor *out, tg_tensor *const *in, run_fn kernel)
+{
+    run r = {.dtype = out->dtype, .y = out->data, .a = in[0]->data, .b = in[1]->data};
+    walk(in[0], in[1], out, &r, kernel);
+    return TG_OK;
+}
+
+static tg_status binary_vjp(const tg_tensor *gout, tg_tensor *const *in, tg_tensor **gin, run_fn da,
+                            run_fn db)
+{
+    run r = {.dtype = gout->dtype, .g = gout->data, .a = in[0]->data, .b = in[1]->data};
+    if (gin[0]) {
+        r.w = gin[0]->data, r.w_is_b = false;
+        walk(in[0], in[1], gout, &r, da);
+    }
+    if (gin[1]) {
+        r.w = gin[1]->data, r.w_is_b = true;
+        walk(in[0], in[1], gout, &r, db);
+    }
+    return TG_OK;
+}
+
+/* The constructor of every binary op: one dtype, shapes that broadcast. */
 static tg_tensor *binary(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_tensor *b)
 {
     tg_tensor *in[2] = {a, b};
     if (!tg__guard(tp, def->name, 2, in)) return NULL;
-    int rank;
+    char sa[TG__SHAPE_STR_MAX], sb[TG__SHAPE_STR_MAX];
+    if (a->dtype != b->dtype) {
+        tg__fail(tp, TG_ERR_DTYPE, "%s: operands differ in dtype: %s %s and %s %s", def->name,
+                 a->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(a, sa, sizeof sa),
+                 b->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(b, sb, sizeof sb));
+        return NULL;
+    }
     int64_t shape[TG_MAX_RANK];
-    if (!bcast_shape(a, b, &rank, shape)) {
-        char sa[TG__SHAPE_STR_MAX], sb[TG__SHAPE_STR_MAX];
+    int rank = broadcast_shape(a, b, shape);
+    if (rank < 0) {
         tg__fail(tp, TG_ERR_SHAPE, "%s: shapes do not broadcast: %s and %s", def->name,
                  tg__shape_str(a, sa, sizeof sa), tg__shape_str(b, sb, sizeof sb));
         return NULL;
@@ -165,100 +233,174 @@ static tg_tensor *binary(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_ten
     return tg_custom(tp, def, in, 2, rank, shape, NULL);
 }
 
+/* ====== add: y = a + b;  dA += dG, dB += dG ====== */
+
+BINARY_KERNEL(add, (A + B), G, G) /* dA += dG, dB += dG */
+
+static const tg_op_def add_def = {.name = "add", .forward = add_forward, .vjp = add_vjp};
+
 tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &add_def, a, b); }
+
+/* ====== sub: y = a - b;  dA += dG, dB -= dG ====== */
+
+BINARY_KERNEL(sub, (A - B), G, -G) /* dA += dG, dB -= dG */
+
+static const tg_op_def sub_def = {.name = "sub", .forward = sub_forward, .vjp = sub_vjp};
+
 tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &sub_def, a, b); }
+
+/* ====== mul: y = a * b (Hadamard);  dA += dG * B, dB += dG * A ====== */
+
+BINARY_KERNEL(mul, (A * B), (G * B), (G * A)) /* dA += dG * B, dB += dG * A */
+
+static const tg_op_def mul_def = {.name = "mul", .forward = mul_forward, .vjp = mul_vjp};
+
 tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &mul_def, a, b); }
+
+/* ====== div: y = a / b;  dA += dG / B, dB -= dG * A / B^2 ====== */
+
+/* dB is formed as dG * (A/B) / B so that B^2 cannot overflow or underflow on
+ * its own. x/0 gives +-inf (0/0 NaN), as IEEE says. */
+BINARY_KERNEL(div, (A / B), (G / B), (-G * (A / B) / B)) /* dA += dG / B, dB -= dG * A / B^2 */
+
+static const tg_op_def div_def = {.name = "div", .forward = div_forward, .vjp = div_vjp};
+
 tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &div_def, a, b); }
 
-/* ====== Unary ops ======
- * FWD is y in terms of x (and the parameter s of scale); DX is the
- * contribution to dx in terms of g = dG, x and the saved output y. */
+/* ====== Unary ops ====== */
 
-#define UNARY_FWD(T, FWD)                                                                          \
-    do {                                                                                           \
-        typedef T elem;                                                                            \
-        const elem *X = in[0]->data;                                                               \
-        elem *Y = out->data, sv = (elem)s;                                                         \
-        (void)sv;                                                                                  \
-        for (int64_t i = 0; i < out->numel; i++) {                                                 \
-            elem x = X[i];                                                                         \
-            Y[i] = (FWD);                                                                          \
-        }                                                                                          \
-    } while (0)
+/* Defines <op>_forward and <op>_vjp of a unary op from Y = FWD and dx += DX,
+ * expressions in X, Y, G and s. */
+#define UNARY_KERNEL(op, FWD, DX)                                                                \
+    static void op##_run_y(const run *r) { RUN(r, y[i] = (FWD)); }                               \
+    static void op##_run_dx(const run *r) { RUN(r, w[i] += (DX)); }                              \
+    static tg_status op##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)     \
+    {                                                                                            \
+        (void)n_in;                                                                              \
+        return unary_pass(out, NULL, in[0], NULL, ctx, op##_run_y);                              \
+    }                                                                                            \
+    static tg_status op##_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in, \
+                              tg_tensor **gin, int n_in, void *ctx)                              \
+    {                                                                                            \
+        (void)n_in;                                                                              \
+        if (!gin[0]) return TG_OK; /* x needs no gradient */                                     \
+        return unary_pass(out, gout, in[0], gin[0], ctx, op##_run_dx);                           \
+    }
 
-#define UNARY_VJP(T, DX)                                                                           \
-    do {                                                                                           \
-        typedef T elem;                                                                            \
-        const elem *X = in[0]->data, *Y = out->data, *G = gout->data;                              \
-        elem *D = gin[0]->data, sv = (elem)s;                                                      \
-        (void)sv;                                                                                  \
-        for (int64_t i = 0; i < out->numel; i++) {                                                 \
-            elem x = X[i], y = Y[i], g = G[i];                                                     \
-            (void)x, (void)y;                                                                      \
-            D[i] += (DX);                                                                          \
-        }                                                                                          \
-    } while (0)
+/* The forward pass (gout and gx NULL) or the VJP pass of a unary op: one
+ * contiguous loop. */
+static tg_status unary_pass(const tg_tensor *out, const tg_tensor *gout, const tg_tensor *x,
+                            tg_tensor *gx, const double *s, run_fn kernel)
+{
+    run r = {.dtype = out->dtype,
+             .n = out->numel,
+             .y = out->data,
+             .a = x->data,
+             .step_a = true,
+             .step_b = true,
+             .s = s ? *s : 0};
+    if (gout) r.g = gout->data, r.w = gx->data;
+    kernel(&r);
+    return TG_OK;
+}
 
-#define UNARY_OP(NAME, FWD, DX)                                                                    \
-    static tg_status NAME##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)     \
-    {                                                                                              \
-        (void)n_in;                                                                                \
-        double s = ctx ? *(const double *)ctx : 0.0;                                               \
-        if (out->dtype == TG_F64)                                                                  \
-            UNARY_FWD(double, FWD);                                                                \
-        else                                                                                       \
-            UNARY_FWD(float, FWD);                                                                 \
-        return TG_OK;                                                                              \
-    }                                                                                              \
-    static tg_status NAME##_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in, \
-                                tg_tensor **gin, int n_in, void *ctx)                              \
-    {                                                                                              \
-        (void)n_in;                                                                                \
-        if (!gin[0]) return TG_OK;                                                                 \
-        double s = ctx ? *(const double *)ctx : 0.0;                                               \
-        if (out->dtype == TG_F64)                                                                  \
-            UNARY_VJP(double, DX);                                                                 \
-        else                                                                                       \
-            UNARY_VJP(float, DX);                                                                  \
-        return TG_OK;                                                                              \
-    }                                                                                              \
-    static const tg_op_def NAME##_def = {.name = #NAME, .forward = NAME##_forward, .vjp = NAME##_vjp};
-
-/* ====== scale: y = s x;  dx += s dG ====== */
-UNARY_OP(scale, sv * x, sv * g)
-/* ====== neg: y = -x;  dx -= dG ====== */
-UNARY_OP(neg, -x, -g)
-/* ====== sigmoid: y = 1/(1+e^-x);  dx += dG y(1-y), from the saved output ======
- * Never takes exp of a large positive number, so it saturates to exactly 0 or 1. */
-UNARY_OP(sigmoid, x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)), g * y * (1 - y))
-/* ====== tanh: y = tanh x;  dx += dG (1 - y^2) ====== */
-UNARY_OP(tanh, tanh(x), g * (1 - y * y))
-/* ====== relu: y = max(x, 0);  dx += dG where x > 0 (the derivative at 0 is taken as 0) ====== */
-UNARY_OP(relu, x > 0 ? x : 0, x > 0 ? g : 0)
-/* ====== exp: y = e^x;  dx += dG y ====== */
-UNARY_OP(exp, exp(x), g * y)
-/* ====== log: y = ln x;  dx += dG / x ====== */
-UNARY_OP(log, log(x), g / x)
-/* ====== square: y = x^2;  dx += 2 x dG ====== */
-UNARY_OP(square, x * x, 2 * x * g)
-
-static tg_tensor *unary(tg_tape *tp, const tg_op_def *def, tg_tensor *x, void *ctx)
+/* The constructor of every unary op without a parameter. */
+static tg_tensor *unary(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 {
     if (!tg__guard(tp, def->name, 1, &x)) return NULL;
-    return tg_custom(tp, def, &x, 1, x->rank, x->shape, ctx);
+    return tg_custom(tp, def, &x, 1, x->rank, x->shape, NULL);
 }
+
+/* ====== scale: y = s x;  dx += s dG ====== */
+
+UNARY_KERNEL(scale, (s * X), (s * G)) /* dx += s dG */
+
+static const tg_op_def scale_def = {.name = "scale", .forward = scale_forward, .vjp = scale_vjp};
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 {
     if (!tg__guard(tp, "scale", 1, &x)) return NULL;
-    double *ctx = tg__tape_copy(tp, &s, sizeof s);
-    return ctx ? unary(tp, &scale_def, x, ctx) : NULL;
+    double *factor = tg__tape_copy(tp, &s, sizeof s); /* lives as long as the node */
+    if (!factor) return NULL;
+    return tg_custom(tp, &scale_def, &x, 1, x->rank, x->shape, factor);
 }
 
-tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x) { return unary(tp, &neg_def, x, NULL); }
-tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x) { return unary(tp, &sigmoid_def, x, NULL); }
-tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x, NULL); }
-tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x, NULL); }
-tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x, NULL); }
-tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x, NULL); }
-tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, x, NULL); }
+/* ====== neg: y = -x;  dx -= dG ====== */
+
+UNARY_KERNEL(neg, -X, -G) /* dx -= dG */
+
+static const tg_op_def neg_def = {.name = "neg", .forward = neg_forward, .vjp = neg_vjp};
+
+tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x) { return unary(tp, &neg_def, x); }
+
+/* ====== sigmoid: y = 1/(1+e^-x);  dx += dG y(1-y), from the saved output ====== */
+
+/* Computed from e = e^-|x| in (0, 1], so exp never sees a large positive
+ * number: 1/(1+e) for x >= 0, e/(1+e) for x < 0. Once e underflows to 0
+ * (|x| > ~745 in F64, ~104 in F32) the result is exactly 1 or 0. */
+static double sigmoid_f64(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+static float sigmoid_f32(float x)
+{
+    float e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+#define SIGMOID(x) _Generic((x), float : sigmoid_f32, default : sigmoid_f64)(x)
+
+UNARY_KERNEL(sigmoid, SIGMOID(X), (G * Y * (1 - Y))) /* dx += dG y(1-y)  (saved output, not x) */
+
+static const tg_op_def sigmoid_def = {
+    .name = "sigmoid", .forward = sigmoid_forward, .vjp = sigmoid_vjp};
+
+tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x) { return unary(tp, &sigmoid_def, x); }
+
+/* ====== tanh: y = tanh x;  dx += dG (1 - y^2), from the saved output ====== */
+
+/* tanh() itself saturates to exactly +-1, with no exp to overflow. */
+UNARY_KERNEL(tanh, tanh(X), (G * (1 - Y * Y))) /* dx += dG (1 - y^2) */
+
+static const tg_op_def tanh_def = {.name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp};
+
+tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x); }
+
+/* ====== relu: y = max(x, 0);  dx += dG where x > 0 ====== */
+
+/* Written 'x < 0 ? 0 : x' so a NaN input stays NaN. The derivative at 0 is
+ * taken as 0. */
+UNARY_KERNEL(relu, (X < 0 ? 0 : X), (X > 0 ? G : 0)) /* dx += dG where x > 0 */
+
+static const tg_op_def relu_def = {.name = "relu", .forward = relu_forward, .vjp = relu_vjp};
+
+tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x); }
+
+/* ====== exp: y = e^x;  dx += dG y, from the saved output ====== */
+
+/* Overflows to +inf past x ~ 709 (F64) or ~ 88 (F32), as IEEE says. */
+UNARY_KERNEL(exp, exp(X), (G * Y)) /* dx += dG y */
+
+static const tg_op_def exp_def = {.name = "exp", .forward = exp_forward, .vjp = exp_vjp};
+
+tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x); }
+
+/* ====== log: y = ln x;  dx += dG / x ====== */
+
+/* log(0) = -inf (gradient dG/0 = +-inf) and log(x < 0) = NaN, as IEEE says. */
+UNARY_KERNEL(log, log(X), G / X) /* dx += dG / x */
+
+static const tg_op_def log_def = {.name = "log", .forward = log_forward, .vjp = log_vjp};
+
+tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x); }
+
+/* ====== square: y = x^2;  dx += 2 x dG ====== */
+
+UNARY_KERNEL(square, (X * X), (2 * X * G)) /* dx += 2 x dG */
+
+static const tg_op_def square_def = {
+    .name = "square", .forward = square_forward, .vjp = square_vjp};
+
+tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, x); }

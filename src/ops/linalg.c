@@ -6,6 +6,8 @@
  */
 #include "internal.h"
 
+#include <limits.h>
+
 static tg_tensor *fail2(tg_tape *tp, tg_status s, const char *what, const tg_tensor *a,
                         const char *sep, const tg_tensor *b)
 {
@@ -50,6 +52,9 @@ tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
         return fail2(tp, TG_ERR_SHAPE, "matmul: both operands must have rank 2", a, " x ", b);
     if (a->shape[1] != b->shape[0])
         return fail2(tp, TG_ERR_SHAPE, "matmul: inner dimensions differ", a, " x ", b);
+    /* BLAS takes int extents; refuse what would be truncated rather than overrun memory. */
+    if (a->shape[0] > INT_MAX || a->shape[1] > INT_MAX || b->shape[1] > INT_MAX)
+        return fail2(tp, TG_ERR_SHAPE, "matmul: a dimension exceeds INT_MAX", a, " x ", b);
     return tg_custom(tp, &matmul_def, in, 2, 2, (int64_t[]){a->shape[0], b->shape[1]}, NULL);
 }
 
@@ -157,6 +162,6 @@ tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b)
     tg_tensor *in[2] = {x, b};
     if (!tg__guard(tp, "add_bias", 2, in)) return NULL;
     if (x->rank != 2 || b->rank != 1 || b->shape[0] != x->shape[1])
-        return fail2(tp, TG_ERR_SHAPE, "add_bias: needs x [n,m] and b [m], got", x, " and ", b);
+        return fail2(tp, TG_ERR_SHAPE, "add_bias: needs x [n,m] and b [m]", x, " and ", b);
     return tg_custom(tp, &add_bias_def, in, 2, 2, x->shape, NULL);
 }

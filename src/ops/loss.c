@@ -16,8 +16,8 @@
         const T *p = in[0]->data, *t = in[1]->data;                                                \
         double acc = 0;                                                                            \
         for (int64_t i = 0; i < in[0]->numel; i++) {                                               \
-            T d = p[i] - t[i];                                                                     \
-            acc += (double)(d * d);                                                                \
+            double d = (double)p[i] - (double)t[i];                                                \
+            acc += d * d;                                                                          \
         }                                                                                          \
         *(T *)out->data = (T)(acc / div);                                                          \
     } while (0)
@@ -39,11 +39,13 @@ static tg_status sqerr_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
         T k = (T)(2 * tg_tensor_item(gout) / div);                                                 \
         if (gin[0]) {                                                                              \
             T *dp = gin[0]->data;                                                                  \
-            for (int64_t i = 0; i < in[0]->numel; i++) dp[i] += k * (p[i] - t[i]);                 \
+            for (int64_t i = 0; i < in[0]->numel; i++) /* dp += 2 (p - t) dG / div */              \
+                dp[i] += k * (p[i] - t[i]);                                                        \
         }                                                                                          \
         if (gin[1]) {                                                                              \
             T *dt = gin[1]->data;                                                                  \
-            for (int64_t i = 0; i < in[0]->numel; i++) dt[i] -= k * (p[i] - t[i]);                 \
+            for (int64_t i = 0; i < in[0]->numel; i++) /* dt -= 2 (p - t) dG / div */              \
+                dt[i] -= k * (p[i] - t[i]);                                                        \
         }                                                                                          \
     } while (0)
 
@@ -127,13 +129,13 @@ static tg_status ce_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void
             for (int64_t i = 0; i < n; i++) {                                                      \
                 T tsum = 0;                                                                        \
                 for (int64_t j = 0; j < c; j++) tsum += t[i * c + j];                              \
-                for (int64_t j = 0; j < c; j++)                                                    \
+                for (int64_t j = 0; j < c; j++) /* dz += dG/n (softmax sum_c t - t) */             \
                     dz[i * c + j] += k * (exp(ls[i * c + j]) * tsum - t[i * c + j]);               \
             }                                                                                      \
         }                                                                                          \
         if (gin[1]) {                                                                              \
             T *dt = gin[1]->data;                                                                  \
-            for (int64_t i = 0; i < n * c; i++) dt[i] -= k * ls[i];                                \
+            for (int64_t i = 0; i < n * c; i++) dt[i] -= k * ls[i]; /* dt -= dG/n ls */            \
         }                                                                                          \
     } while (0)
 
@@ -164,7 +166,8 @@ tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *t
     }
     void *ls = tg__arena_alloc(&tp->arena, (size_t)logits->numel * tg__dtype_size(logits->dtype));
     if (!ls) {
-        tg__fail(tp, TG_ERR_NOMEM, "softmax_cross_entropy: out of memory for %lld log-probabilities",
+        tg__fail(tp, TG_ERR_NOMEM,
+                 "softmax_cross_entropy: out of memory for %lld log-probabilities",
                  (long long)logits->numel);
         return NULL;
     }

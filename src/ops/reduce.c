@@ -1,7 +1,7 @@
 /*
  * Reductions: sum, mean (both to rank 0) and sum_axis. Sums of F32 data
- * accumulate in double, so a long sum loses no more than one rounding. The
- * VJPs broadcast dG back over the reduced elements.
+ * accumulate in double, so they lose next to nothing before the final
+ * rounding to float. The VJPs broadcast dG back over the reduced elements.
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
  */
 #include "internal.h"
@@ -32,7 +32,7 @@ static tg_status total_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
     do {                                                                                           \
         T g = (T)(tg_tensor_item(gout) / div);                                                     \
         T *dx = gin[0]->data;                                                                      \
-        for (int64_t i = 0; i < in[0]->numel; i++) dx[i] += g;                                     \
+        for (int64_t i = 0; i < in[0]->numel; i++) dx[i] += g; /* dx_i += dG / div */             \
     } while (0)
 
 static tg_status total_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
@@ -65,22 +65,27 @@ tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x) { return total(tp, &mean_def, x, t
 
 /* ====== sum_axis: y[o,i] = sum_k x[o,k,i];  dx[o,k,i] += dG[o,i] ======
  * x is seen as [outer, n, inner] around the reduced axis; keepdim only
- * changes the output's shape, not its elements. ctx holds the three extents. */
+ * changes the output's shape, not its elements. ctx holds the three extents
+ * and a row of 'inner' double accumulators, allocated when the op is recorded
+ * so replay allocates nothing; it keeps the innermost loops contiguous. */
 
 typedef struct axis_ctx {
     int64_t outer, n, inner;
+    double *acc;
 } axis_ctx;
 
 #define AXIS_FWD(T)                                                                                \
     do {                                                                                           \
         const T *x = in[0]->data;                                                                  \
         T *y = out->data;                                                                          \
-        for (int64_t o = 0; o < c->outer; o++)                                                     \
-            for (int64_t i = 0; i < c->inner; i++) {                                               \
-                double acc = 0;                                                                    \
-                for (int64_t k = 0; k < c->n; k++) acc += (double)x[(o * c->n + k) * c->inner + i]; \
-                y[o * c->inner + i] = (T)acc;                                                      \
+        for (int64_t o = 0; o < c->outer; o++) {                                                   \
+            for (int64_t i = 0; i < c->inner; i++) c->acc[i] = 0;                                  \
+            for (int64_t k = 0; k < c->n; k++) {                                                   \
+                const T *xk = x + (o * c->n + k) * c->inner;                                       \
+                for (int64_t i = 0; i < c->inner; i++) c->acc[i] += (double)xk[i];                 \
             }                                                                                      \
+            for (int64_t i = 0; i < c->inner; i++) y[o * c->inner + i] = (T)c->acc[i];             \
+        }                                                                                          \
     } while (0)
 
 static tg_status sum_axis_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
@@ -99,9 +104,11 @@ static tg_status sum_axis_forward(tg_tensor *out, tg_tensor *const *in, int n_in
         const T *g = gout->data;                                                                   \
         T *dx = gin[0]->data;                                                                      \
         for (int64_t o = 0; o < c->outer; o++)                                                     \
-            for (int64_t k = 0; k < c->n; k++)                                                     \
-                for (int64_t i = 0; i < c->inner; i++)                                             \
-                    dx[(o * c->n + k) * c->inner + i] += g[o * c->inner + i];                      \
+            for (int64_t k = 0; k < c->n; k++) {                                                   \
+                T *dxk = dx + (o * c->n + k) * c->inner;                                           \
+                const T *go = g + o * c->inner;                                                    \
+                for (int64_t i = 0; i < c->inner; i++) dxk[i] += go[i]; /* dx[o,k,i] += dG[o,i] */ \
+            }                                                                                      \
     } while (0)
 
 static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
@@ -130,7 +137,7 @@ tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
                  tg__shape_str(x, sx, sizeof sx));
         return NULL;
     }
-    axis_ctx c = {1, x->shape[ax], 1};
+    axis_ctx c = {.outer = 1, .n = x->shape[ax], .inner = 1};
     int64_t shape[TG_MAX_RANK];
     int rank = 0;
     for (int i = 0; i < x->rank; i++) {
@@ -142,5 +149,11 @@ tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
             shape[rank++] = 1;
     }
     axis_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
-    return ctx ? tg_custom(tp, &sum_axis_def, &x, 1, rank, shape, ctx) : NULL;
+    if (!ctx) return NULL;
+    if (!(ctx->acc = tg__arena_alloc(&tp->arena, (size_t)c.inner * sizeof *ctx->acc))) {
+        tg__fail(tp, TG_ERR_NOMEM, "sum_axis: out of memory for %lld accumulators",
+                 (long long)c.inner);
+        return NULL;
+    }
+    return tg_custom(tp, &sum_axis_def, &x, 1, rank, shape, ctx);
 }

@@ -7,8 +7,9 @@
 
 #include <tgmath.h>
 
-/* y = x - max - log(sum exp(x - max)) for each row of 'cols' elements; with
- * 'as_prob' the row is exponentiated at the end (softmax instead). */
+/* y = (x - max) - log(sum exp(x - max)) for each row of 'cols' elements; with
+ * 'as_prob' the row is exponentiated at the end (softmax instead). Subtracting
+ * max before log(sum) keeps log(sum) from being rounded away next to a large max. */
 #define ROWS_LOG_SOFTMAX(T)                                                                        \
     do {                                                                                           \
         const T *xs = x;                                                                           \
@@ -19,8 +20,8 @@
             T mx = xr[0], sum = 0;                                                                 \
             for (int64_t j = 1; j < cols; j++) mx = xr[j] > mx ? xr[j] : mx;                       \
             for (int64_t j = 0; j < cols; j++) sum += exp(xr[j] - mx);                             \
-            T lse = mx + log(sum);                                                                 \
-            for (int64_t j = 0; j < cols; j++) yr[j] = xr[j] - lse;                                \
+            T lsum = log(sum);                                                                     \
+            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - mx) - lsum;                        \
             if (as_prob)                                                                           \
                 for (int64_t j = 0; j < cols; j++) yr[j] = exp(yr[j]);                             \
         }                                                                                          \
@@ -61,6 +62,7 @@ static tg_status softmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in,
             const T *yr = ys + r * cols, *gr = gs + r * cols;                                      \
             T *dx = dxs + r * cols, dot = 0;                                                       \
             for (int64_t j = 0; j < cols; j++) dot += gr[j] * yr[j];                               \
+            /* dx += y (.) (dG - sum_j dG_j y_j) */                                                \
             for (int64_t j = 0; j < cols; j++) dx[j] += yr[j] * (gr[j] - dot);                     \
         }                                                                                          \
     } while (0)
@@ -101,6 +103,7 @@ static tg_status log_softmax_forward(tg_tensor *out, tg_tensor *const *in, int n
             const T *yr = ys + r * cols, *gr = gs + r * cols;                                      \
             T *dx = dxs + r * cols, gsum = 0;                                                      \
             for (int64_t j = 0; j < cols; j++) gsum += gr[j];                                      \
+            /* dx += dG - e^y sum_j dG_j */                                                        \
             for (int64_t j = 0; j < cols; j++) dx[j] += gr[j] - exp(yr[j]) * gsum;                 \
         }                                                                                          \
     } while (0)

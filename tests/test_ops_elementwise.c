@@ -1,0 +1,665 @@
+/*
+ * The elementwise ops: every VJP against central differences on broadcasting
+ * shapes, forward values worked out by hand, the broadcasting walk against a
+ * naive index computation, IEEE edge values, saturation, shape and dtype
+ * errors, and replay.
+ */
+#include "testutil.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void put(tg_tensor *t, int64_t k, double v)
+{
+    if (tg_tensor_dtype(t) == TG_F64)
+        ((double *)tg_tensor_data(t))[k] = v;
+    else
+        ((float *)tg_tensor_data(t))[k] = (float)v;
+}
+
+/* v as the dtype stores it. */
+static double rounded(tg_dtype dt, double v) { return dt == TG_F64 ? v : (double)(float)v; }
+
+static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+
+/* ====== wsum(y) = sum_k w_k y_k, w_k = 1 + (k mod 7)/4: the scalar to differentiate ======
+ * Distinct weights make a gradient that lands on the wrong element fail the
+ * check, where a plain sum would let it pass. Defined here so the suite needs
+ * no reduce op. */
+
+static double weight(int64_t k) { return 1 + (double)(k % 7) / 4; }
+
+static tg_status wsum_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    double s = 0;
+    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++)
+        s += weight(k) * tu_at(in[0], k);
+    put(out, 0, s);
+    return TG_OK;
+}
+
+static tg_status wsum_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                          tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (!gin[0]) return TG_OK;
+    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++) /* dy_k += dG w_k */
+        put(gin[0], k, tu_at(gin[0], k) + tu_at(gout, 0) * weight(k));
+    return TG_OK;
+}
+
+static const tg_op_def wsum_def = {.name = "wsum", .forward = wsum_forward, .vjp = wsum_vjp};
+
+static tg_tensor *wsum(tg_tape *tp, tg_tensor *y)
+{
+    return tg_custom(tp, &wsum_def, &y, 1, 0, NULL, NULL);
+}
+
+/* ====== The ops, one table row each ====== */
+
+typedef tg_tensor *(*unary_fn)(tg_tape *tp, tg_tensor *x);
+typedef tg_tensor *(*binary_fn)(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+
+static tg_tensor *scale_by_minus_2_5(tg_tape *tp, tg_tensor *x) { return tg_scale(tp, x, -2.5); }
+
+typedef struct op_case {
+    const char *name;
+    unary_fn un; /* exactly one of 'un' and 'bin' */
+    binary_fn bin;
+    double lo, hi;         /* inputs drawn from [lo, hi): log and div stay positive */
+    const char *shapes[7]; /* "a" or "a;b" ("" is rank 0), up to a NULL */
+} op_case;
+
+static const op_case grad_cases[] = {
+    {"add",
+     NULL,
+     tg_add,
+     -2,
+     2,
+     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "1;1x1", "2x3x1x4;3x2x1"}},
+    {"sub",
+     NULL,
+     tg_sub,
+     -2,
+     2,
+     {"3x4;3x4", "4;3x4", "2x1x5;1x3x1", "3x1;1x4", "2x3;", "1x1;1", "2x3x1x4;3x2x1"}},
+    {"mul",
+     NULL,
+     tg_mul,
+     -2,
+     2,
+     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "1;1x1", "2x3x1x4;3x2x1"}},
+    {"div",
+     NULL,
+     tg_div,
+     0.5,
+     2,
+     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "2x3;", "1x1;1"}},
+    {"scale", scale_by_minus_2_5, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"neg", tg_neg, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"sigmoid", tg_sigmoid, NULL, -4, 4, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"tanh", tg_tanh, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"relu", tg_relu, NULL, -1, 1, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"exp", tg_exp, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"log", tg_log, NULL, 0.5, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+    {"square", tg_square, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
+};
+
+/* Splits "a;b" into two shape strings ("a" alone gives b = NULL). */
+static void split_shapes(const char *shapes, char *a, char *b, size_t size)
+{
+    const char *semi = strchr(shapes, ';');
+    size_t n = semi ? (size_t)(semi - shapes) : strlen(shapes);
+    snprintf(a, size, "%.*s", (int)n, shapes);
+    snprintf(b, size, "%s", semi ? semi + 1 : "");
+}
+
+static tg_tensor *record_case(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const op_case *c = ctx;
+    return wsum(tp, c->bin ? c->bin(tp, in[0], in[1]) : c->un(tp, in[0]));
+}
+
+/* tg_gradcheck in F64 with the default tolerances, every input requiring grad. */
+static tg_status check_case(const op_case *c, const char *shapes, tg_gradcheck_report *r)
+{
+    char sa[32], sb[32];
+    split_shapes(shapes, sa, sb, sizeof sa);
+    int n = c->bin ? 2 : 1;
+    tg_tensor *in[2] = {tu_random(TG_F64, sa, c->lo, c->hi, 11),
+                        n == 2 ? tu_random(TG_F64, sb, c->lo, c->hi, 12) : NULL};
+    tg_status s = TG_ERR_NOMEM;
+    if (in[0] && (n == 1 || in[1])) {
+        for (int i = 0; i < n; i++)
+            tg_tensor_set_requires_grad(in[i], true);
+        s = tg_gradcheck(record_case, in, n, (void *)c, NULL, r);
+    }
+    tg_tensor_free(in[0]);
+    tg_tensor_free(in[1]);
+    return s;
+}
+
+START_TEST(gradcheck_row)
+{
+    const op_case *c = &grad_cases[_i];
+    int checked = 0;
+    for (int k = 0; k < 7 && c->shapes[k]; k++, checked++) {
+        tg_gradcheck_report r;
+        ck_assert_int_eq(check_case(c, c->shapes[k], &r), TG_OK);
+        ck_assert_msg(r.passed,
+                      "%s on \"%s\": input %d[%lld] analytic %.17g numeric %.17g, "
+                      "max_abs_err %.17g max_rel_err %.17g",
+                      c->name, c->shapes[k], r.worst_input, (long long)r.worst_index, r.analytic,
+                      r.numeric, r.max_abs_err, r.max_rel_err);
+        ck_assert_int_gt(r.n_checked, 0);
+    }
+    ck_assert_int_ge(checked, 3);
+}
+END_TEST
+
+/* ====== Forward values worked out by hand, in F32 and F64 ====== */
+
+typedef struct fwd_case {
+    const char *name;
+    unary_fn un;
+    binary_fn bin;
+    const char *a_shape, *b_shape, *y_shape;
+    double a[6], b[6], y[12];
+    int ulps; /* 0: exact; else |got - want| <= ulps * epsilon * |want| */
+} fwd_case;
+
+static const fwd_case fwd_cases[] = {
+    {"add",
+     NULL,
+     tg_add,
+     "2x3",
+     "3",
+     "2x3",
+     {1, 2, 3, 4, 5, 6},
+     {10, 20, 30},
+     {11, 22, 33, 14, 25, 36},
+     0},
+    {"add", NULL, tg_add, "", "2x2", "2x2", {0.5}, {1, 2, 3, 4}, {1.5, 2.5, 3.5, 4.5}, 0},
+    {"sub",
+     NULL,
+     tg_sub,
+     "2x1",
+     "1x3",
+     "2x3",
+     {1, 2},
+     {10, 20, 30},
+     {-9, -19, -29, -8, -18, -28},
+     0},
+    {"mul",
+     NULL,
+     tg_mul,
+     "2x3",
+     "3",
+     "2x3",
+     {1, 2, 3, 4, 5, 6},
+     {2, 0.5, -1},
+     {2, 1, -3, 8, 2.5, -6},
+     0},
+    {"mul",
+     NULL,
+     tg_mul,
+     "2x1x2",
+     "3x1",
+     "2x3x2",
+     {1, 2, 3, 4},
+     {1, 10, 100},
+     {1, 2, 10, 20, 100, 200, 3, 4, 30, 40, 300, 400},
+     0},
+    {"div", NULL, tg_div, "2x2", "2x1", "2x2", {1, 2, 3, 4}, {2, 4}, {0.5, 1, 0.75, 1}, 0},
+    {"scale", scale_by_minus_2_5, NULL, "3", NULL, "3", {1, -2, 0.5}, {0}, {-2.5, 5, -1.25}, 0},
+    {"neg", tg_neg, NULL, "1x3", NULL, "1x3", {1, -2, 0}, {0}, {-1, 2, 0}, 0},
+    {"sigmoid", tg_sigmoid, NULL, "", NULL, "", {0}, {0}, {0.5}, 0},
+    {"sigmoid",
+     tg_sigmoid,
+     NULL,
+     "2",
+     NULL,
+     "2",
+     {2, -2},
+     {0},
+     {0.8807970779778823, 0.11920292202211755},
+     4},
+    {"tanh",
+     tg_tanh,
+     NULL,
+     "3",
+     NULL,
+     "3",
+     {0, 1, -0.5},
+     {0},
+     {0, 0.7615941559557649, -0.46211715726000974},
+     4},
+    {"relu", tg_relu, NULL, "3", NULL, "3", {-1, 0, 2.5}, {0}, {0, 0, 2.5}, 0},
+    {"exp",
+     tg_exp,
+     NULL,
+     "3",
+     NULL,
+     "3",
+     {0, 1, -1},
+     {0},
+     {1, 2.718281828459045, 0.36787944117144233},
+     4},
+    {"log",
+     tg_log,
+     NULL,
+     "3",
+     NULL,
+     "3",
+     {1, 2, 0.5},
+     {0},
+     {0, 0.6931471805599453, -0.6931471805599453},
+     4},
+    {"square", tg_square, NULL, "3", NULL, "3", {-3, 0.5, 0}, {0}, {9, 0.25, 0}, 0},
+};
+
+/* Row _i / 2 in F64 (even _i) or F32 (odd _i). */
+START_TEST(forward_values)
+{
+    const fwd_case *c = &fwd_cases[_i / 2];
+    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    double eps = dt == TG_F64 ? DBL_EPSILON : (double)FLT_EPSILON;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *a = tu_from(dt, c->a_shape, c->a);
+    tg_tensor *b = c->bin ? tu_from(dt, c->b_shape, c->b) : NULL;
+    tg_tensor *y = c->bin ? c->bin(tp, a, b) : c->un(tp, a);
+    ck_assert_msg(y, "%s %s: %s", c->name, dtype_name(dt), tg_tape_error(tp));
+
+    int64_t shape[TG_MAX_RANK];
+    int rank = tu_parse_shape(c->y_shape, shape);
+    ck_assert_int_eq(tg_tensor_rank(y), rank);
+    for (int d = 0; d < rank; d++)
+        ck_assert_int_eq(tg_tensor_shape(y)[d], shape[d]);
+    for (int64_t k = 0; k < tg_tensor_numel(y); k++) {
+        double got = tu_at(y, k), want = c->y[k];
+        double tol = c->ulps * eps * fabs(want);
+        ck_assert_msg(fabs(got - want) <= tol, "%s %s [%lld]: got %.17g want %.17g", c->name,
+                      dtype_name(dt), (long long)k, got, want);
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+END_TEST
+
+/* ====== The broadcasting walk against a naive index computation ====== */
+
+/* Every pair goes through all four ops: same shapes (one loop), row and column
+ * broadcasts, both operands stretched, scalars, ranks up to 4, no elements. */
+static const char *const walk_shapes[] = {
+    "3x4;3x4",         "3x4;4", "4;3x4",   "3x1;3x4",      "3x1;1x4",
+    "2x1x5;1x3x1",     ";2x3",  "2x3;",    "1x1;1",        "2x3x1x4;3x2x1",
+    "1x3x1x2;4x1x5x1", "0x3;3", "2x1x3;1", "4x1x1x1;1x1x2"};
+
+static const binary_fn walk_ops[] = {tg_add, tg_sub, tg_mul, tg_div};
+
+/* Dimension d of t with t aligned at the right of a rank 'y_rank' shape: 1
+ * where t has no such dimension. */
+static int64_t aligned_dim(const tg_tensor *t, int y_rank, int d)
+{
+    int lead = y_rank - tg_tensor_rank(t);
+    return d < lead ? 1 : tg_tensor_shape(t)[d - lead];
+}
+
+/* The flat index into t of element k of an output of shape ys: each output
+ * index taken as 0 where t's dimension is 1. */
+static int64_t source_index(const tg_tensor *t, int y_rank, const int64_t *ys, int64_t k)
+{
+    int64_t idx = 0, stride = 1;
+    for (int d = y_rank - 1; d >= 0; d--) {
+        int64_t i = k % ys[d], n = aligned_dim(t, y_rank, d);
+        k /= ys[d];
+        idx += (n == 1 ? 0 : i) * stride;
+        stride *= n;
+    }
+    return idx;
+}
+
+/* y, dA and dB of op 'o' on one pair of elements, in double. */
+static void naive(int o, double a, double b, double g, double *y, double *da, double *db)
+{
+    switch (o) {
+    case 0:
+        *y = a + b, *da = g, *db = g;
+        break;
+    case 1:
+        *y = a - b, *da = g, *db = -g;
+        break;
+    case 2:
+        *y = a * b, *da = g * b, *db = g * a;
+        break;
+    default:
+        *y = a / b, *da = g / b, *db = -g * a / (b * b);
+        break;
+    }
+}
+
+/* Pair _i / 2 in F64 (even _i) or F32 (odd _i), through every binary op. The
+ * forward is one IEEE operation per element, so it must match bit for bit; the
+ * gradients sum in another order, so they match to a tolerance. */
+START_TEST(broadcast_matches_naive)
+{
+    const char *shapes = walk_shapes[_i / 2];
+    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    double tol = dt == TG_F64 ? 1e-14 : 1e-5;
+    char sa[32], sb[32];
+    split_shapes(shapes, sa, sb, sizeof sa);
+    for (int o = 0; o < 4; o++) {
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *a = tu_random(dt, sa, -2, 2, 21), *b = tu_random(dt, sb, 0.5, 2, 22);
+        tg_tensor_set_requires_grad(a, true);
+        tg_tensor_set_requires_grad(b, true);
+        tg_tensor *y = walk_ops[o](tp, a, b);
+        ck_assert_msg(y, "%s: %s", shapes, tg_tape_error(tp));
+        tg_tensor *seed = tg_tensor_new(dt, tg_tensor_rank(y), tg_tensor_shape(y));
+        tg_tensor *rnd = tu_random(dt, "64", -1, 1, 23);
+        for (int64_t k = 0; k < tg_tensor_numel(y); k++)
+            put(seed, k, tu_at(rnd, k % 64));
+        ck_assert_int_eq(tg_backward_seed(tp, y, seed), TG_OK);
+
+        tg_tensor *da = tg_tensor_new(TG_F64, tg_tensor_rank(a), tg_tensor_shape(a));
+        tg_tensor *db = tg_tensor_new(TG_F64, tg_tensor_rank(b), tg_tensor_shape(b));
+        int yr = tg_tensor_rank(y);
+        const int64_t *ys = tg_tensor_shape(y);
+        for (int d = 0; d < yr; d++) {
+            int64_t na = aligned_dim(a, yr, d), nb = aligned_dim(b, yr, d);
+            ck_assert_int_eq(ys[d], na == 1 ? nb : na);
+        }
+        for (int64_t k = 0; k < tg_tensor_numel(y); k++) {
+            int64_t ia = source_index(a, yr, ys, k), ib = source_index(b, yr, ys, k);
+            double want, ga, gb;
+            naive(o, tu_at(a, ia), tu_at(b, ib), tu_at(seed, k), &want, &ga, &gb);
+            ck_assert_msg(tu_at(y, k) == rounded(dt, want), "%s op %d [%lld]: got %.17g want %.17g",
+                          shapes, o, (long long)k, tu_at(y, k), rounded(dt, want));
+            put(da, ia, tu_at(da, ia) + ga);
+            put(db, ib, tu_at(db, ib) + gb);
+        }
+        int64_t bad = 0;
+        ck_assert_msg(tu_close(tg_tensor_grad(a), da, tol, &bad),
+                      "%s op %d: dA[%lld] %.17g vs %.17g", shapes, o, (long long)bad,
+                      tu_at(tg_tensor_grad(a), bad), tu_at(da, bad));
+        ck_assert_msg(tu_close(tg_tensor_grad(b), db, tol, &bad),
+                      "%s op %d: dB[%lld] %.17g vs %.17g", shapes, o, (long long)bad,
+                      tu_at(tg_tensor_grad(b), bad), tu_at(db, bad));
+        tg_tape_free(tp);
+        tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(seed), tg_tensor_free(rnd);
+        tg_tensor_free(da), tg_tensor_free(db);
+    }
+}
+END_TEST
+
+/* ====== IEEE values, saturation, relu at 0 ====== */
+
+/* _i = 0: F64, 1: F32. Values are never errors: the tape stays healthy. */
+START_TEST(ieee_edge_values)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tu_from(dt, "3", (const double[]){0, -1, 1000});
+    tg_tensor *num = tu_from(dt, "3", (const double[]){1, -1, 0});
+    tg_tensor *zero = tu_from(dt, "", (const double[]){0});
+    tg_tensor *nan = tu_from(dt, "", (const double[]){NAN});
+    tg_tensor *lg = tg_log(tp, x), *ex = tg_exp(tp, x), *dv = tg_div(tp, num, zero);
+    tg_tensor *rl = tg_relu(tp, nan), *sg = tg_sigmoid(tp, nan);
+    ck_assert_int_eq(tg_tape_status(tp), TG_OK);
+    ck_assert(isinf(tu_at(lg, 0)) && tu_at(lg, 0) < 0); /* log(0) = -inf */
+    ck_assert(isnan(tu_at(lg, 1)));                     /* log(-1) = NaN */
+    ck_assert(isinf(tu_at(ex, 2)) && tu_at(ex, 2) > 0); /* exp(1000) = +inf */
+    ck_assert(isinf(tu_at(dv, 0)) && tu_at(dv, 0) > 0); /* 1/0 = +inf */
+    ck_assert(isinf(tu_at(dv, 1)) && tu_at(dv, 1) < 0); /* -1/0 = -inf */
+    ck_assert(isnan(tu_at(dv, 2)));                     /* 0/0 = NaN */
+    ck_assert(isnan(tu_at(rl, 0)) && isnan(tu_at(sg, 0)));
+    tg_tape_free(tp);
+    tg_tensor_free(x), tg_tensor_free(num), tg_tensor_free(zero), tg_tensor_free(nan);
+}
+END_TEST
+
+/* y = op(x) and dx for a seed of ones. */
+static void run_with_ones(tg_dtype dt, unary_fn op, const double *v, int n, tg_tensor **y_copy,
+                          tg_tensor **dx_copy)
+{
+    char shape[8];
+    snprintf(shape, sizeof shape, "%d", n);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tu_from(dt, shape, v);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor *y = op(tp, x);
+    ck_assert_ptr_nonnull(y);
+    tg_tensor *ones = tg_tensor_new(dt, 1, (const int64_t[]){n});
+    for (int k = 0; k < n; k++)
+        put(ones, k, 1);
+    ck_assert_int_eq(tg_backward_seed(tp, y, ones), TG_OK);
+    *y_copy = tg_tensor_new(TG_F64, 1, (const int64_t[]){n});
+    *dx_copy = tg_tensor_new(TG_F64, 1, (const int64_t[]){n});
+    for (int k = 0; k < n; k++) {
+        put(*y_copy, k, tu_at(y, k));
+        put(*dx_copy, k, tu_at(tg_tensor_grad(x), k));
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x), tg_tensor_free(ones);
+}
+
+/* _i = 0: F64, 1: F32. At |x| = 1e4 sigmoid and tanh are exactly 0, 1 or -1
+ * and their gradients exactly 0, with no NaN anywhere. */
+START_TEST(sigmoid_and_tanh_saturate)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    const double x[2] = {1e4, -1e4};
+    tg_tensor *y, *dx;
+    run_with_ones(dt, tg_sigmoid, x, 2, &y, &dx);
+    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == 0, "sigmoid %s: %.17g %.17g", dtype_name(dt),
+                  tu_at(y, 0), tu_at(y, 1));
+    ck_assert_msg(tu_at(dx, 0) == 0 && tu_at(dx, 1) == 0, "sigmoid' %s: %.17g %.17g",
+                  dtype_name(dt), tu_at(dx, 0), tu_at(dx, 1));
+    tg_tensor_free(y), tg_tensor_free(dx);
+    run_with_ones(dt, tg_tanh, x, 2, &y, &dx);
+    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == -1, "tanh %s: %.17g %.17g", dtype_name(dt),
+                  tu_at(y, 0), tu_at(y, 1));
+    ck_assert_msg(tu_at(dx, 0) == 0 && tu_at(dx, 1) == 0, "tanh' %s: %.17g %.17g", dtype_name(dt),
+                  tu_at(dx, 0), tu_at(dx, 1));
+    tg_tensor_free(y), tg_tensor_free(dx);
+}
+END_TEST
+
+/* _i = 0: F64, 1: F32. relu's derivative is taken as 0 at x = 0 (and -0). */
+START_TEST(relu_gradient_at_zero_is_zero)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_tensor *y, *dx;
+    run_with_ones(dt, tg_relu, (const double[]){0, -0.0, 2, -3}, 4, &y, &dx);
+    const double want_y[4] = {0, 0, 2, 0}, want_dx[4] = {0, 0, 1, 0};
+    for (int k = 0; k < 4; k++) {
+        ck_assert_msg(tu_at(y, k) == want_y[k], "relu[%d] = %.17g", k, tu_at(y, k));
+        ck_assert_msg(tu_at(dx, k) == want_dx[k], "relu'[%d] = %.17g", k, tu_at(dx, k));
+    }
+    tg_tensor_free(y), tg_tensor_free(dx);
+}
+END_TEST
+
+/* ====== Errors ====== */
+
+typedef struct shape_err_case {
+    const char *name;
+    binary_fn op;
+    const char *a, *b, *a_str, *b_str;
+} shape_err_case;
+
+static const shape_err_case shape_err_cases[] = {
+    {"add", tg_add, "2x3", "4", "[2x3]", "[4]"},
+    {"sub", tg_sub, "2x3", "3x2", "[2x3]", "[3x2]"},
+    {"mul", tg_mul, "2x3x4", "2x4", "[2x3x4]", "[2x4]"},
+    {"div", tg_div, "2x1x3x4", "5x4", "[2x1x3x4]", "[5x4]"},
+};
+
+START_TEST(shapes_that_do_not_broadcast)
+{
+    const shape_err_case *c = &shape_err_cases[_i];
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *a = tu_random(TG_F64, c->a, -1, 1, 1), *b = tu_random(TG_F64, c->b, -1, 1, 2);
+    ck_assert_ptr_null(c->op(tp, a, b));
+    ck_assert_int_eq(tg_tape_status(tp), TG_ERR_SHAPE);
+    const char *msg = tg_tape_error(tp);
+    ck_assert_msg(strncmp(msg, c->name, strlen(c->name)) == 0 && strstr(msg, "broadcast") &&
+                      strstr(msg, c->a_str) && strstr(msg, c->b_str),
+                  "'%s'", msg);
+    /* Sticky: a later op records nothing and the first message stays. */
+    ck_assert_ptr_null(tg_neg(tp, a));
+    ck_assert_int_eq(tg_tape_status(tp), TG_ERR_SHAPE);
+    ck_assert_str_eq(tg_tape_error(tp), msg);
+    ck_assert_uint_eq(tg_tape_size(tp), 0);
+    tg_tape_free(tp);
+    tg_tensor_free(a), tg_tensor_free(b);
+}
+END_TEST
+
+START_TEST(mixed_dtypes_are_refused)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *a = tu_random(TG_F64, "2x3", -1, 1, 1), *b = tu_random(TG_F32, "3", -1, 1, 2);
+    ck_assert_ptr_null(tg_mul(tp, a, b));
+    ck_assert_int_eq(tg_tape_status(tp), TG_ERR_DTYPE);
+    const char *msg = tg_tape_error(tp);
+    ck_assert_msg(strstr(msg, "mul") && strstr(msg, "[2x3]") && strstr(msg, "[3]"), "'%s'", msg);
+    tg_tape_free(tp);
+    tg_tensor_free(a), tg_tensor_free(b);
+}
+END_TEST
+
+START_TEST(null_inputs_are_refused)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *a = tu_random(TG_F64, "2", -1, 1, 1);
+    ck_assert_ptr_null(tg_add(NULL, a, a));
+    ck_assert_ptr_null(tg_scale(NULL, a, 2));
+    ck_assert_ptr_null(tg_div(tp, a, NULL));
+    ck_assert_int_eq(tg_tape_status(tp), TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_tape_error(tp), "div"), "'%s'", tg_tape_error(tp));
+    tg_tape_reset(tp);
+    ck_assert_ptr_null(tg_scale(tp, NULL, 2));
+    ck_assert_int_eq(tg_tape_status(tp), TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_tape_error(tp), "scale"), "'%s'", tg_tape_error(tp));
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+}
+END_TEST
+
+/* ====== Gradient flow details ====== */
+
+/* x + x, x * x: both slots of one node add into the same gradient. Only the
+ * operand that requires grad gets one. */
+START_TEST(gradients_accumulate_and_skip)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *x = tu_from(TG_F64, "2", (const double[]){3, -1});
+    tg_tensor *c = tu_from(TG_F64, "2x2", (const double[]){1, 2, 3, 4});
+    tg_tensor_set_requires_grad(x, true);
+    /* L = wsum(x + x) + wsum(x * x) + wsum(c * x): dx = 2w + 2xw + w sum_rows(c) */
+    tg_tensor *l = tg_add(tp, tg_add(tp, wsum(tp, tg_add(tp, x, x)), wsum(tp, tg_mul(tp, x, x))),
+                          wsum(tp, tg_mul(tp, c, x)));
+    ck_assert_int_eq(tg_backward(tp, l), TG_OK);
+    ck_assert_ptr_null(tg_tensor_grad(c));
+    const tg_tensor *dx = tg_tensor_grad(x);
+    /* weights: x + x and x * x use w0, w1 = 1, 1.25; c * x uses 1, 1.25, 1.5, 1.75 */
+    ck_assert_double_eq(tu_at(dx, 0), 2 * 1 + 2 * 3 * 1 + (1 * 1 + 3 * 1.5));
+    ck_assert_double_eq(tu_at(dx, 1), 2 * 1.25 + 2 * -1 * 1.25 + (2 * 1.25 + 4 * 1.75));
+    tg_tape_free(tp);
+    tg_tensor_free(x), tg_tensor_free(c);
+}
+END_TEST
+
+/* ====== Replay ====== */
+
+/* L = wsum(tanh(a * b / c) - a) with a [3x4], b [4], c [3x1]: after new data
+ * goes into the leaves, replay gives bit for bit what a fresh recording gives,
+ * values and gradients. _i = 0: F64, 1: F32. */
+static tg_tensor *replay_graph(tg_tape *tp, tg_tensor *a, tg_tensor *b, tg_tensor *c)
+{
+    return wsum(tp, tg_sub(tp, tg_tanh(tp, tg_div(tp, tg_mul(tp, a, b), c)), a));
+}
+
+static void fill(tg_tensor *t, uint64_t seed, double lo, double hi)
+{
+    tg_tensor *r = tu_random(tg_tensor_dtype(t), "64", lo, hi, seed);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++)
+        put(t, k, tu_at(r, k));
+    tg_tensor_free(r);
+}
+
+START_TEST(replay_equals_fresh_recording)
+{
+    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_tensor *in[3] = {tg_tensor_new(dt, 2, (const int64_t[]){3, 4}),
+                        tg_tensor_new(dt, 1, (const int64_t[]){4}),
+                        tg_tensor_new(dt, 2, (const int64_t[]){3, 1})};
+    double lo[3] = {-2, -2, 0.5};
+    for (int i = 0; i < 3; i++) {
+        fill(in[i], 31 + (uint64_t)i, lo[i], 2);
+        tg_tensor_set_requires_grad(in[i], true);
+    }
+    tg_tape *rec = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *l = replay_graph(rec, in[0], in[1], in[2]);
+    ck_assert_int_eq(tg_backward(rec, l), TG_OK);
+    size_t nodes = tg_tape_size(rec);
+
+    for (int i = 0; i < 3; i++) {
+        fill(in[i], 41 + (uint64_t)i, lo[i], 2); /* the next mini-batch */
+        tg_tensor_zero_grad(in[i]);
+    }
+    ck_assert_int_eq(tg_tape_replay(rec), TG_OK);
+    ck_assert_int_eq(tg_backward(rec, l), TG_OK);
+    ck_assert_uint_eq(tg_tape_size(rec), nodes);
+    double replayed = tu_at(l, 0);
+    tg_tensor *grads[3];
+    for (int i = 0; i < 3; i++) {
+        const tg_tensor *g = tg_tensor_grad(in[i]);
+        grads[i] = tg_tensor_from(dt, tg_tensor_rank(g), tg_tensor_shape(g),
+                                  tg_tensor_data((tg_tensor *)g));
+        tg_tensor_zero_grad(in[i]);
+    }
+
+    tg_tensor *l2 = replay_graph(fresh, in[0], in[1], in[2]);
+    ck_assert_int_eq(tg_backward(fresh, l2), TG_OK);
+    ck_assert_msg(tu_at(l2, 0) == replayed, "replay %.17g fresh %.17g", replayed, tu_at(l2, 0));
+    for (int i = 0; i < 3; i++) {
+        const tg_tensor *g = tg_tensor_grad(in[i]);
+        size_t bytes = (size_t)tg_tensor_numel(g) * (dt == TG_F64 ? 8 : 4);
+        ck_assert_msg(memcmp(tg_tensor_data((tg_tensor *)g), tg_tensor_data(grads[i]), bytes) == 0,
+                      "input %d: gradients differ after replay", i);
+        tg_tensor_free(grads[i]);
+    }
+    tg_tape_free(rec), tg_tape_free(fresh);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(in[i]);
+}
+END_TEST
+
+#define N(a) ((int)(sizeof(a) / sizeof *(a)))
+
+static Suite *ops_elementwise_suite(void)
+{
+    Suite *s = suite_create("ops_elementwise");
+    TCase *tc = tcase_create("elementwise");
+    tcase_add_loop_test(tc, gradcheck_row, 0, N(grad_cases));
+    tcase_add_loop_test(tc, forward_values, 0, 2 * N(fwd_cases));
+    tcase_add_loop_test(tc, broadcast_matches_naive, 0, 2 * N(walk_shapes));
+    tcase_add_loop_test(tc, ieee_edge_values, 0, 2);
+    tcase_add_loop_test(tc, sigmoid_and_tanh_saturate, 0, 2);
+    tcase_add_loop_test(tc, relu_gradient_at_zero_is_zero, 0, 2);
+    tcase_add_loop_test(tc, shapes_that_do_not_broadcast, 0, N(shape_err_cases));
+    tcase_add_test(tc, mixed_dtypes_are_refused);
+    tcase_add_test(tc, null_inputs_are_refused);
+    tcase_add_test(tc, gradients_accumulate_and_skip);
+    tcase_add_loop_test(tc, replay_equals_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(ops_elementwise_suite()); }

@@ -1,0 +1,464 @@
+/*
+ * Linear algebra ops: matmul, transpose, add_bias. Every VJP is gradchecked
+ * in F64 through a Frobenius probe ||op(x) - W||^2 with a fixed, non-uniform
+ * W, so dG differs from element to element and a swapped transpose shows.
+ * Forward values and gradients are also checked by hand on small literals,
+ * and matmul against a naive triple loop.
+ */
+#include "testutil.h"
+
+#include "internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static tg_dtype dtype_of(int i) { return i ? TG_F32 : TG_F64; }
+
+static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+
+static tg_tensor *lit(tg_dtype dt, const char *shape, const double *v)
+{
+    tg_tensor *t = tu_from(dt, shape, v);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+/* Asserts t's shape and that every element equals want[k] rounded to t's dtype. */
+static void expect_exact(const tg_tensor *t, const char *shape, const double *want,
+                         const char *what)
+{
+    int64_t s[TG_MAX_RANK];
+    int rank = tu_parse_shape(shape, s);
+    ck_assert_msg(t != NULL, "%s: no tensor", what);
+    ck_assert_msg(tg_tensor_rank(t) == rank, "%s: rank %d, want %d", what, tg_tensor_rank(t),
+                  rank);
+    for (int i = 0; i < rank; i++)
+        ck_assert_msg(tg_tensor_shape(t)[i] == s[i], "%s: dim %d is %lld, want %lld", what, i,
+                      (long long)tg_tensor_shape(t)[i], (long long)s[i]);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
+        double w = tg_tensor_dtype(t) == TG_F32 ? (double)(float)want[k] : want[k];
+        ck_assert_msg(tu_at(t, k) == w, "%s %s [%lld]: %.17g, want %.17g", what,
+                      dtype_name(tg_tensor_dtype(t)), (long long)k, tu_at(t, k), w);
+    }
+}
+
+/* ====== Gradient checks: one row per op, every shape list gradchecked in F64 ====== */
+
+typedef tg_tensor *(*op_fn)(tg_tape *tp, tg_tensor *const *in);
+
+typedef struct grad_case {
+    const char *name;
+    op_fn op;
+    unsigned frozen;       /* bit i set: input i does not require grad (its gin is NULL) */
+    const char *shapes[6]; /* operand shapes "a;b;c", NULL-terminated */
+} grad_case;
+
+static tg_tensor *op_matmul(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_matmul(tp, in[0], in[1]);
+}
+
+static tg_tensor *op_matmul_self(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_matmul(tp, in[0], in[0]); /* fan-out: dA gets both contributions */
+}
+
+static tg_tensor *op_transpose(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_transpose(tp, in[0]);
+}
+
+static tg_tensor *op_add_bias(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_add_bias(tp, in[0], in[1]);
+}
+
+static tg_tensor *op_affine(tg_tape *tp, tg_tensor *const *in) /* X^T W + b */
+{
+    return tg_add_bias(tp, tg_matmul(tp, tg_transpose(tp, in[0]), in[1]), in[2]);
+}
+
+static const grad_case grad_cases[] = {
+    {"matmul", op_matmul, 0, {"1x1;1x1", "3x1;1x4", "2x5;5x3", "1x4;4x1", "2x0;0x3"}},
+    {"matmul, A only", op_matmul, 2, {"1x1;1x1", "3x1;1x4", "2x5;5x3"}},
+    {"matmul, B only", op_matmul, 1, {"1x1;1x1", "3x1;1x4", "2x5;5x3"}},
+    {"matmul A A", op_matmul_self, 0, {"1x1", "3x3", "4x4"}},
+    {"transpose", op_transpose, 0, {"1x1", "3x1", "1x4", "2x5"}},
+    {"add_bias", op_add_bias, 0, {"1x1;1", "3x1;1", "1x4;4", "2x5;5"}},
+    {"add_bias, x only", op_add_bias, 2, {"1x1;1", "3x1;1", "2x5;5"}},
+    {"add_bias, b only", op_add_bias, 1, {"1x1;1", "3x1;1", "2x5;5"}},
+    {"transpose-matmul-add_bias", op_affine, 0, {"1x1;1x1;1", "5x1;5x3;3", "3x2;3x4;4"}},
+};
+
+typedef struct probe {
+    const grad_case *c;
+    tg_tensor *w; /* fixed weights of the op's output shape */
+} probe;
+
+static tg_tensor *probe_fn(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const probe *p = ctx;
+    return tg_frobenius_loss(tp, p->c->op(tp, in), p->w);
+}
+
+/* Gradchecks row c on its shape list entry s; the inputs are uniform in [-1, 1). */
+static tg_status run_case(const grad_case *c, int s, tg_gradcheck_report *r)
+{
+    tg_tensor *in[4] = {NULL};
+    int n = 0;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", c->shapes[s]);
+    for (char *tok = buf, *next; tok && n < 4; tok = next, n++) {
+        if ((next = strchr(tok, ';'))) *next++ = '\0';
+        in[n] = tu_random(TG_F64, tok, -1, 1, 100u * (unsigned)s + (unsigned)n + 1);
+        tg_tensor_set_requires_grad(in[n], !(c->frozen >> n & 1));
+    }
+    probe p = {c, NULL};
+    tg_status st = TG_ERR_NOMEM;
+    /* One recording to learn the output shape; W is then filled with cos(0.7k + 0.3). */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tp ? c->op(tp, in) : NULL;
+    if (y) p.w = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+    tg_tape_free(tp);
+    if (p.w) {
+        for (int64_t k = 0; k < tg_tensor_numel(p.w); k++)
+            ((double *)tg_tensor_data(p.w))[k] = cos(0.7 * (double)k + 0.3);
+        st = tg_gradcheck(probe_fn, in, n, &p, NULL, r);
+    }
+    tg_tensor_free(p.w);
+    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+    return st;
+}
+
+START_TEST(gradcheck_row)
+{
+    const grad_case *c = &grad_cases[_i];
+    for (int s = 0; c->shapes[s]; s++) {
+        tg_gradcheck_report r;
+        tg_status st = run_case(c, s, &r);
+        ck_assert_msg(st == TG_OK, "%s %s: gradcheck returned %s", c->name, c->shapes[s],
+                      tg_status_str(st));
+        ck_assert_msg(r.passed, "%s %s: input %d[%lld] analytic %.17g numeric %.17g", c->name,
+                      c->shapes[s], r.worst_input, (long long)r.worst_index, r.analytic,
+                      r.numeric);
+    }
+}
+END_TEST
+
+/* ====== Forward values and gradients by hand (F64, then F32) ====== */
+
+START_TEST(matmul_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *a = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = lit(dt, "3x2", (double[]){7, 8, 9, 10, 11, 12});
+    tg_tensor *g = lit(dt, "2x2", (double[]){1, 2, 3, 4});
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, a, b);
+    expect_exact(y, "2x2", (double[]){58, 64, 139, 154}, "A B");
+
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(a), "2x3", (double[]){23, 29, 35, 53, 67, 81}, "dA = dG B^T");
+    expect_exact(tg_tensor_grad(b), "3x2", (double[]){13, 18, 17, 24, 21, 30}, "dB = A^T dG");
+    /* A second sweep adds into the leaves' gradients (GEMM with beta = 1). */
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(a), "2x3", (double[]){46, 58, 70, 106, 134, 162}, "dA twice");
+    expect_exact(tg_tensor_grad(b), "3x2", (double[]){26, 36, 34, 48, 42, 60}, "dB twice");
+
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
+START_TEST(transpose_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *g = lit(dt, "3x2", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_transpose(tp, x);
+    expect_exact(y, "3x2", (double[]){1, 4, 2, 5, 3, 6}, "X^T");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 3, 5, 2, 4, 6}, "dX = dG^T");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+}
+END_TEST
+
+START_TEST(add_bias_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = lit(dt, "3", (double[]){10, 20, 30});
+    tg_tensor *g = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_add_bias(tp, x, b);
+    expect_exact(y, "2x3", (double[]){11, 22, 33, 14, 25, 36}, "X + 1 b");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 2, 3, 4, 5, 6}, "dX = dG");
+    expect_exact(tg_tensor_grad(b), "3", (double[]){5, 7, 9}, "db = sum over rows of dG");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
+/* ====== Empty dimensions: k = 0 gives zeros, n = 0 or m = 0 give empty results ====== */
+
+typedef struct empty_case {
+    const char *a, *b, *out;
+} empty_case;
+
+static const empty_case empty_cases[] = {
+    {"2x0", "0x3", "2x3"},
+    {"1x0", "0x1", "1x1"},
+    {"0x3", "3x2", "0x2"},
+    {"2x3", "3x0", "2x0"},
+    {"0x0", "0x0", "0x0"},
+};
+#define N_EMPTY (int)(sizeof empty_cases / sizeof *empty_cases)
+
+START_TEST(matmul_with_empty_dims)
+{
+    const empty_case *c = &empty_cases[_i / 2];
+    tg_dtype dt = dtype_of(_i % 2);
+    tg_tensor *a = tu_random(dt, c->a, -1, 1, 1), *b = tu_random(dt, c->b, -1, 1, 2);
+    tg_tensor *g = tu_random(dt, c->out, -1, 1, 3);
+    ck_assert(a && b && g);
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, a, b);
+    double zeros[6] = {0};
+    expect_exact(y, c->out, zeros, "empty product");
+
+    /* The forward writes its zeros itself rather than relying on a fresh buffer. */
+    for (int64_t k = 0; k < tg_tensor_numel(y); k++) {
+        if (dt == TG_F64)
+            ((double *)tg_tensor_data(y))[k] = NAN;
+        else
+            ((float *)tg_tensor_data(y))[k] = NAN;
+    }
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    expect_exact(y, c->out, zeros, "empty product after replay");
+
+    /* The VJPs are empty products too: they leave zero gradients. */
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(a), c->a, zeros, "dA");
+    expect_exact(tg_tensor_grad(b), c->b, zeros, "dB");
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
+/* ====== matmul against a naive triple loop, 17x33 by 33x9, forward and both VJPs ====== */
+
+/* Checks c [m,n] = op(a) op(b) with element (i,j) = sum_p A(i,p) B(p,j), where A(i,p) is
+ * a[i*sa0 + p*sa1] and B(p,j) is b[p*sb0 + j*sb1]. The bound is 64 eps sum_p |A B|,
+ * a generous multiple of the rounding any summation order can make. */
+static void expect_product(const tg_tensor *c, const tg_tensor *a, int64_t sa0, int64_t sa1,
+                           const tg_tensor *b, int64_t sb0, int64_t sb1, int64_t k,
+                           const char *what)
+{
+    int64_t m = tg_tensor_shape(c)[0], n = tg_tensor_shape(c)[1];
+    double eps = tg_tensor_dtype(c) == TG_F64 ? DBL_EPSILON : (double)FLT_EPSILON;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            double ref = 0, mag = 0;
+            for (int64_t p = 0; p < k; p++) {
+                double t = tu_at(a, i * sa0 + p * sa1) * tu_at(b, p * sb0 + j * sb1);
+                ref += t;
+                mag += fabs(t);
+            }
+            double got = tu_at(c, i * n + j);
+            ck_assert_msg(fabs(got - ref) <= 64 * eps * mag, "%s %s [%lld,%lld]: %.17g, want %.17g",
+                          what, dtype_name(tg_tensor_dtype(c)), (long long)i, (long long)j, got,
+                          ref);
+        }
+}
+
+START_TEST(matmul_matches_naive_loop)
+{
+    tg_dtype dt = dtype_of(_i);
+    const int64_t n = 17, k = 33, m = 9;
+    tg_tensor *a = tu_random(dt, "17x33", -1, 1, 11), *b = tu_random(dt, "33x9", -1, 1, 12);
+    tg_tensor *g = tu_random(dt, "17x9", -1, 1, 13);
+    ck_assert(a && b && g);
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, a, b);
+    ck_assert_ptr_nonnull(y);
+    expect_product(y, a, k, 1, b, m, 1, k, "A B");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    /* dA [n,k] = dG [n,m] B^T: B^T(p,j) = b[j*m + p]; dB [k,m] = A^T dG: A^T(i,p) = a[p*k + i] */
+    expect_product(tg_tensor_grad(a), g, m, 1, b, 1, m, m, "dG B^T");
+    expect_product(tg_tensor_grad(b), a, 1, k, g, m, 1, n, "A^T dG");
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
+/* ====== Replay: new data in the leaves, the same values as a fresh recording ====== */
+
+START_TEST(replay_matches_fresh_recording)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = tu_random(dt, "3x4", -1, 1, 21), *w = tu_random(dt, "3x5", -1, 1, 22);
+    tg_tensor *b = tu_random(dt, "5", -1, 1, 23), *x2 = tu_random(dt, "3x4", -1, 1, 24);
+    ck_assert(x && w && b && x2);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *y = tg_add_bias(tp, tg_matmul(tp, tg_transpose(tp, x), w), b);
+    ck_assert_ptr_nonnull(y);
+    size_t bytes = (size_t)tg_tensor_numel(x) * (dt == TG_F64 ? 8 : 4);
+    memcpy(tg_tensor_data(x), tg_tensor_data(x2), bytes);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_tensor *want = tg_add_bias(fresh, tg_matmul(fresh, tg_transpose(fresh, x2), w), b);
+    ck_assert_ptr_nonnull(want);
+    for (int64_t k = 0; k < tg_tensor_numel(y); k++)
+        ck_assert_msg(tu_at(y, k) == tu_at(want, k), "[%lld]: replay %.17g, fresh %.17g",
+                      (long long)k, tu_at(y, k), tu_at(want, k));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tensor_free(b);
+    tg_tensor_free(x2);
+}
+END_TEST
+
+/* ====== Errors: status and exact message; the tape stays failed ====== */
+
+typedef tg_tensor *(*binary_fn)(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+
+static tg_tensor *transpose_ab(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    (void)b;
+    return tg_transpose(tp, a);
+}
+
+typedef struct err_case {
+    binary_fn op;
+    const char *a, *b; /* shape strings ("" is rank 0); NULL passes a NULL tensor */
+    tg_dtype da, db;
+    tg_status want;
+    const char *msg;
+} err_case;
+
+#define F64 TG_F64
+#define F32 TG_F32
+static const err_case err_cases[] = {
+    {tg_matmul, "2x3", "4x5", F64, F64, TG_ERR_SHAPE,
+     "matmul: inner dimensions differ: [2x3] x [4x5]"},
+    {tg_matmul, "32x64", "32x10", F32, F32, TG_ERR_SHAPE,
+     "matmul: inner dimensions differ: [32x64] x [32x10]"},
+    {tg_matmul, "3", "3x2", F64, F64, TG_ERR_SHAPE,
+     "matmul: both operands must have rank 2: [3] x [3x2]"},
+    {tg_matmul, "2x3x4", "4x2", F64, F64, TG_ERR_SHAPE,
+     "matmul: both operands must have rank 2: [2x3x4] x [4x2]"},
+    {tg_matmul, "2x2", "", F64, F64, TG_ERR_SHAPE,
+     "matmul: both operands must have rank 2: [2x2] x []"},
+    {tg_matmul, "2147483648x0", "0x1", F64, F64, TG_ERR_SHAPE,
+     "matmul: a dimension exceeds INT_MAX: [2147483648x0] x [0x1]"},
+    {tg_matmul, "2x3", "3x4", F32, F64, TG_ERR_DTYPE,
+     "matmul: inputs differ in dtype: f32 [2x3] and f64 [3x4]"},
+    {tg_matmul, NULL, "2x3", F64, F64, TG_ERR_ARG, "matmul: input 0 is NULL"},
+    {tg_matmul, "2x3", NULL, F64, F64, TG_ERR_ARG, "matmul: input 1 is NULL"},
+    {transpose_ab, "3", NULL, F64, F64, TG_ERR_SHAPE, "transpose: needs rank 2, got [3]"},
+    {transpose_ab, "2x3x4", NULL, F32, F32, TG_ERR_SHAPE,
+     "transpose: needs rank 2, got [2x3x4]"},
+    {transpose_ab, NULL, NULL, F64, F64, TG_ERR_ARG, "transpose: input 0 is NULL"},
+    {tg_add_bias, "2x3", "4", F64, F64, TG_ERR_SHAPE,
+     "add_bias: needs x [n,m] and b [m]: [2x3] and [4]"},
+    {tg_add_bias, "2x3", "1x3", F64, F64, TG_ERR_SHAPE,
+     "add_bias: needs x [n,m] and b [m]: [2x3] and [1x3]"},
+    {tg_add_bias, "3", "3", F64, F64, TG_ERR_SHAPE,
+     "add_bias: needs x [n,m] and b [m]: [3] and [3]"},
+    {tg_add_bias, "2x1", "", F64, F64, TG_ERR_SHAPE,
+     "add_bias: needs x [n,m] and b [m]: [2x1] and []"},
+    {tg_add_bias, "2x3", "3", F64, F32, TG_ERR_DTYPE,
+     "add_bias: inputs differ in dtype: f64 [2x3] and f32 [3]"},
+    {tg_add_bias, "2x3", NULL, F64, F64, TG_ERR_ARG, "add_bias: input 1 is NULL"},
+};
+#undef F64
+#undef F32
+
+static tg_tensor *operand(const char *shape, tg_dtype dt, uint64_t seed)
+{
+    if (!shape) return NULL;
+    tg_tensor *t = tu_random(dt, shape, -1, 1, seed);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+START_TEST(bad_input_fails_with_message)
+{
+    const err_case *c = &err_cases[_i];
+    tg_tensor *a = operand(c->a, c->da, 1), *b = operand(c->b, c->db, 2);
+    tg_tensor *ok = operand("2x2", TG_F64, 3);
+    tg_tape *tp = tg_tape_new();
+    ck_assert_ptr_null(c->op(tp, a, b));
+    ck_assert_msg(tg_tape_status(tp) == c->want, "case %d: status %s, want %s ('%s')", _i,
+                  tg_status_str(tg_tape_status(tp)), tg_status_str(c->want), tg_tape_error(tp));
+    ck_assert_str_eq(tg_tape_error(tp), c->msg);
+    ck_assert_uint_eq(tg_tape_size(tp), 0);
+    /* Sticky: a valid op now records nothing and the first message stays. */
+    ck_assert_ptr_null(tg_matmul(tp, ok, ok));
+    ck_assert_str_eq(tg_tape_error(tp), c->msg);
+    ck_assert_int_eq(tg_backward(tp, NULL), c->want);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(ok);
+}
+END_TEST
+
+START_TEST(null_tape_returns_null)
+{
+    tg_tensor *a = operand("2x2", TG_F64, 1);
+    ck_assert_ptr_null(tg_matmul(NULL, a, a));
+    ck_assert_ptr_null(tg_transpose(NULL, a));
+    ck_assert_ptr_null(tg_add_bias(NULL, a, a));
+    tg_tensor_free(a);
+}
+END_TEST
+
+static Suite *linalg_suite(void)
+{
+    Suite *s = suite_create("ops_linalg");
+    TCase *tc = tcase_create("gradcheck");
+    tcase_add_loop_test(tc, gradcheck_row, 0, sizeof grad_cases / sizeof *grad_cases);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("values");
+    tcase_add_loop_test(tc, matmul_by_hand, 0, 2); /* F64, F32 */
+    tcase_add_loop_test(tc, transpose_by_hand, 0, 2);
+    tcase_add_loop_test(tc, add_bias_by_hand, 0, 2);
+    tcase_add_loop_test(tc, matmul_with_empty_dims, 0, 2 * N_EMPTY);
+    tcase_add_loop_test(tc, matmul_matches_naive_loop, 0, 2);
+    tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, bad_input_fails_with_message, 0, sizeof err_cases / sizeof *err_cases);
+    tcase_add_test(tc, null_tape_returns_null);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(linalg_suite()); }
