@@ -363,7 +363,7 @@ tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss)
     if (!loss && tp->n_nodes) loss = tp->nodes[tp->n_nodes - 1].out;
 
     fputs("digraph tape {\n"
-          "  graph [rankdir=LR, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\"];\n"
+          "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\"];\n"
           "  node [fontname=\"Helvetica\", fontsize=11, penwidth=1.2];\n"
           "  edge [color=\"#566573\", arrowsize=0.7];\n",
           out);

@@ -52,7 +52,7 @@ typedef struct grad_case {
     const char *name;
     op_fn op;
     unsigned frozen;       /* bit i set: input i does not require grad (its gin is NULL) */
-    const char *shapes[6]; /* operand shapes "a;b;c", NULL-terminated */
+    const char *shapes[8]; /* operand shapes "a;b;c", NULL-terminated */
 } grad_case;
 
 static tg_tensor *op_matmul(tg_tape *tp, tg_tensor *const *in)

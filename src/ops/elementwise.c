@@ -237,7 +237,9 @@ static tg_tensor *binary(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_ten
 
 BINARY_KERNEL(add, (A + B), G, G) /* dA += dG, dB += dG */
 
-static const tg_op_def add_def = {.name = "add", .forward = add_forward, .vjp = add_vjp};
+static const tg_op_def add_def = {
+    .name = "add", .forward = add_forward, .vjp = add_vjp,
+    .rules = (const char *const[]){"{bcast}{dy}", "{bcast}{dy}", NULL}};
 
 tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &add_def, a, b); }
 
@@ -245,7 +247,9 @@ tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
 
 BINARY_KERNEL(sub, (A - B), G, -G) /* dA += dG, dB -= dG */
 
-static const tg_op_def sub_def = {.name = "sub", .forward = sub_forward, .vjp = sub_vjp};
+static const tg_op_def sub_def = {
+    .name = "sub", .forward = sub_forward, .vjp = sub_vjp,
+    .rules = (const char *const[]){"{bcast}{dy}", "−{bcast}{dy}", NULL}};
 
 tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &sub_def, a, b); }
 
@@ -253,7 +257,9 @@ tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
 
 BINARY_KERNEL(mul, (A * B), (G * B), (G * A)) /* dA += dG * B, dB += dG * A */
 
-static const tg_op_def mul_def = {.name = "mul", .forward = mul_forward, .vjp = mul_vjp};
+static const tg_op_def mul_def = {
+    .name = "mul", .forward = mul_forward, .vjp = mul_vjp,
+    .rules = (const char *const[]){"{bcast}{dy} ⊙ {1}", "{bcast}{dy} ⊙ {0}", NULL}};
 
 tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &mul_def, a, b); }
 
@@ -263,7 +269,9 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
  * its own. x/0 gives +-inf (0/0 NaN), as IEEE says. */
 BINARY_KERNEL(div, (A / B), (G / B), (-G * (A / B) / B)) /* dA += dG / B, dB -= dG * A / B^2 */
 
-static const tg_op_def div_def = {.name = "div", .forward = div_forward, .vjp = div_vjp};
+static const tg_op_def div_def = {
+    .name = "div", .forward = div_forward, .vjp = div_vjp,
+    .rules = (const char *const[]){"{bcast}{dy} ⊘ {1}", "−{bcast}{dy} ⊙ {0} ⊘ {1}²", NULL}};
 
 tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &div_def, a, b); }
 
@@ -315,7 +323,9 @@ static tg_tensor *unary(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 
 UNARY_KERNEL(scale, (s * X), (s * G)) /* dx += s dG */
 
-static const tg_op_def scale_def = {.name = "scale", .forward = scale_forward, .vjp = scale_vjp};
+static const tg_op_def scale_def = {
+    .name = "scale", .forward = scale_forward, .vjp = scale_vjp,
+    .rules = (const char *const[]){"{c} · {dy}", NULL}};
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 {
@@ -329,7 +339,9 @@ tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 
 UNARY_KERNEL(neg, -X, -G) /* dx -= dG */
 
-static const tg_op_def neg_def = {.name = "neg", .forward = neg_forward, .vjp = neg_vjp};
+static const tg_op_def neg_def = {
+    .name = "neg", .forward = neg_forward, .vjp = neg_vjp,
+    .rules = (const char *const[]){"−{dy}", NULL}};
 
 tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x) { return unary(tp, &neg_def, x); }
 
@@ -355,7 +367,8 @@ static float sigmoid_f32(float x)
 UNARY_KERNEL(sigmoid, SIGMOID(X), (G * Y * (1 - Y))) /* dx += dG y(1-y)  (saved output, not x) */
 
 static const tg_op_def sigmoid_def = {
-    .name = "sigmoid", .forward = sigmoid_forward, .vjp = sigmoid_vjp};
+    .name = "sigmoid", .forward = sigmoid_forward, .vjp = sigmoid_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ σ'({0})", NULL}};
 
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x) { return unary(tp, &sigmoid_def, x); }
 
@@ -364,7 +377,9 @@ tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x) { return unary(tp, &sigmoid_def
 /* tanh() itself saturates to exactly +-1, with no exp to overflow. */
 UNARY_KERNEL(tanh, tanh(X), (G * (1 - Y * Y))) /* dx += dG (1 - y^2) */
 
-static const tg_op_def tanh_def = {.name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp};
+static const tg_op_def tanh_def = {
+    .name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ (1 − {y}²)", NULL}};
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x); }
 
@@ -374,7 +389,9 @@ tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x); 
  * taken as 0. */
 UNARY_KERNEL(relu, (X < 0 ? 0 : X), (X > 0 ? G : 0)) /* dx += dG where x > 0 */
 
-static const tg_op_def relu_def = {.name = "relu", .forward = relu_forward, .vjp = relu_vjp};
+static const tg_op_def relu_def = {
+    .name = "relu", .forward = relu_forward, .vjp = relu_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ relu'({0})", NULL}};
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x); }
 
@@ -383,7 +400,9 @@ tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x); 
 /* Overflows to +inf past x ~ 709 (F64) or ~ 88 (F32), as IEEE says. */
 UNARY_KERNEL(exp, exp(X), (G * Y)) /* dx += dG y */
 
-static const tg_op_def exp_def = {.name = "exp", .forward = exp_forward, .vjp = exp_vjp};
+static const tg_op_def exp_def = {
+    .name = "exp", .forward = exp_forward, .vjp = exp_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ {y}", NULL}};
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x); }
 
@@ -392,7 +411,9 @@ tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x); }
 /* log(0) = -inf (gradient dG/0 = +-inf) and log(x < 0) = NaN, as IEEE says. */
 UNARY_KERNEL(log, log(X), G / X) /* dx += dG / x */
 
-static const tg_op_def log_def = {.name = "log", .forward = log_forward, .vjp = log_vjp};
+static const tg_op_def log_def = {
+    .name = "log", .forward = log_forward, .vjp = log_vjp,
+    .rules = (const char *const[]){"{dy} ⊘ {0}", NULL}};
 
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x); }
 
@@ -401,6 +422,7 @@ tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x); }
 UNARY_KERNEL(square, (X * X), (2 * X * G)) /* dx += 2 x dG */
 
 static const tg_op_def square_def = {
-    .name = "square", .forward = square_forward, .vjp = square_vjp};
+    .name = "square", .forward = square_forward, .vjp = square_vjp,
+    .rules = (const char *const[]){"2 {0} ⊙ {dy}", NULL}};
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, x); }

@@ -42,7 +42,9 @@ static tg_status matmul_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tens
     return TG_OK;
 }
 
-static const tg_op_def matmul_def = {.name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp};
+static const tg_op_def matmul_def = {
+    .name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp,
+    .rules = (const char *const[]){"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}};
 
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
@@ -93,7 +95,8 @@ static tg_status transpose_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
 }
 
 static const tg_op_def transpose_def = {
-    .name = "transpose", .forward = transpose_forward, .vjp = transpose_vjp};
+    .name = "transpose", .forward = transpose_forward, .vjp = transpose_vjp,
+    .rules = (const char *const[]){"{dy:T}", NULL}};
 
 tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a)
 {
@@ -155,7 +158,8 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 }
 
 static const tg_op_def add_bias_def = {
-    .name = "add_bias", .forward = add_bias_forward, .vjp = add_bias_vjp};
+    .name = "add_bias", .forward = add_bias_forward, .vjp = add_bias_vjp,
+    .rules = (const char *const[]){"{dy}", "Σ_rows {dy:s}", NULL}};
 
 tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b)
 {

@@ -62,8 +62,12 @@ static tg_status sqerr_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
 }
 
 static const tg_op_def frobenius_def = {
-    .name = "frobenius_loss", .forward = sqerr_forward, .vjp = sqerr_vjp};
-static const tg_op_def mse_def = {.name = "mse_loss", .forward = sqerr_forward, .vjp = sqerr_vjp};
+    .name = "frobenius_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
+    .rules = (const char *const[]){"2 ({0} − {1}) · {dy}", "−2 ({0} − {1}) · {dy}", NULL}};
+static const tg_op_def mse_def = {
+    .name = "mse_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
+    .rules = (const char *const[]){"2 ({0} − {1}) · {dy} / {c}",
+                                   "−2 ({0} − {1}) · {dy} / {c}", NULL}};
 
 static bool same_shapes(tg_tape *tp, const char *op, tg_tensor *const *in)
 {
@@ -152,7 +156,9 @@ static tg_status ce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
 }
 
 static const tg_op_def ce_def = {
-    .name = "softmax_cross_entropy", .forward = ce_forward, .vjp = ce_vjp};
+    .name = "softmax_cross_entropy", .forward = ce_forward, .vjp = ce_vjp,
+    .rules = (const char *const[]){"(softmax({0}) ⊙ rowsum({1}) − {1}) · {dy} / {0:rows}",
+                                   "−log_softmax({0}) · {dy} / {0:rows}", NULL}};
 
 tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *target)
 {

@@ -48,8 +48,12 @@ static tg_status total_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
-static const tg_op_def sum_def = {.name = "sum", .forward = total_forward, .vjp = total_vjp};
-static const tg_op_def mean_def = {.name = "mean", .forward = total_forward, .vjp = total_vjp};
+static const tg_op_def sum_def = {
+    .name = "sum", .forward = total_forward, .vjp = total_vjp,
+    .rules = (const char *const[]){"{dy} broadcast to {0:shape}", NULL}};
+static const tg_op_def mean_def = {
+    .name = "mean", .forward = total_forward, .vjp = total_vjp,
+    .rules = (const char *const[]){"{dy} / {c} broadcast to {0:shape}", NULL}};
 
 static tg_tensor *total(tg_tape *tp, const tg_op_def *def, tg_tensor *x, bool mean)
 {
@@ -125,7 +129,8 @@ static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 }
 
 static const tg_op_def sum_axis_def = {
-    .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp};
+    .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
+    .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL}};
 
 tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
 {

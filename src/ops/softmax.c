@@ -82,7 +82,8 @@ static tg_status softmax_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
 }
 
 static const tg_op_def softmax_def = {
-    .name = "softmax", .forward = softmax_forward, .vjp = softmax_vjp};
+    .name = "softmax", .forward = softmax_forward, .vjp = softmax_vjp,
+    .rules = (const char *const[]){"{y} ⊙ ({dy} − rowsum({dy} ⊙ {y}))", NULL}};
 
 /* ====== log_softmax: y = x - lse(x) per row;  dx += dG - e^y sum_j dG_j ====== */
 
@@ -123,7 +124,8 @@ static tg_status log_softmax_vjp(const tg_tensor *gout, const tg_tensor *out,
 }
 
 static const tg_op_def log_softmax_def = {
-    .name = "log_softmax", .forward = log_softmax_forward, .vjp = log_softmax_vjp};
+    .name = "log_softmax", .forward = log_softmax_forward, .vjp = log_softmax_vjp,
+    .rules = (const char *const[]){"{dy} − exp({y}) ⊙ rowsum({dy})", NULL}};
 
 static tg_tensor *row_op(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 {

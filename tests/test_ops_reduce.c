@@ -1,0 +1,697 @@
+/*
+ * Reductions (sum, mean, sum_axis), softmax and log_softmax, and the losses
+ * (frobenius, mse, softmax cross-entropy). Every VJP is gradchecked in F64
+ * through a Frobenius probe ||op(x) - W||^2 with a fixed, non-uniform W, so
+ * dG differs from element to element (a plain sum would give softmax a zero
+ * gradient). Forward values and gradients are checked by hand on small
+ * literals, and logits of +-1e4 must give finite, exact results.
+ */
+#include "testutil.h"
+
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static tg_dtype dtype_of(int i) { return i ? TG_F32 : TG_F64; }
+
+static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+
+/* log x in dt's own arithmetic, for values the ops compute with log or logf. */
+static double log_in(tg_dtype dt, double x)
+{
+    return dt == TG_F64 ? log(x) : (double)logf((float)x);
+}
+
+static tg_tensor *lit(tg_dtype dt, const char *shape, const double *v)
+{
+    tg_tensor *t = tu_from(dt, shape, v);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+/* Asserts t's shape and that every element equals want[k] rounded to t's dtype. */
+static void expect_exact(const tg_tensor *t, const char *shape, const double *want,
+                         const char *what)
+{
+    int64_t s[TG_MAX_RANK];
+    int rank = tu_parse_shape(shape, s);
+    ck_assert_msg(t != NULL, "%s: no tensor", what);
+    ck_assert_msg(tg_tensor_rank(t) == rank, "%s: rank %d, want %d", what, tg_tensor_rank(t),
+                  rank);
+    for (int i = 0; i < rank; i++)
+        ck_assert_msg(tg_tensor_shape(t)[i] == s[i], "%s: dim %d is %lld, want %lld", what, i,
+                      (long long)tg_tensor_shape(t)[i], (long long)s[i]);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
+        double w = tg_tensor_dtype(t) == TG_F32 ? (double)(float)want[k] : want[k];
+        ck_assert_msg(tu_at(t, k) == w, "%s %s [%lld]: %.17g, want %.17g", what,
+                      dtype_name(tg_tensor_dtype(t)), (long long)k, tu_at(t, k), w);
+    }
+}
+
+/* ====== Gradient checks: one row per op, every shape list gradchecked in F64 ====== */
+
+typedef struct grad_case grad_case;
+typedef tg_tensor *(*op_fn)(tg_tape *tp, tg_tensor *const *in, const grad_case *c);
+
+struct grad_case {
+    const char *name;
+    op_fn op;
+    int axis; /* sum_axis only */
+    bool keepdim;
+    unsigned frozen;       /* bit i set: input i does not require grad (its gin is NULL) */
+    const char *shapes[8]; /* operand shapes "a;b", NULL-terminated ("scalar" is rank 0) */
+};
+
+static tg_tensor *op_sum(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_sum(tp, in[0]);
+}
+
+static tg_tensor *op_mean(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_mean(tp, in[0]);
+}
+
+static tg_tensor *op_sum_axis(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    return tg_sum_axis(tp, in[0], c->axis, c->keepdim);
+}
+
+static tg_tensor *op_softmax(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_softmax(tp, in[0]);
+}
+
+static tg_tensor *op_log_softmax(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_log_softmax(tp, in[0]);
+}
+
+static tg_tensor *op_frobenius(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_frobenius_loss(tp, in[0], in[1]);
+}
+
+static tg_tensor *op_mse(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_mse_loss(tp, in[0], in[1]);
+}
+
+static tg_tensor *op_ce(tg_tape *tp, tg_tensor *const *in, const grad_case *c)
+{
+    (void)c;
+    return tg_softmax_cross_entropy(tp, in[0], in[1]);
+}
+
+/* The rank-1..4 shapes each sum_axis row reduces; the axis exists in all of them. */
+#define AXIS0 {"1", "3x4", "1x5", "2x3x4"}
+#define AXIS1 {"3x1", "3x4", "2x3x4", "2x1x3x2"}
+#define AXIS2 {"2x3x4", "1x3x1", "2x1x3x2"}
+#define AXIS3 {"2x1x3x2", "1x1x1x1", "1x2x1x3"}
+#define AXIS_M1 {"1", "3x4", "2x3x1", "2x1x3x2"}
+#define AXIS_M2 {"3x4", "1x1", "2x3x4", "2x1x3x2"}
+#define AXIS_M3 {"2x3x4", "1x3x1", "2x1x3x2"}
+#define AXIS_M4 {"2x1x3x2", "1x1x1x1", "1x2x1x3"}
+#define ROWS {"1x1", "3x4", "2x3x5", "1", "4x1", "1x2x1x3"}
+#define PAIRS {"scalar;scalar", "1;1", "3x4;3x4", "2x1x5;2x1x5"}
+#define LOGITS {"1x1;1x1", "3x4;3x4", "2x5;2x5", "4x1;4x1"}
+
+static const grad_case grad_cases[] = {
+    {"sum", op_sum, 0, false, 0, {"scalar", "1", "3x4", "2x1x5"}},
+    {"mean", op_mean, 0, false, 0, {"scalar", "1", "3x4", "2x1x5"}},
+    {"sum_axis 0", op_sum_axis, 0, false, 0, AXIS0},
+    {"sum_axis 0 keepdim", op_sum_axis, 0, true, 0, AXIS0},
+    {"sum_axis 1", op_sum_axis, 1, false, 0, AXIS1},
+    {"sum_axis 1 keepdim", op_sum_axis, 1, true, 0, AXIS1},
+    {"sum_axis 2", op_sum_axis, 2, false, 0, AXIS2},
+    {"sum_axis 2 keepdim", op_sum_axis, 2, true, 0, AXIS2},
+    {"sum_axis 3", op_sum_axis, 3, false, 0, AXIS3},
+    {"sum_axis 3 keepdim", op_sum_axis, 3, true, 0, AXIS3},
+    {"sum_axis -1", op_sum_axis, -1, false, 0, AXIS_M1},
+    {"sum_axis -1 keepdim", op_sum_axis, -1, true, 0, AXIS_M1},
+    {"sum_axis -2", op_sum_axis, -2, false, 0, AXIS_M2},
+    {"sum_axis -2 keepdim", op_sum_axis, -2, true, 0, AXIS_M2},
+    {"sum_axis -3", op_sum_axis, -3, false, 0, AXIS_M3},
+    {"sum_axis -3 keepdim", op_sum_axis, -3, true, 0, AXIS_M3},
+    {"sum_axis -4", op_sum_axis, -4, false, 0, AXIS_M4},
+    {"sum_axis -4 keepdim", op_sum_axis, -4, true, 0, AXIS_M4},
+    {"softmax", op_softmax, 0, false, 0, ROWS},
+    {"log_softmax", op_log_softmax, 0, false, 0, ROWS},
+    {"frobenius_loss", op_frobenius, 0, false, 0, PAIRS},
+    {"frobenius_loss, pred only", op_frobenius, 0, false, 2, PAIRS},
+    {"frobenius_loss, target only", op_frobenius, 0, false, 1, PAIRS},
+    {"mse_loss", op_mse, 0, false, 0, PAIRS},
+    {"mse_loss, pred only", op_mse, 0, false, 2, PAIRS},
+    {"mse_loss, target only", op_mse, 0, false, 1, PAIRS},
+    {"softmax_cross_entropy", op_ce, 0, false, 0, LOGITS},
+    {"softmax_cross_entropy, logits only", op_ce, 0, false, 2, LOGITS},
+    {"softmax_cross_entropy, target only", op_ce, 0, false, 1, LOGITS},
+};
+
+typedef struct probe {
+    const grad_case *c;
+    tg_tensor *w; /* fixed weights of the op's output shape */
+} probe;
+
+static tg_tensor *probe_fn(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const probe *p = ctx;
+    return tg_frobenius_loss(tp, p->c->op(tp, in, p->c), p->w);
+}
+
+/* Gradchecks row c on its shape list entry s; the inputs are uniform in [-1, 1). */
+static tg_status run_case(const grad_case *c, int s, tg_gradcheck_report *r)
+{
+    tg_tensor *in[4] = {NULL};
+    int n = 0;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", c->shapes[s]);
+    for (char *tok = buf, *next; tok && n < 4; tok = next, n++) {
+        if ((next = strchr(tok, ';'))) *next++ = '\0';
+        in[n] = tu_random(TG_F64, tok, -1, 1, 100u * (unsigned)s + (unsigned)n + 1);
+        tg_tensor_set_requires_grad(in[n], !(c->frozen >> n & 1));
+    }
+    probe p = {c, NULL};
+    tg_status st = TG_ERR_NOMEM;
+    /* One recording to learn the output shape; W is then filled with cos(0.7k + 0.3). */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tp ? c->op(tp, in, c) : NULL;
+    if (y) p.w = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+    tg_tape_free(tp);
+    if (p.w) {
+        for (int64_t k = 0; k < tg_tensor_numel(p.w); k++)
+            ((double *)tg_tensor_data(p.w))[k] = cos(0.7 * (double)k + 0.3);
+        st = tg_gradcheck(probe_fn, in, n, &p, NULL, r);
+    }
+    tg_tensor_free(p.w);
+    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+    return st;
+}
+
+START_TEST(gradcheck_row)
+{
+    const grad_case *c = &grad_cases[_i];
+    for (int s = 0; c->shapes[s]; s++) {
+        tg_gradcheck_report r;
+        tg_status st = run_case(c, s, &r);
+        ck_assert_msg(st == TG_OK, "%s %s: gradcheck returned %s", c->name, c->shapes[s],
+                      tg_status_str(st));
+        ck_assert_msg(r.passed, "%s %s: input %d[%lld] analytic %.17g numeric %.17g", c->name,
+                      c->shapes[s], r.worst_input, (long long)r.worst_index, r.analytic,
+                      r.numeric);
+        ck_assert_msg(r.n_checked > 0, "%s %s: nothing checked", c->name, c->shapes[s]);
+    }
+}
+END_TEST
+
+/* ====== Reductions by hand (F64, then F32) ====== */
+
+START_TEST(sum_and_mean_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = lit(dt, "2x4", (double[]){1, 2, 3, 4, 5, 6, 7, 8});
+    tg_tensor *s = lit(dt, "scalar", (double[]){-7});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(s, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *sum = tg_sum(tp, x), *mean = tg_mean(tp, x);
+    expect_exact(sum, "", (double[]){36}, "sum");
+    expect_exact(mean, "", (double[]){4.5}, "mean");
+    expect_exact(tg_sum(tp, s), "", (double[]){-7}, "sum of a scalar");
+    expect_exact(tg_mean(tp, s), "", (double[]){-7}, "mean of a scalar");
+
+    double ones[8] = {1, 1, 1, 1, 1, 1, 1, 1}, eighths[8];
+    for (int k = 0; k < 8; k++) eighths[k] = 0.125;
+    ck_assert_int_eq(tg_backward(tp, sum), TG_OK);
+    expect_exact(tg_tensor_grad(x), "2x4", ones, "d sum / dx");
+    tg_tensor_zero_grad(x);
+    ck_assert_int_eq(tg_backward(tp, mean), TG_OK);
+    expect_exact(tg_tensor_grad(x), "2x4", eighths, "d mean / dx");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(s);
+}
+END_TEST
+
+START_TEST(empty_sum_and_mean)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = tu_random(dt, "0x3", -1, 1, 1);
+    ck_assert_ptr_nonnull(x);
+    tg_tape *tp = tg_tape_new();
+    expect_exact(tg_sum(tp, x), "", (double[]){0}, "sum of nothing");
+    tg_tensor *mean = tg_mean(tp, x); /* 0/0, as in NumPy */
+    ck_assert_ptr_nonnull(mean);
+    ck_assert_msg(isnan(tg_tensor_item(mean)), "mean of nothing: %.17g", tg_tensor_item(mean));
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+END_TEST
+
+START_TEST(f32_sums_accumulate_in_double)
+{
+    /* 1e8 + 1 == 1e8 in float: a float accumulator would lose all sixteen ones. */
+    double v[18] = {1e8};
+    for (int k = 1; k < 17; k++) v[k] = 1;
+    v[17] = -1e8;
+    tg_tensor *x = lit(TG_F32, "18", v), *col = lit(TG_F32, "18x1", v);
+    tg_tape *tp = tg_tape_new();
+    expect_exact(tg_sum(tp, x), "", (double[]){16}, "sum");
+    expect_exact(tg_sum_axis(tp, col, 0, false), "1", (double[]){16}, "sum_axis");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(col);
+}
+END_TEST
+
+/* x holds 1, 2, 3, ... in the given shape; the seed holds 1, 2, 3, ... in the output's. */
+typedef struct axis_case {
+    const char *shape;
+    int axis;
+    bool keepdim;
+    const char *out;
+    double y[4];  /* the sums */
+    double dx[8]; /* the seed broadcast back over the reduced axis */
+} axis_case;
+
+static const axis_case axis_cases[] = {
+    {"2x3", 0, false, "3", {5, 7, 9}, {1, 2, 3, 1, 2, 3}},
+    {"2x3", 0, true, "1x3", {5, 7, 9}, {1, 2, 3, 1, 2, 3}},
+    {"2x3", -2, false, "3", {5, 7, 9}, {1, 2, 3, 1, 2, 3}},
+    {"2x3", 1, false, "2", {6, 15}, {1, 1, 1, 2, 2, 2}},
+    {"2x3", -1, true, "2x1", {6, 15}, {1, 1, 1, 2, 2, 2}},
+    {"2x2x2", 0, false, "2x2", {6, 8, 10, 12}, {1, 2, 3, 4, 1, 2, 3, 4}},
+    {"2x2x2", -3, true, "1x2x2", {6, 8, 10, 12}, {1, 2, 3, 4, 1, 2, 3, 4}},
+    {"2x2x2", 1, false, "2x2", {4, 6, 12, 14}, {1, 2, 1, 2, 3, 4, 3, 4}},
+    {"2x2x2", -2, true, "2x1x2", {4, 6, 12, 14}, {1, 2, 1, 2, 3, 4, 3, 4}},
+    {"2x2x2", 2, false, "2x2", {3, 7, 11, 15}, {1, 1, 2, 2, 3, 3, 4, 4}},
+    {"4", 0, false, "", {10}, {1, 1, 1, 1}},
+    {"4", -1, true, "1", {10}, {1, 1, 1, 1}},
+    {"1x2x1x2", 3, false, "1x2x1", {3, 7}, {1, 1, 2, 2}},
+    {"1x2x1x2", -4, true, "1x2x1x2", {1, 2, 3, 4}, {1, 2, 3, 4}},
+    {"2x0", 1, false, "2", {0, 0}, {0}},
+    {"2x0", 0, true, "1x0", {0}, {0}},
+};
+#define N_AXIS (int)(sizeof axis_cases / sizeof *axis_cases)
+
+START_TEST(sum_axis_by_hand)
+{
+    const axis_case *c = &axis_cases[_i / 2];
+    tg_dtype dt = dtype_of(_i % 2);
+    double v[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    tg_tensor *x = lit(dt, c->shape, v), *g = lit(dt, c->out, v);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_sum_axis(tp, x, c->axis, c->keepdim);
+    char what[64];
+    snprintf(what, sizeof what, "sum_axis(%s, %d, %s)", c->shape, c->axis,
+             c->keepdim ? "keepdim" : "drop");
+    expect_exact(y, c->out, c->y, what);
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    expect_exact(tg_tensor_grad(x), c->shape, c->dx, what);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+}
+END_TEST
+
+/* ====== softmax and log_softmax by hand ====== */
+
+START_TEST(softmax_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    double l2 = log_in(dt, 2), l4 = log_in(dt, 4);
+    tg_tensor *one = lit(dt, "1x1", (double[]){5});
+    tg_tensor *x = lit(dt, "3x2", (double[]){0, 0, -3, -3, 7, 7});
+    tg_tensor *x4 = lit(dt, "2x1x4", (double[]){0, 0, 0, 0, 2, 2, 2, 2});
+    tg_tape *tp = tg_tape_new();
+    expect_exact(tg_softmax(tp, one), "1x1", (double[]){1}, "softmax of one");
+    expect_exact(tg_log_softmax(tp, one), "1x1", (double[]){0}, "log_softmax of one");
+    expect_exact(tg_softmax(tp, x), "3x2", (double[]){.5, .5, .5, .5, .5, .5}, "softmax");
+    expect_exact(tg_log_softmax(tp, x), "3x2", (double[]){-l2, -l2, -l2, -l2, -l2, -l2},
+                 "log_softmax");
+    double q[8] = {.25, .25, .25, .25, .25, .25, .25, .25}, lq[8];
+    for (int k = 0; k < 8; k++) lq[k] = -l4;
+    expect_exact(tg_softmax(tp, x4), "2x1x4", q, "softmax rank 3");
+    expect_exact(tg_log_softmax(tp, x4), "2x1x4", lq, "log_softmax rank 3");
+    tg_tape_free(tp);
+    tg_tensor_free(one);
+    tg_tensor_free(x);
+    tg_tensor_free(x4);
+}
+END_TEST
+
+START_TEST(softmax_is_shift_invariant)
+{
+    /* x - max is exact for both rows, so the results agree bit for bit. */
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = lit(dt, "2x3", (double[]){1, 2, 3, 1001, 1002, 1003});
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *p = tg_softmax(tp, x), *lp = tg_log_softmax(tp, x);
+    ck_assert(p && lp);
+    for (int k = 0; k < 3; k++) {
+        ck_assert_msg(tu_at(p, k) == tu_at(p, k + 3), "softmax [%d]: %.17g vs %.17g", k,
+                      tu_at(p, k), tu_at(p, k + 3));
+        ck_assert_msg(tu_at(lp, k) == tu_at(lp, k + 3), "log_softmax [%d]: %.17g vs %.17g", k,
+                      tu_at(lp, k), tu_at(lp, k + 3));
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+END_TEST
+
+/* Rows [1e4, 0], [0, 1e4], [-1e4, 1e4], [1e4, 1e4]: exp(+-1e4) overflows and
+ * underflows in both dtypes, yet every result below is finite and exact. */
+static const double huge[8] = {1e4, 0, 0, 1e4, -1e4, 1e4, 1e4, 1e4};
+static const double huge_seed[8] = {1, 0, 0, 1, 1, 1, 1, 0};
+
+START_TEST(softmax_of_huge_logits)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = lit(dt, "4x2", huge), *g = lit(dt, "4x2", huge_seed);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_softmax(tp, x);
+    expect_exact(y, "4x2", (double[]){1, 0, 0, 1, 0, 1, .5, .5}, "softmax");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    /* dx = y (.) (dG - sum_j dG_j y_j); only the last row has y away from 0 and 1 */
+    expect_exact(tg_tensor_grad(x), "4x2", (double[]){0, 0, 0, 0, 0, 0, .25, -.25}, "dx");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+}
+END_TEST
+
+START_TEST(log_softmax_of_huge_logits)
+{
+    tg_dtype dt = dtype_of(_i);
+    double l2 = log_in(dt, 2);
+    tg_tensor *x = lit(dt, "4x2", huge), *g = lit(dt, "4x2", huge_seed);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_log_softmax(tp, x);
+    expect_exact(y, "4x2", (double[]){0, -1e4, -1e4, 0, -2e4, 0, -l2, -l2}, "log_softmax");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    /* dx = dG - softmax sum_j dG_j */
+    expect_exact(tg_tensor_grad(x), "4x2", (double[]){0, 0, 0, 0, 1, -1, .5, -.5}, "dx");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+}
+END_TEST
+
+/* ====== Losses by hand ====== */
+
+START_TEST(squared_losses_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    const char *shapes[] = {"4", "2x2"};
+    for (int s = 0; s < 2; s++) {
+        tg_tensor *p = lit(dt, shapes[s], (double[]){1, 2, 3, 4});
+        tg_tensor *t = lit(dt, shapes[s], (double[]){1, 0, 5, 4});
+        tg_tensor_set_requires_grad(p, true);
+        tg_tensor_set_requires_grad(t, true);
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *frob = tg_frobenius_loss(tp, p, t), *mse = tg_mse_loss(tp, p, t);
+        expect_exact(frob, "", (double[]){8}, "||p - t||^2");
+        expect_exact(mse, "", (double[]){2}, "mean (p - t)^2");
+        ck_assert_int_eq(tg_backward(tp, frob), TG_OK);
+        expect_exact(tg_tensor_grad(p), shapes[s], (double[]){0, 4, -4, 0}, "frobenius dp");
+        expect_exact(tg_tensor_grad(t), shapes[s], (double[]){0, -4, 4, 0}, "frobenius dt");
+        tg_tensor_zero_grad(p);
+        tg_tensor_zero_grad(t);
+        ck_assert_int_eq(tg_backward(tp, mse), TG_OK);
+        expect_exact(tg_tensor_grad(p), shapes[s], (double[]){0, 1, -1, 0}, "mse dp");
+        expect_exact(tg_tensor_grad(t), shapes[s], (double[]){0, -1, 1, 0}, "mse dt");
+        tg_tape_free(tp);
+        tg_tensor_free(p);
+        tg_tensor_free(t);
+    }
+}
+END_TEST
+
+START_TEST(cross_entropy_by_hand)
+{
+    tg_dtype dt = dtype_of(_i);
+    double l2 = log_in(dt, 2);
+    /* Row 0: uniform logits, soft target: log 2. Row 1: a sure, right answer: 0. */
+    tg_tensor *z = lit(dt, "2x2", (double[]){0, 0, 1e4, 0});
+    tg_tensor *t = lit(dt, "2x2", (double[]){.5, .5, 1, 0});
+    tg_tensor *z1 = lit(dt, "1x2", (double[]){0, 0}), *t1 = lit(dt, "1x2", (double[]){1, 0});
+    tg_tensor_set_requires_grad(z1, true);
+    tg_tensor_set_requires_grad(t1, true);
+    tg_tape *tp = tg_tape_new();
+    expect_exact(tg_softmax_cross_entropy(tp, z, t), "", (double[]){l2 / 2}, "mean of rows");
+    tg_tensor *y = tg_softmax_cross_entropy(tp, z1, t1);
+    expect_exact(y, "", (double[]){l2}, "-log 1/2");
+    ck_assert_int_eq(tg_backward(tp, y), TG_OK);
+    /* dz = softmax sum_c t - t; dt = -log_softmax */
+    expect_exact(tg_tensor_grad(z1), "1x2", (double[]){-.5, .5}, "dz");
+    expect_exact(tg_tensor_grad(t1), "1x2", (double[]){l2, l2}, "dt");
+    tg_tape_free(tp);
+    tg_tensor_free(z);
+    tg_tensor_free(t);
+    tg_tensor_free(z1);
+    tg_tensor_free(t1);
+}
+END_TEST
+
+START_TEST(cross_entropy_of_huge_logits)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *z = lit(dt, "2x2", (double[]){1e4, 0, 0, 1e4});
+    tg_tensor *right = lit(dt, "2x2", (double[]){1, 0, 0, 1});
+    tg_tensor *wrong = lit(dt, "2x2", (double[]){0, 1, 1, 0});
+    tg_tensor_set_requires_grad(z, true);
+    tg_tensor_set_requires_grad(wrong, true);
+    tg_tape *tp = tg_tape_new();
+    expect_exact(tg_softmax_cross_entropy(tp, z, right), "", (double[]){0}, "sure and right");
+    tg_tensor *y = tg_softmax_cross_entropy(tp, z, wrong);
+    expect_exact(y, "", (double[]){1e4}, "sure and wrong");
+    ck_assert_int_eq(tg_backward(tp, y), TG_OK);
+    /* dz = 1/n (softmax - t), dt = -1/n log_softmax */
+    expect_exact(tg_tensor_grad(z), "2x2", (double[]){.5, -.5, -.5, .5}, "dz");
+    expect_exact(tg_tensor_grad(wrong), "2x2", (double[]){0, 5e3, 5e3, 0}, "dt");
+    tg_tape_free(tp);
+    tg_tensor_free(z);
+    tg_tensor_free(right);
+    tg_tensor_free(wrong);
+}
+END_TEST
+
+/* ====== Replay: new data in the leaves, the same values as a fresh recording ====== */
+
+static tg_tensor *chain(tg_tape *tp, tg_tensor *x, tg_tensor *t)
+{
+    tg_tensor *ls = tg_log_softmax(tp, tg_sum_axis(tp, x, 1, false));
+    tg_tensor *ce = tg_softmax_cross_entropy(tp, tg_softmax(tp, ls), t);
+    tg_tensor *m = tg_mean(tp, tg_sum_axis(tp, ls, 0, true));
+    return tg_add(tp, tg_add(tp, ce, tg_mse_loss(tp, ls, t)), tg_add(tp, m, tg_sum(tp, x)));
+}
+
+START_TEST(replay_matches_fresh_recording)
+{
+    tg_dtype dt = dtype_of(_i);
+    tg_tensor *x = tu_random(dt, "3x4x5", -2, 2, 31), *x2 = tu_random(dt, "3x4x5", -2, 2, 32);
+    tg_tensor *t = tu_random(dt, "3x5", 0, 1, 33);
+    ck_assert(x && x2 && t);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *y = chain(tp, x, t);
+    ck_assert_ptr_nonnull(y);
+    memcpy(tg_tensor_data(x), tg_tensor_data(x2), (size_t)60 * (dt == TG_F64 ? 8 : 4));
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_tensor *want = chain(fresh, x2, t);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_msg(tg_tensor_item(y) == tg_tensor_item(want), "replay %.17g, fresh %.17g",
+                  tg_tensor_item(y), tg_tensor_item(want));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(x);
+    tg_tensor_free(x2);
+    tg_tensor_free(t);
+}
+END_TEST
+
+/* ====== Errors: status and exact message; the tape stays failed ====== */
+
+/* Every op as one taking two tensors and an axis, so one table holds them all. */
+typedef tg_tensor *(*any_fn)(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis);
+
+static tg_tensor *f_sum(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)b, (void)axis;
+    return tg_sum(tp, a);
+}
+
+static tg_tensor *f_mean(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)b, (void)axis;
+    return tg_mean(tp, a);
+}
+
+static tg_tensor *f_sum_axis(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)b;
+    return tg_sum_axis(tp, a, axis, false);
+}
+
+static tg_tensor *f_softmax(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)b, (void)axis;
+    return tg_softmax(tp, a);
+}
+
+static tg_tensor *f_log_softmax(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)b, (void)axis;
+    return tg_log_softmax(tp, a);
+}
+
+static tg_tensor *f_frobenius(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)axis;
+    return tg_frobenius_loss(tp, a, b);
+}
+
+static tg_tensor *f_mse(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)axis;
+    return tg_mse_loss(tp, a, b);
+}
+
+static tg_tensor *f_ce(tg_tape *tp, tg_tensor *a, tg_tensor *b, int axis)
+{
+    (void)axis;
+    return tg_softmax_cross_entropy(tp, a, b);
+}
+
+typedef struct err_case {
+    any_fn op;
+    const char *a, *b; /* shape strings ("" is rank 0); NULL passes a NULL tensor */
+    tg_dtype da, db;
+    int axis;
+    tg_status want;
+    const char *msg;
+} err_case;
+
+#define F64 TG_F64
+#define F32 TG_F32
+static const err_case err_cases[] = {
+    {f_sum_axis, "2x3", NULL, F64, F64, 2, TG_ERR_ARG, "sum_axis: axis 2 out of range for [2x3]"},
+    {f_sum_axis, "2x3", NULL, F32, F32, -3, TG_ERR_ARG,
+     "sum_axis: axis -3 out of range for [2x3]"},
+    {f_sum_axis, "", NULL, F64, F64, 0, TG_ERR_ARG, "sum_axis: axis 0 out of range for []"},
+    {f_sum_axis, "", NULL, F64, F64, -1, TG_ERR_ARG, "sum_axis: axis -1 out of range for []"},
+    {f_sum_axis, "2x3", NULL, F64, F64, INT_MAX, TG_ERR_ARG,
+     "sum_axis: axis 2147483647 out of range for [2x3]"},
+    {f_sum_axis, "2x3", NULL, F64, F64, INT_MIN, TG_ERR_ARG,
+     "sum_axis: axis -2147483648 out of range for [2x3]"},
+    {f_sum_axis, NULL, NULL, F64, F64, 0, TG_ERR_ARG, "sum_axis: input 0 is NULL"},
+    {f_sum, NULL, NULL, F64, F64, 0, TG_ERR_ARG, "sum: input 0 is NULL"},
+    {f_mean, NULL, NULL, F64, F64, 0, TG_ERR_ARG, "mean: input 0 is NULL"},
+    {f_softmax, "", NULL, F64, F64, 0, TG_ERR_SHAPE, "softmax: needs rank >= 1, got []"},
+    {f_log_softmax, "", NULL, F32, F32, 0, TG_ERR_SHAPE, "log_softmax: needs rank >= 1, got []"},
+    {f_softmax, NULL, NULL, F64, F64, 0, TG_ERR_ARG, "softmax: input 0 is NULL"},
+    {f_frobenius, "2x3", "3x2", F64, F64, 0, TG_ERR_SHAPE,
+     "frobenius_loss: prediction and target differ in shape: [2x3] and [3x2]"},
+    {f_mse, "4", "5", F64, F64, 0, TG_ERR_SHAPE,
+     "mse_loss: prediction and target differ in shape: [4] and [5]"},
+    {f_mse, "4", "1x4", F32, F32, 0, TG_ERR_SHAPE,
+     "mse_loss: prediction and target differ in shape: [4] and [1x4]"},
+    {f_ce, "2x3", "2x4", F64, F64, 0, TG_ERR_SHAPE,
+     "softmax_cross_entropy: prediction and target differ in shape: [2x3] and [2x4]"},
+    {f_ce, "6", "6", F64, F64, 0, TG_ERR_SHAPE,
+     "softmax_cross_entropy: logits must be [n,c], got [6]"},
+    {f_ce, "2x3x4", "2x3x4", F64, F64, 0, TG_ERR_SHAPE,
+     "softmax_cross_entropy: logits must be [n,c], got [2x3x4]"},
+    {f_frobenius, "4", "4", F32, F64, 0, TG_ERR_DTYPE,
+     "frobenius_loss: inputs differ in dtype: f32 [4] and f64 [4]"},
+    {f_mse, "2x2", "2x2", F64, F32, 0, TG_ERR_DTYPE,
+     "mse_loss: inputs differ in dtype: f64 [2x2] and f32 [2x2]"},
+    {f_ce, "2x3", "2x3", F64, F32, 0, TG_ERR_DTYPE,
+     "softmax_cross_entropy: inputs differ in dtype: f64 [2x3] and f32 [2x3]"},
+    {f_mse, "4", NULL, F64, F64, 0, TG_ERR_ARG, "mse_loss: input 1 is NULL"},
+    {f_ce, NULL, "2x3", F64, F64, 0, TG_ERR_ARG, "softmax_cross_entropy: input 0 is NULL"},
+};
+#undef F64
+#undef F32
+
+static tg_tensor *operand(const char *shape, tg_dtype dt, uint64_t seed)
+{
+    if (!shape) return NULL;
+    tg_tensor *t = tu_random(dt, shape, -1, 1, seed);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+START_TEST(bad_input_fails_with_message)
+{
+    const err_case *c = &err_cases[_i];
+    tg_tensor *a = operand(c->a, c->da, 1), *b = operand(c->b, c->db, 2);
+    tg_tensor *ok = operand("2x2", TG_F64, 3);
+    tg_tape *tp = tg_tape_new();
+    ck_assert_ptr_null(c->op(tp, a, b, c->axis));
+    ck_assert_msg(tg_tape_status(tp) == c->want, "case %d: status %s, want %s ('%s')", _i,
+                  tg_status_str(tg_tape_status(tp)), tg_status_str(c->want), tg_tape_error(tp));
+    ck_assert_str_eq(tg_tape_error(tp), c->msg);
+    ck_assert_uint_eq(tg_tape_size(tp), 0);
+    /* Sticky: a valid op now records nothing and the first message stays. */
+    ck_assert_ptr_null(tg_sum(tp, ok));
+    ck_assert_str_eq(tg_tape_error(tp), c->msg);
+    ck_assert_int_eq(tg_backward(tp, NULL), c->want);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(ok);
+}
+END_TEST
+
+START_TEST(null_tape_returns_null)
+{
+    tg_tensor *a = operand("2x2", TG_F64, 1);
+    for (size_t i = 0; i < sizeof err_cases / sizeof *err_cases; i++)
+        ck_assert_ptr_null(err_cases[i].op(NULL, a, a, 0));
+    tg_tensor_free(a);
+}
+END_TEST
+
+static Suite *reduce_suite(void)
+{
+    Suite *s = suite_create("ops_reduce");
+    TCase *tc = tcase_create("gradcheck");
+    tcase_add_loop_test(tc, gradcheck_row, 0, sizeof grad_cases / sizeof *grad_cases);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("values"); /* each loop runs F64, then F32 */
+    tcase_add_loop_test(tc, sum_and_mean_by_hand, 0, 2);
+    tcase_add_loop_test(tc, empty_sum_and_mean, 0, 2);
+    tcase_add_test(tc, f32_sums_accumulate_in_double);
+    tcase_add_loop_test(tc, sum_axis_by_hand, 0, 2 * N_AXIS);
+    tcase_add_loop_test(tc, softmax_by_hand, 0, 2);
+    tcase_add_loop_test(tc, softmax_is_shift_invariant, 0, 2);
+    tcase_add_loop_test(tc, softmax_of_huge_logits, 0, 2);
+    tcase_add_loop_test(tc, log_softmax_of_huge_logits, 0, 2);
+    tcase_add_loop_test(tc, squared_losses_by_hand, 0, 2);
+    tcase_add_loop_test(tc, cross_entropy_by_hand, 0, 2);
+    tcase_add_loop_test(tc, cross_entropy_of_huge_logits, 0, 2);
+    tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, bad_input_fails_with_message, 0, sizeof err_cases / sizeof *err_cases);
+    tcase_add_test(tc, null_tape_returns_null);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(reduce_suite()); }
