@@ -677,7 +677,7 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("Fashion-MNIST: %lld train and %lld test images; MLP %s, %lld parameters (f32)\n"
-           "Adam lr %g with cosine decay, batch %lld, %d epochs, seed %llu, %d threads, "
+           "Adam lr %g with cosine decay, batch %lld, epochs %d, seed %llu, BLAS threads %d, "
            "denormals %s\n",
            (long long)n_train, (long long)n_test, arch, (long long)tg_params_numel(r.params), o->lr,
            (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
