@@ -62,6 +62,7 @@ struct tg_tape {
     tg__node *nodes;
     size_t n_nodes, cap_nodes;
     tg__arena arena;
+    bool anomaly; /* tg_tape_set_anomaly: check every output and gradient for NaN and Inf */
 };
 
 /* Records the first error on the tape (later ones are echoes) and returns the

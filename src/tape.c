@@ -5,6 +5,7 @@
  */
 #include "internal.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,6 +54,46 @@ bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in)
     return true;
 }
 
+/* A user's op may have no name; messages then say "custom". */
+static const char *op_name(const tg_op_def *def) { return def->name ? def->name : "custom"; }
+
+/* ====== Anomaly mode: the first NaN or Inf a node writes fails the tape ====== */
+
+void tg_tape_set_anomaly(tg_tape *tp, bool on)
+{
+    if (tp) tp->anomaly = on;
+}
+
+/* The first element of t that is NaN or Inf, as a double in *bad; false if none. */
+static bool find_nonfinite(const tg_tensor *t, double *bad)
+{
+    if (t->dtype == TG_F64) {
+        const double *v = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            if (!isfinite(v[i])) return *bad = v[i], true;
+    } else {
+        const float *v = t->data;
+        for (int64_t i = 0; i < t->numel; i++)
+            if (!isfinite(v[i])) return *bad = (double)v[i], true;
+    }
+    return false;
+}
+
+/* Fails the tape when 't', written by node 'node' running 'op' on 'in', holds
+ * a NaN or Inf; 'where' says which buffer it is. Returns the tape's status. */
+static tg_status check_finite(tg_tape *tp, const char *op, size_t node, tg_tensor *const *in,
+                              int n_in, const tg_tensor *t, const char *where)
+{
+    double bad;
+    if (!find_nonfinite(t, &bad)) return TG_OK;
+    char shapes[160] = "", s[TG__SHAPE_STR_MAX];
+    for (int j = 0, len = 0; j < n_in && len < (int)sizeof shapes; j++)
+        len += snprintf(shapes + len, sizeof shapes - (size_t)len, "%s%s", j ? ", " : "",
+                        tg__shape_str(in[j], s, sizeof s));
+    return tg__fail(tp, TG_ERR_STATE, "anomaly: %s (node %zu) produced %s in %s; inputs %s", op,
+                    node, isnan(bad) ? "nan" : bad > 0 ? "inf" : "-inf", where, shapes);
+}
+
 /* ====== Recording ====== */
 
 static bool grow_nodes(tg_tape *tp)
@@ -71,7 +112,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
                      int out_rank, const int64_t *out_shape, void *ctx)
 {
     if (!tp || tp->status) return NULL;
-    const char *op = def && def->name ? def->name : "custom";
+    const char *op = def ? op_name(def) : "custom";
     if (!def || !def->forward) {
         tg__fail(tp, TG_ERR_ARG, "%s: op definition has no forward", op);
         return NULL;
@@ -109,6 +150,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
         tg__fail(tp, s, "%s: forward failed: %s", op, tg_status_str(s));
         return NULL;
     }
+    if (tp->anomaly && check_finite(tp, op, tp->n_nodes, ins, n_in, out, "its output")) return NULL;
     tp->nodes[tp->n_nodes++] = (tg__node){def, ins, gin, n_in, out, ctx};
     return out;
 }
@@ -123,8 +165,11 @@ tg_status tg_tape_replay(tg_tape *tp)
         tg__node *nd = &tp->nodes[i];
         tg_status s = nd->def->forward(nd->out, nd->in, nd->n_in, nd->ctx);
         if (s != TG_OK)
-            return tg__fail(tp, s, "%s: forward failed in replay of node %zu: %s", nd->def->name,
+            return tg__fail(tp, s, "%s: forward failed in replay of node %zu: %s", op_name(nd->def),
                             i, tg_status_str(s));
+        if (tp->anomaly && (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in, nd->out,
+                                             "its output")))
+            return s;
     }
     return TG_OK;
 }
@@ -164,7 +209,9 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
 
     for (size_t i = tp->n_nodes; i-- > 0;) {
         tg__node *nd = &tp->nodes[i];
-        if (!nd->out->reached) continue; /* this node does not lead to 'out' */
+        /* Skip a node that does not lead to 'out', and a constant one (no VJP) even
+         * when the caller has since marked its output as requiring grad. */
+        if (!nd->out->reached || !nd->def->vjp) continue;
         for (int j = 0; j < nd->n_in; j++) {
             tg_tensor *x = nd->in[j];
             nd->gin[j] = NULL;
@@ -175,8 +222,15 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
         }
         tg_status s = nd->def->vjp(nd->out->grad, nd->out, nd->in, nd->gin, nd->n_in, nd->ctx);
         if (s != TG_OK)
-            return tg__fail(tp, s, "%s: vjp failed at node %zu: %s", nd->def->name, i,
+            return tg__fail(tp, s, "%s: vjp failed at node %zu: %s", op_name(nd->def), i,
                             tg_status_str(s));
+        for (int j = 0; tp->anomaly && j < nd->n_in; j++) {
+            char where[48];
+            snprintf(where, sizeof where, "the gradient of its input %d", j);
+            if (nd->gin[j] && (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in,
+                                                nd->gin[j], where)))
+                return s;
+        }
     }
     return TG_OK;
 }

@@ -128,6 +128,12 @@ TG_API tg_status tg_tape_replay(tg_tape *tp);
 TG_API tg_status tg_backward(tg_tape *tp, tg_tensor *loss);
 /* Like tg_backward with the seed dC/d'out' given; 'seed' has out's shape and dtype. */
 TG_API tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *seed);
+/* Anomaly mode, off by default and kept across resets: after each node's
+ * forward (recording and replay) and each VJP, the output or the gradients
+ * just written are scanned; the first NaN or Inf fails the tape with
+ * TG_ERR_STATE and a message naming the node, the op and the input shapes.
+ * One extra pass over every buffer, so it is for debugging. NULL is ignored. */
+TG_API void tg_tape_set_anomaly(tg_tape *tp, bool on);
 
 /* ====== Ops ======
  * All return a tape-owned tensor, or NULL with the tape error set. Binary ops
