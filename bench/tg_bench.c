@@ -62,6 +62,7 @@ enum {
     EVAL_CHUNK = 500,
     W3_BATCH = 256,
     MAX_THREAD_COUNTS = 8,
+    RETRY_BUDGET_S = 180, /* no new retries after this many seconds of the whole run */
 };
 static const int64_t w3_sizes[] = {784, 1024, 1024, 10};
 #define W3_LAYERS 3
@@ -74,6 +75,9 @@ typedef struct options {
     long w2_train; /* rows of the training set used; 0 means all */
     long seed;
     const char *data, *python, *script, *json_out;
+    int retries;    /* extra runs of a child that other processes disturbed */
+    double noise;   /* CPUs kept busy by others above which a child counts as disturbed */
+    double t_start; /* when the driver started (now_s) */
 } options;
 
 /* ====== Small helpers ====== */
@@ -703,12 +707,12 @@ static double children_cpu(void)
  * "other_load": the CPUs that other processes kept busy meanwhile, on average,
  * so a noisy measurement shows as one. Returns the exit status, -1 when it
  * could not start. */
-static int spawn_collect(char *const argv[], const char *const *env, records *rec)
+static int spawn_collect(char *const argv[], const char *const *env, json_t *into)
 {
     int fd[2];
     double busy0 = 0, busy1 = 0, own0 = children_cpu(), t0 = now_s();
     bool have_cpu = machine_cpu(&busy0);
-    size_t first = json_array_size(rec->all);
+    size_t first = json_array_size(into);
     fflush(stdout);
     if (pipe(fd) != 0) return -1;
     pid_t pid = fork();
@@ -735,7 +739,7 @@ static int spawn_collect(char *const argv[], const char *const *env, records *re
         json_error_t jerr;
         json_t *j = json_loads(line, 0, &jerr);
         if (json_is_object(j))
-            json_array_append_new(rec->all, j);
+            json_array_append_new(into, j);
         else {
             json_decref(j);
             fprintf(stderr, "%s", line); /* not a record: pass it on */
@@ -752,8 +756,8 @@ static int spawn_collect(char *const argv[], const char *const *env, records *re
     double wall = now_s() - t0, own = children_cpu() - own0;
     if (have_cpu && machine_cpu(&busy1) && wall > 0) {
         double other = (busy1 - busy0 - own) / wall;
-        for (size_t i = first; i < json_array_size(rec->all); i++)
-            json_object_set_new(json_array_get(rec->all, i), "other_load",
+        for (size_t i = first; i < json_array_size(into); i++)
+            json_object_set_new(json_array_get(into, i), "other_load",
                                 json_real(other > 0 ? other : 0));
     }
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
@@ -794,85 +798,94 @@ static double num(const json_t *r, const char *key)
     return json_is_number(v) ? json_number_value(v) : (double)NAN;
 }
 
+/* Runs a child, again (up to o->retries times, within the time budget) while
+ * other processes kept more than o->noise CPUs busy during it, and keeps the
+ * quietest attempt's records. Returns that attempt's exit status. */
+static int spawn_quiet(const options *o, char *const argv[], const char *const *env, records *rec,
+                       const char *what)
+{
+    json_t *best = NULL;
+    double best_load = INFINITY;
+    int best_st = -1;
+    for (int attempt = 0;; attempt++) {
+        json_t *got = json_array();
+        if (!got) break;
+        int st = spawn_collect(argv, env, got);
+        double load = 0;
+        size_t i;
+        json_t *r;
+        json_array_foreach(got, i, r) load = fmax(load, num(r, "other_load"));
+        if (!best || load < best_load) {
+            json_decref(best);
+            best = got, best_load = load, best_st = st;
+        } else {
+            json_decref(got);
+        }
+        if (st != 0 || best_load <= o->noise || attempt >= o->retries ||
+            now_s() - o->t_start > RETRY_BUDGET_S)
+            break;
+        fprintf(stderr, "tg_bench: %s: other processes kept %.2f CPUs busy; running it again\n",
+                what, load);
+    }
+    if (best) json_array_extend(rec->all, best);
+    json_decref(best);
+    return best_st;
+}
+
+/* The parameters every child gets, tapegrad's and PyTorch's alike. */
+typedef struct child_args {
+    char threads[16], reps[16], w2_reps[16], w2_epochs[16], w2_train[32], seed[32];
+} child_args;
+
+static void child_args_fill(child_args *a, const options *o, int threads)
+{
+    snprintf(a->threads, sizeof a->threads, "%d", threads);
+    snprintf(a->reps, sizeof a->reps, "%d", o->reps);
+    snprintf(a->w2_reps, sizeof a->w2_reps, "%d", o->w2_reps);
+    snprintf(a->w2_epochs, sizeof a->w2_epochs, "%d", o->w2_epochs);
+    snprintf(a->w2_train, sizeof a->w2_train, "%ld", o->w2_train);
+    snprintf(a->seed, sizeof a->seed, "%ld", o->seed);
+}
+
 static void run_tapegrad(const options *o, const char *self, int threads, const char *workloads,
                          records *rec)
 {
-    char t[16], reps[16], w2r[16], w2e[16], w2n[32], seed[32];
-    snprintf(t, sizeof t, "%d", threads);
-    snprintf(reps, sizeof reps, "%d", o->reps);
-    snprintf(w2r, sizeof w2r, "%d", o->w2_reps);
-    snprintf(w2e, sizeof w2e, "%d", o->w2_epochs);
-    snprintf(w2n, sizeof w2n, "%ld", o->w2_train);
-    snprintf(seed, sizeof seed, "%ld", o->seed);
-    char *argv[] = {(char *)self,
-                    "--child",
-                    "--threads",
-                    t,
-                    "--workloads",
-                    (char *)workloads,
-                    "--reps",
-                    reps,
-                    "--w2-reps",
-                    w2r,
-                    "--w2-epochs",
-                    w2e,
-                    "--w2-train",
-                    w2n,
-                    "--seed",
-                    seed,
-                    "--data",
-                    (char *)o->data,
-                    o->ftz ? "--ftz" : "--no-ftz",
-                    NULL};
-    int st = spawn_collect(argv, NULL, rec);
-    if (st != 0)
-        fprintf(stderr, "tg_bench: tapegrad child (%s, %d threads) exited with %d\n", workloads,
-                threads, st);
+    child_args a;
+    child_args_fill(&a, o, threads);
+    /* clang-format off */
+    char *argv[] = {(char *)self, "--child", "--threads", a.threads, "--workloads",
+                    (char *)workloads, "--reps", a.reps, "--w2-reps", a.w2_reps,
+                    "--w2-epochs", a.w2_epochs, "--w2-train", a.w2_train, "--seed", a.seed,
+                    "--data", (char *)o->data, o->ftz ? "--ftz" : "--no-ftz", NULL};
+    /* clang-format on */
+    char what[96];
+    snprintf(what, sizeof what, "tapegrad %s, %d thread%s", workloads, threads,
+             threads == 1 ? "" : "s");
+    int st = spawn_quiet(o, argv, NULL, rec, what);
+    if (st != 0) fprintf(stderr, "tg_bench: %s: the child exited with %d\n", what, st);
 }
 
 static void run_torch(const options *o, int threads, const char *workloads, records *rec)
 {
     if (rec->torch_err[0]) return;
-    char t[16], reps[16], w2r[16], w2e[16], w2n[32], seed[32];
-    snprintf(t, sizeof t, "%d", threads);
-    snprintf(reps, sizeof reps, "%d", o->reps);
-    snprintf(w2r, sizeof w2r, "%d", o->w2_reps);
-    snprintf(w2e, sizeof w2e, "%d", o->w2_epochs);
-    snprintf(w2n, sizeof w2n, "%ld", o->w2_train);
-    snprintf(seed, sizeof seed, "%ld", o->seed);
-    char *argv[] = {(char *)o->python,
-                    (char *)o->script,
-                    "--threads",
-                    t,
-                    "--workloads",
-                    (char *)workloads,
-                    "--reps",
-                    reps,
-                    "--w2-reps",
-                    w2r,
-                    "--w2-epochs",
-                    w2e,
-                    "--w2-train",
-                    w2n,
-                    "--seed",
-                    seed,
-                    "--data",
-                    (char *)o->data,
-                    "--ftz",
-                    o->ftz ? "1" : "0",
-                    NULL};
+    child_args a;
+    child_args_fill(&a, o, threads);
+    /* clang-format off */
+    char *argv[] = {(char *)o->python, (char *)o->script, "--threads", a.threads, "--workloads",
+                    (char *)workloads, "--reps", a.reps, "--w2-reps", a.w2_reps,
+                    "--w2-epochs", a.w2_epochs, "--w2-train", a.w2_train, "--seed", a.seed,
+                    "--data", (char *)o->data, "--ftz", o->ftz ? "1" : "0", NULL};
     /* torch.set_num_threads sizes the OpenMP pool only; its BLAS (OpenBLAS)
      * takes the count from the environment. A passive OpenMP wait keeps the
      * OpenMP workers from spinning against the BLAS threads on the same cores. */
-    const char *env[] = {"OPENBLAS_NUM_THREADS",
-                         t,
-                         "OMP_NUM_THREADS",
-                         t,
-                         "OMP_WAIT_POLICY",
-                         o->omp_active ? "ACTIVE" : "PASSIVE",
-                         NULL};
+    const char *env[] = {"OPENBLAS_NUM_THREADS", a.threads, "OMP_NUM_THREADS", a.threads,
+                         "OMP_WAIT_POLICY", o->omp_active ? "ACTIVE" : "PASSIVE", NULL};
+    /* clang-format on */
+    char what[96];
+    snprintf(what, sizeof what, "PyTorch %s, %d thread%s", workloads, threads,
+             threads == 1 ? "" : "s");
     size_t before = json_array_size(rec->all);
-    int st = spawn_collect(argv, env, rec);
+    int st = spawn_quiet(o, argv, env, rec, what);
     for (size_t i = before; i < json_array_size(rec->all); i++) {
         json_t *r = json_array_get(rec->all, i);
         const char *err = json_string_value(json_object_get(r, "error"));
@@ -1061,7 +1074,8 @@ static void usage(FILE *f)
             "usage: tg_bench [--torch] [--threads 1,2] [--workloads w0,w1,w2,w3] [--reps N]\n"
             "                [--w2-reps N] [--w2-epochs E] [--w2-train ROWS] [--data DIR]\n"
             "                [--no-ftz] [--seed S] [--json FILE] [--python PATH]\n"
-            "                [--torch-script PATH] [--torch-omp-active]\n"
+            "                [--torch-script PATH] [--torch-omp-active] [--retries N]\n"
+            "                [--noise CPUS]\n"
             "  --torch           also run PyTorch (bench/torch_bench.py) on the same workloads\n"
             "  --threads LIST    thread counts to run, default 1,2\n"
             "  --reps N          repetitions per timing (W0, W1, W3), default 11\n"
@@ -1072,8 +1086,11 @@ static void usage(FILE *f)
             "  --no-ftz          keep denormals (both engines); the default flushes them\n"
             "  --json FILE       also write every record as JSON lines\n"
             "  --python PATH     interpreter with torch, default /usr/bin/python3\n"
-            "  --torch-omp-active  let PyTorch's OpenMP workers spin (libgomp's default)\n",
-            "/usr/share/datasets/fashion-mnist");
+            "  --torch-omp-active  let PyTorch's OpenMP workers spin (libgomp's default)\n"
+            "  --retries N       run a child again up to N times (default 2) while other\n"
+            "  --noise CPUS      processes keep more than CPUS busy (default 0.2); the\n"
+            "                    quietest attempt counts. No new retries after %d s\n",
+            "/usr/share/datasets/fashion-mnist", (int)RETRY_BUDGET_S);
 }
 
 static bool parse_int(const char *s, long lo, long hi, long *out)
@@ -1096,6 +1113,8 @@ static bool parse_options(int argc, char **argv, options *o)
                    .w2_reps = 7,
                    .w2_epochs = 1,
                    .seed = 1,
+                   .retries = 2,
+                   .noise = 0.2,
                    .data = "/usr/share/datasets/fashion-mnist",
                    .python = "/usr/bin/python3",
                    .script = TG_BENCH_TORCH_SCRIPT};
@@ -1132,12 +1151,22 @@ static bool parse_options(int argc, char **argv, options *o)
         } else if (strcmp(a, "--workloads") == 0) {
             snprintf(o->workloads, sizeof o->workloads, "%s", v);
             i++;
-        } else if (strcmp(a, "--reps") == 0 || strcmp(a, "--w2-reps") == 0 ||
-                   strcmp(a, "--w2-epochs") == 0) {
+        } else if (strcmp(a, "--reps") == 0) {
             if (!parse_int(v, 1, 100000, &n)) return false;
-            *(strcmp(a, "--reps") == 0      ? &o->reps
-              : strcmp(a, "--w2-reps") == 0 ? &o->w2_reps
-                                            : &o->w2_epochs) = (int)n;
+            o->reps = (int)n, i++;
+        } else if (strcmp(a, "--w2-reps") == 0) {
+            if (!parse_int(v, 1, 100000, &n)) return false;
+            o->w2_reps = (int)n, i++;
+        } else if (strcmp(a, "--w2-epochs") == 0) {
+            if (!parse_int(v, 1, 100000, &n)) return false;
+            o->w2_epochs = (int)n, i++;
+        } else if (strcmp(a, "--retries") == 0) {
+            if (!parse_int(v, 0, 100, &n)) return false;
+            o->retries = (int)n, i++;
+        } else if (strcmp(a, "--noise") == 0) {
+            char *end;
+            o->noise = strtod(v, &end);
+            if (end == v || *end || !(o->noise >= 0)) return false;
             i++;
         } else if (strcmp(a, "--w2-train") == 0) {
             if (!parse_int(v, 0, 1L << 40, &o->w2_train)) return false;
@@ -1170,6 +1199,7 @@ int main(int argc, char **argv)
         return 2;
     }
     if (o.child) return run_child(&o);
+    o.t_start = now_s();
     if (o.reps < 7 || o.w2_reps < 7)
         fprintf(stderr, "tg_bench: note: fewer than 7 repetitions; medians are less reliable\n");
 

@@ -79,7 +79,7 @@ static void step_jacobian(void)
     tg_tensor *e2 = leaf("e2", 1, 2, (double[]){0, 1}, false);
     must(tp, tg_backward_seed(tp, z, e1)); /* dx = e1 J: row 1 of J */
     show("e1 J =", tg_tensor_grad(x));
-    tg_tensor_zero_grad(x); /* leaves accumulate; start the next product from 0 */
+    tg_tensor_zero_grad(x);                /* leaves accumulate; start the next product from 0 */
     must(tp, tg_backward_seed(tp, z, e2)); /* dx = e2 J: row 2 of J */
     show("e2 J =", tg_tensor_grad(x));
     /* tutorial end */
@@ -107,7 +107,8 @@ static void step_hadamard(void)
     /* By hand: dA = 2 A, and sigma'(z) = a (1 - a) from the saved activations. */
     const double *av = tg_tensor_data(a);
     double dz[6];
-    for (int k = 0; k < 6; k++) dz[k] = 2 * av[k] * av[k] * (1 - av[k]);
+    for (int k = 0; k < 6; k++)
+        dz[k] = 2 * av[k] * av[k] * (1 - av[k]);
     show_values("by hand, 2 A ⊙ A ⊙ (1 − A) =", 2, 3, dz);
     tg_tape_free(tp);
 }
@@ -176,10 +177,10 @@ static void step_network(void)
     tg_tensor *w3 = leaf("W3", 3, 2, (double[]){0.6, -0.3, -0.8, 0.5, 0.4, 0.9}, true);
     tg_tensor *b3 = leaf("b3", 2, 0, (double[]){-0.2, 0.1}, true);
 
-    tg_tensor *z2 = tg_add_bias(tp, tg_matmul(tp, x, w2), b2);        /* Z2 = X W2 + b2 */
-    tg_tensor *a2 = tg_sigmoid(tp, z2);                               /* A2 = σ(Z2) */
-    tg_tensor *z3 = tg_add_bias(tp, tg_matmul(tp, a2, w3), b3);       /* A3 = Z3 */
-    tg_tensor *c = tg_scale(tp, tg_frobenius_loss(tp, z3, y), 0.5);   /* C = ½‖Z3 − Y‖² */
+    tg_tensor *z2 = tg_add_bias(tp, tg_matmul(tp, x, w2), b2);      /* Z2 = X W2 + b2 */
+    tg_tensor *a2 = tg_sigmoid(tp, z2);                             /* A2 = σ(Z2) */
+    tg_tensor *z3 = tg_add_bias(tp, tg_matmul(tp, a2, w3), b3);     /* A3 = Z3 */
+    tg_tensor *c = tg_scale(tp, tg_frobenius_loss(tp, z3, y), 0.5); /* C = ½‖Z3 − Y‖² */
     tg_tensor_set_name(z2, "Z2");
     tg_tensor_set_name(a2, "A2");
     tg_tensor_set_name(z3, "Z3");
@@ -198,7 +199,8 @@ static void step_network(void)
     const double *a2v = tg_tensor_data(a2), *z3v = tg_tensor_data(z3), *yv = tg_tensor_data(y);
     const double *w3v = tg_tensor_data(w3);
     double d3[2], d2[3];
-    for (int k = 0; k < 2; k++) d3[k] = z3v[k] - yv[k];
+    for (int k = 0; k < 2; k++)
+        d3[k] = z3v[k] - yv[k];
     for (int j = 0; j < 3; j++)
         d2[j] = (d3[0] * w3v[j * 2] + d3[1] * w3v[j * 2 + 1]) * a2v[j] * (1 - a2v[j]);
     show_values("by hand, δ3 = A3 − Y =", 1, 2, d3);
@@ -227,7 +229,8 @@ static void step_fanout(void)
     /* By hand: dC/dx = tanh(x) + x (1 - tanh(x)^2), one term per path. */
     const double *xv = tg_tensor_data(x), *uv = tg_tensor_data(u);
     double dx[3];
-    for (int k = 0; k < 3; k++) dx[k] = uv[k] + xv[k] * (1 - uv[k] * uv[k]);
+    for (int k = 0; k < 3; k++)
+        dx[k] = uv[k] + xv[k] * (1 - uv[k] * uv[k]);
     show_values("by hand, U + x ⊙ (1 − U²) =", 1, 3, dx);
     tg_tape_free(tp);
 }
@@ -240,6 +243,7 @@ int main(void)
     step_bias();
     step_network();
     step_fanout();
-    for (int i = 0; i < n_leaves; i++) tg_tensor_free(leaves[i]);
+    for (int i = 0; i < n_leaves; i++)
+        tg_tensor_free(leaves[i]);
     return EXIT_SUCCESS;
 }

@@ -28,7 +28,7 @@ typedef struct names {
     size_t n;
 } names;
 
-#define NO_NODE SIZE_MAX
+#define NO_NODE      SIZE_MAX
 #define NAME_MAX_LEN 72 /* a tensor name (63 bytes) or "t<index>", plus "d" */
 
 static int cmp_addr(const tg_tensor *a, const tg_tensor *b)
@@ -58,7 +58,8 @@ static int by_addr_key(const void *key, const void *elem)
 static tg_status names_build(names *nm, const tg_tape *tp)
 {
     size_t m = 0;
-    for (size_t k = 0; k < tp->n_nodes; k++) m += 1 + (size_t)tp->nodes[k].n_in;
+    for (size_t k = 0; k < tp->n_nodes; k++)
+        m += 1 + (size_t)tp->nodes[k].n_in;
     nm->refs = NULL;
     nm->n = 0;
     if (m == 0) return TG_OK;
@@ -210,6 +211,11 @@ static const char *rule_for(const tg_op_def *def, int j)
 
 /* ====== Values ====== */
 
+static double elem(const tg_tensor *t, int64_t i)
+{
+    return t->dtype == TG_F64 ? ((const double *)t->data)[i] : (double)((const float *)t->data)[i];
+}
+
 /* Rows of the last axis, each "[ v v v ]" with the values right-aligned. */
 static void put_values(FILE *f, const tg_tensor *t)
 {
@@ -217,9 +223,7 @@ static void put_values(FILE *f, const tg_tensor *t)
     char text[TG_EXPLAIN_MAX_VALUES][32];
     int width = 0;
     for (int64_t i = 0; i < t->numel; i++) {
-        double v = t->dtype == TG_F64 ? ((const double *)t->data)[i]
-                                      : (double)((const float *)t->data)[i];
-        int w = snprintf(text[i], sizeof text[i], "%.6g", v);
+        int w = snprintf(text[i], sizeof text[i], "%.6g", elem(t, i));
         width = w > width ? w : width;
     }
     int64_t cols = t->rank ? t->shape[t->rank - 1] : 1;
@@ -233,11 +237,8 @@ static void put_values(FILE *f, const tg_tensor *t)
 
 static bool all_ones(const tg_tensor *t)
 {
-    for (int64_t i = 0; i < t->numel; i++) {
-        double v = t->dtype == TG_F64 ? ((const double *)t->data)[i]
-                                      : (double)((const float *)t->data)[i];
-        if (v != 1.0) return false;
-    }
+    for (int64_t i = 0; i < t->numel; i++)
+        if (elem(t, i) != 1.0) return false;
     return true;
 }
 
@@ -273,12 +274,16 @@ static void explain_line(FILE *f, const names *nm, const tg__node *nd, int j, un
     } else {
         fprintf(f, "vjp_%s(%s", nd->def->name ? nd->def->name : "custom",
                 name_of(nm, nd->out, true, name));
-        for (int i = 0; i < nd->n_in; i++) fprintf(f, ", %s", name_of(nm, nd->in[i], false, name));
+        for (int i = 0; i < nd->n_in; i++)
+            fprintf(f, ", %s", name_of(nm, nd->in[i], false, name));
         fputc(')', f);
     }
     fputc('\n', f);
     if ((flags & TG_EXPLAIN_VALUES) && r->n_done == r->n_contrib) put_values(f, x->grad);
 }
+
+/* Whether the last sweep ran this node's VJP; its 'gin' is only meaningful then. */
+static bool applied(const tg__node *nd) { return nd->out->reached && nd->def->vjp; }
 
 tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags)
 {
@@ -294,8 +299,8 @@ tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags)
     size_t start = tp->n_nodes;
     for (size_t k = tp->n_nodes; k-- > 0;) {
         const tg__node *nd = &tp->nodes[k];
-        if (!nd->out->reached) continue;
-        if (start == tp->n_nodes) start = k;
+        if (nd->out->reached && start == tp->n_nodes) start = k;
+        if (!applied(nd)) continue;
         for (int j = 0; j < nd->n_in; j++)
             if (nd->gin[j]) names_find(&nm, nd->in[j])->n_contrib++;
     }
@@ -312,7 +317,7 @@ tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags)
         if ((flags & TG_EXPLAIN_VALUES) && !ones) put_values(out, seed->grad);
         for (size_t k = start + 1; k-- > 0;) {
             const tg__node *nd = &tp->nodes[k];
-            if (!nd->out->reached) continue;
+            if (!applied(nd)) continue;
             for (int j = 0; j < nd->n_in; j++)
                 if (nd->gin[j]) explain_line(out, &nm, nd, j, flags);
         }
@@ -334,23 +339,32 @@ static void put_dot_text(FILE *f, const char *s)
 
 static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
 
+/* Leaves are boxes, ops ellipses; the loss (leaf or op) a bold red box. */
+static const char style_loss[] =
+    "shape=box, style=\"rounded,filled,bold\", fillcolor=\"#f6c1bb\", color=\"#a93226\"";
+static const char style_param[] =
+    "shape=box, style=\"rounded,filled\", fillcolor=\"#fde9a6\", color=\"#9a7d0a\"";
+static const char style_input[] =
+    "shape=box, style=\"rounded,filled\", fillcolor=\"#ececec\", color=\"#7b7d7d\"";
+static const char style_op[] =
+    "shape=ellipse, style=filled, fillcolor=\"#dceaf7\", color=\"#2e6da4\"";
+
 static void dot_leaf(FILE *f, const names *nm, const name_ref *r, const tg_tensor *loss)
 {
     char name[NAME_MAX_LEN];
     const tg_tensor *t = r->t;
-    bool param = t->requires_grad;
+    bool is_loss = t == loss, param = t->requires_grad;
     fprintf(f, "  L%zu [%s, label=\"", r->leaf,
-            t == loss    ? "shape=box, style=\"rounded,filled,bold\", fillcolor=\"#f6c1bb\", "
-                           "color=\"#a93226\""
-            : param      ? "shape=box, style=\"rounded,filled\", fillcolor=\"#fde9a6\", "
-                           "color=\"#9a7d0a\""
-                         : "shape=box, style=\"rounded,filled\", fillcolor=\"#ececec\", "
-                           "color=\"#7b7d7d\"");
+            is_loss ? style_loss
+            : param ? style_param
+                    : style_input);
     put_dot_text(f, name_of(nm, t, false, name));
     fputs("\\n", f);
     put_shape(f, t, false);
     fprintf(f, " %s\\n%s\"];\n", dtype_name(t->dtype),
-            t == loss ? "loss" : param ? "parameter" : "input");
+            is_loss ? "loss"
+            : param ? "parameter"
+                    : "input");
 }
 
 tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss)
@@ -377,10 +391,7 @@ tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss)
             if (r->node == NO_NODE && !r->n_done++) dot_leaf(out, &nm, r, loss);
         }
         bool is_loss = nd->out == loss;
-        fprintf(out, "  N%zu [%s, label=\"", k,
-                is_loss ? "shape=box, style=\"rounded,filled,bold\", fillcolor=\"#f6c1bb\", "
-                          "color=\"#a93226\""
-                        : "shape=ellipse, style=filled, fillcolor=\"#dceaf7\", color=\"#2e6da4\"");
+        fprintf(out, "  N%zu [%s, label=\"", k, is_loss ? style_loss : style_op);
         put_dot_text(out, nd->def->name ? nd->def->name : "custom");
         fputs("\\n", out);
         put_dot_text(out, name_of(&nm, nd->out, false, name));

@@ -70,28 +70,38 @@ static bool find_nonfinite(const tg_tensor *t, double *bad)
     if (t->dtype == TG_F64) {
         const double *v = t->data;
         for (int64_t i = 0; i < t->numel; i++)
-            if (!isfinite(v[i])) return *bad = v[i], true;
+            if (!isfinite(v[i])) {
+                *bad = v[i];
+                return true;
+            }
     } else {
         const float *v = t->data;
         for (int64_t i = 0; i < t->numel; i++)
-            if (!isfinite(v[i])) return *bad = (double)v[i], true;
+            if (!isfinite(v[i])) {
+                *bad = (double)v[i];
+                return true;
+            }
     }
     return false;
 }
 
+static const char *nonfinite_name(double v) { return isnan(v) ? "nan" : v > 0 ? "inf" : "-inf"; }
+
 /* Fails the tape when 't', written by node 'node' running 'op' on 'in', holds
- * a NaN or Inf; 'where' says which buffer it is. Returns the tape's status. */
+ * a NaN or Inf. 't' is the node's output (grad_of < 0) or the gradient of
+ * input 'grad_of'. Returns the tape's status. */
 static tg_status check_finite(tg_tape *tp, const char *op, size_t node, tg_tensor *const *in,
-                              int n_in, const tg_tensor *t, const char *where)
+                              int n_in, const tg_tensor *t, int grad_of)
 {
     double bad;
     if (!find_nonfinite(t, &bad)) return TG_OK;
-    char shapes[160] = "", s[TG__SHAPE_STR_MAX];
+    char where[48] = "its output", shapes[160] = "", s[TG__SHAPE_STR_MAX];
+    if (grad_of >= 0) snprintf(where, sizeof where, "the gradient of its input %d", grad_of);
     for (int j = 0, len = 0; j < n_in && len < (int)sizeof shapes; j++)
         len += snprintf(shapes + len, sizeof shapes - (size_t)len, "%s%s", j ? ", " : "",
                         tg__shape_str(in[j], s, sizeof s));
     return tg__fail(tp, TG_ERR_STATE, "anomaly: %s (node %zu) produced %s in %s; inputs %s", op,
-                    node, isnan(bad) ? "nan" : bad > 0 ? "inf" : "-inf", where, shapes);
+                    node, nonfinite_name(bad), where, shapes);
 }
 
 /* ====== Recording ====== */
@@ -150,7 +160,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
         tg__fail(tp, s, "%s: forward failed: %s", op, tg_status_str(s));
         return NULL;
     }
-    if (tp->anomaly && check_finite(tp, op, tp->n_nodes, ins, n_in, out, "its output")) return NULL;
+    if (tp->anomaly && check_finite(tp, op, tp->n_nodes, ins, n_in, out, -1)) return NULL;
     tp->nodes[tp->n_nodes++] = (tg__node){def, ins, gin, n_in, out, ctx};
     return out;
 }
@@ -167,8 +177,8 @@ tg_status tg_tape_replay(tg_tape *tp)
         if (s != TG_OK)
             return tg__fail(tp, s, "%s: forward failed in replay of node %zu: %s", op_name(nd->def),
                             i, tg_status_str(s));
-        if (tp->anomaly && (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in, nd->out,
-                                             "its output")))
+        if (tp->anomaly &&
+            (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in, nd->out, -1)))
             return s;
     }
     return TG_OK;
@@ -190,6 +200,10 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
     if (!out->requires_grad)
         return tg__fail(tp, TG_ERR_STATE,
                         "backward: the output does not depend on any tensor that requires grad");
+    double bad;
+    if (tp->anomaly && find_nonfinite(seed, &bad))
+        return tg__fail(tp, TG_ERR_STATE, "anomaly: the seed of backward holds %s",
+                        nonfinite_name(bad));
 
     /* Intermediates' gradients restart from zero at every sweep; leaves' accumulate. */
     for (size_t i = 0; i < tp->n_nodes; i++) {
@@ -224,13 +238,10 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
         if (s != TG_OK)
             return tg__fail(tp, s, "%s: vjp failed at node %zu: %s", op_name(nd->def), i,
                             tg_status_str(s));
-        for (int j = 0; tp->anomaly && j < nd->n_in; j++) {
-            char where[48];
-            snprintf(where, sizeof where, "the gradient of its input %d", j);
-            if (nd->gin[j] && (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in,
-                                                nd->gin[j], where)))
+        for (int j = 0; tp->anomaly && j < nd->n_in; j++)
+            if (nd->gin[j] &&
+                (s = check_finite(tp, op_name(nd->def), i, nd->in, nd->n_in, nd->gin[j], j)))
                 return s;
-        }
     }
     return TG_OK;
 }

@@ -52,35 +52,31 @@ static void assert_text(const char *got, const char *want)
 
 typedef tg_tensor *(*recorder)(tg_tape *tp, tg_tensor *const *in);
 
-static tg_tensor *rec_matmul(tg_tape *tp, tg_tensor *const *in) { return tg_matmul(tp, in[0], in[1]); }
-static tg_tensor *rec_transpose(tg_tape *tp, tg_tensor *const *in) { return tg_transpose(tp, in[0]); }
-static tg_tensor *rec_add(tg_tape *tp, tg_tensor *const *in) { return tg_add(tp, in[0], in[1]); }
-static tg_tensor *rec_sub(tg_tape *tp, tg_tensor *const *in) { return tg_sub(tp, in[0], in[1]); }
-static tg_tensor *rec_mul(tg_tape *tp, tg_tensor *const *in) { return tg_mul(tp, in[0], in[1]); }
-static tg_tensor *rec_div(tg_tape *tp, tg_tensor *const *in) { return tg_div(tp, in[0], in[1]); }
-static tg_tensor *rec_bias(tg_tape *tp, tg_tensor *const *in) { return tg_add_bias(tp, in[0], in[1]); }
-static tg_tensor *rec_scale(tg_tape *tp, tg_tensor *const *in) { return tg_scale(tp, in[0], 0.5); }
-static tg_tensor *rec_neg(tg_tape *tp, tg_tensor *const *in) { return tg_neg(tp, in[0]); }
-static tg_tensor *rec_sigmoid(tg_tape *tp, tg_tensor *const *in) { return tg_sigmoid(tp, in[0]); }
-static tg_tensor *rec_tanh(tg_tape *tp, tg_tensor *const *in) { return tg_tanh(tp, in[0]); }
-static tg_tensor *rec_relu(tg_tape *tp, tg_tensor *const *in) { return tg_relu(tp, in[0]); }
-static tg_tensor *rec_exp(tg_tape *tp, tg_tensor *const *in) { return tg_exp(tp, in[0]); }
-static tg_tensor *rec_log(tg_tape *tp, tg_tensor *const *in) { return tg_log(tp, in[0]); }
-static tg_tensor *rec_square(tg_tape *tp, tg_tensor *const *in) { return tg_square(tp, in[0]); }
-static tg_tensor *rec_sum(tg_tape *tp, tg_tensor *const *in) { return tg_sum(tp, in[0]); }
-static tg_tensor *rec_mean(tg_tape *tp, tg_tensor *const *in) { return tg_mean(tp, in[0]); }
-static tg_tensor *rec_sum0(tg_tape *tp, tg_tensor *const *in) { return tg_sum_axis(tp, in[0], 0, false); }
-static tg_tensor *rec_softmax(tg_tape *tp, tg_tensor *const *in) { return tg_softmax(tp, in[0]); }
-static tg_tensor *rec_lsm(tg_tape *tp, tg_tensor *const *in) { return tg_log_softmax(tp, in[0]); }
-static tg_tensor *rec_frob(tg_tape *tp, tg_tensor *const *in)
-{
-    return tg_frobenius_loss(tp, in[0], in[1]);
-}
-static tg_tensor *rec_mse(tg_tape *tp, tg_tensor *const *in) { return tg_mse_loss(tp, in[0], in[1]); }
-static tg_tensor *rec_ce(tg_tape *tp, tg_tensor *const *in)
-{
-    return tg_softmax_cross_entropy(tp, in[0], in[1]);
-}
+#define IN tg_tape *tp, tg_tensor *const *in /* every recorder's parameters */
+static tg_tensor *rec_matmul(IN) { return tg_matmul(tp, in[0], in[1]); }
+static tg_tensor *rec_transpose(IN) { return tg_transpose(tp, in[0]); }
+static tg_tensor *rec_add(IN) { return tg_add(tp, in[0], in[1]); }
+static tg_tensor *rec_sub(IN) { return tg_sub(tp, in[0], in[1]); }
+static tg_tensor *rec_mul(IN) { return tg_mul(tp, in[0], in[1]); }
+static tg_tensor *rec_div(IN) { return tg_div(tp, in[0], in[1]); }
+static tg_tensor *rec_bias(IN) { return tg_add_bias(tp, in[0], in[1]); }
+static tg_tensor *rec_scale(IN) { return tg_scale(tp, in[0], 0.5); }
+static tg_tensor *rec_neg(IN) { return tg_neg(tp, in[0]); }
+static tg_tensor *rec_sigmoid(IN) { return tg_sigmoid(tp, in[0]); }
+static tg_tensor *rec_tanh(IN) { return tg_tanh(tp, in[0]); }
+static tg_tensor *rec_relu(IN) { return tg_relu(tp, in[0]); }
+static tg_tensor *rec_exp(IN) { return tg_exp(tp, in[0]); }
+static tg_tensor *rec_log(IN) { return tg_log(tp, in[0]); }
+static tg_tensor *rec_square(IN) { return tg_square(tp, in[0]); }
+static tg_tensor *rec_sum(IN) { return tg_sum(tp, in[0]); }
+static tg_tensor *rec_mean(IN) { return tg_mean(tp, in[0]); }
+static tg_tensor *rec_sum0(IN) { return tg_sum_axis(tp, in[0], 0, false); }
+static tg_tensor *rec_softmax(IN) { return tg_softmax(tp, in[0]); }
+static tg_tensor *rec_lsm(IN) { return tg_log_softmax(tp, in[0]); }
+static tg_tensor *rec_frob(IN) { return tg_frobenius_loss(tp, in[0], in[1]); }
+static tg_tensor *rec_mse(IN) { return tg_mse_loss(tp, in[0], in[1]); }
+static tg_tensor *rec_ce(IN) { return tg_softmax_cross_entropy(tp, in[0], in[1]); }
+#undef IN
 
 typedef struct rule_case {
     const char *op;
@@ -100,7 +96,8 @@ static const rule_case rule_cases[] = {
     {"mul", rec_mul, {"2x3", "2x3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊙ x1\ndx1 [2x3] = dt0 ⊙ x0\n"},
     {"div", rec_div, {"2x3", "2x1"},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊘ x1\ndx1 [2x1] = −Σ_bcast dt0 ⊙ x0 ⊘ x1²\n"},
-    {"add_bias", rec_bias, {"2x3", "3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_rows dt0 [2x3]\n"},
+    {"add_bias", rec_bias, {"2x3", "3"},
+     "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_rows dt0 [2x3]\n"},
     {"scale", rec_scale, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = 0.5 · dt0\n"},
     {"neg", rec_neg, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = −dt0\n"},
     {"sigmoid", rec_sigmoid, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = dt0 ⊙ σ'(x0)\n"},
@@ -253,7 +250,8 @@ START_TEST(values_only_for_small_tensors)
     tg_tensor_set_requires_grad(x, true);
     tg_tensor_set_requires_grad(v, true);
     tg_tape *tp = tg_tape_new();
-    tg_tensor *sx = tg_sum(tp, tg_square(tp, x)); /* recorded first, whatever the C argument order */
+    /* Recorded first, whatever order C evaluates arguments in. */
+    tg_tensor *sx = tg_sum(tp, tg_square(tp, x));
     tg_tensor *c = tg_add(tp, sx, tg_sum(tp, tg_square(tp, v)));
     ck_assert_int_eq(tg_backward(tp, c), TG_OK);
     capture cap;
@@ -367,7 +365,8 @@ END_TEST
 static tg_status copy_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
     (void)n_in, (void)ctx;
-    memcpy(tg_tensor_data(out), tg_tensor_data(in[0]), (size_t)tg_tensor_numel(out) * sizeof(double));
+    size_t bytes = (size_t)tg_tensor_numel(out) * sizeof(double);
+    memcpy(tg_tensor_data(out), tg_tensor_data(in[0]), bytes);
     return TG_OK;
 }
 
@@ -431,6 +430,29 @@ START_TEST(custom_op_lines)
 }
 END_TEST
 
+START_TEST(constant_ops_have_no_lines)
+{
+    /* An op without a VJP passes no gradient, even when its output was later
+     * marked as requiring one: the sweep skips it, and so does the explanation. */
+    static const tg_op_def stop_def = {.name = "stop", .forward = copy_forward, .vjp = NULL};
+    tg_tensor *x = tu_from(TG_F64, "2", (const double[]){1, 2});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_custom(tp, &stop_def, &x, 1, 1, (const int64_t[]){2}, NULL);
+    tg_tensor_set_requires_grad(y, true);
+    tg_tensor *c = tg_sum(tp, tg_mul(tp, y, x));
+    ck_assert_int_eq(tg_backward(tp, c), TG_OK);
+    capture cap;
+    assert_text(explain(&cap, tp, 0), "dt2 [] = 1\n"
+                                      "dt1 [2] = dt2 broadcast to [2]\n"
+                                      "dt0 [2] = dt1 ⊙ x0\n"
+                                      "dx0 [2] = dt1 ⊙ t0\n");
+    capture_free(&cap);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+END_TEST
+
 /* ====== Graphviz ====== */
 
 static const char *to_dot(capture *c, const tg_tape *tp, const tg_tensor *loss)
@@ -477,12 +499,12 @@ START_TEST(dot_escapes_names_and_draws_empty_tapes)
 {
     tg_tape *tp = tg_tape_new();
     capture c;
-    assert_text(to_dot(&c, tp, NULL), "digraph tape {\n"
-                                      "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, "
-                                      "fontname=\"Helvetica\"];\n"
-                                      "  node [fontname=\"Helvetica\", fontsize=11, penwidth=1.2];\n"
-                                      "  edge [color=\"#566573\", arrowsize=0.7];\n"
-                                      "}\n");
+    assert_text(to_dot(&c, tp, NULL),
+                "digraph tape {\n"
+                "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\"];\n"
+                "  node [fontname=\"Helvetica\", fontsize=11, penwidth=1.2];\n"
+                "  edge [color=\"#566573\", arrowsize=0.7];\n"
+                "}\n");
     capture_free(&c);
     tg_tensor *x = tu_random(TG_F32, "2", -1, 1, 1);
     tg_tensor_set_name(x, "a \"quoted\" \\ name");
@@ -536,6 +558,7 @@ static Suite *explain_suite(void)
     TCase *tc = tcase_create("rules");
     tcase_add_loop_test(tc, rule_line_of_each_op, 0, sizeof rule_cases / sizeof *rule_cases);
     tcase_add_loop_test(tc, custom_op_lines, 0, sizeof custom_cases / sizeof *custom_cases);
+    tcase_add_test(tc, constant_ops_have_no_lines);
     suite_add_tcase(s, tc);
     tc = tcase_create("explain");
     tcase_add_test(tc, seed_network_derivation);

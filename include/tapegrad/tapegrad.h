@@ -1,4 +1,5 @@
-/*
+/**
+ * @file
  * tapegrad: reverse-mode automatic differentiation on a tape, in C11.
  *
  * Ops compute their result at once and record a node on a tape. tg_backward
@@ -19,6 +20,16 @@
  * message naming the op and the shapes, returns NULL, and every later op
  * passes NULL through. Check once, at the end. Nothing here aborts, exits or
  * prints. docs/design.md has the long story; docs/ops.md the VJP of each op.
+ *
+ * Ownership: tensors the caller makes (tg_tensor_new, tg_tensor_from, and the
+ * loaders) are the caller's to free; every op's result and every
+ * intermediate's gradient belong to the tape and live until tg_tape_reset or
+ * tg_tape_free. Every op (tg_matmul ... tg_softmax_cross_entropy, tg_custom,
+ * tg_dense, tg_mlp_forward) returns such a tape-owned tensor, or NULL with the
+ * tape's error set: TG_ERR_ARG for a NULL input, TG_ERR_SHAPE or
+ * TG_ERR_DTYPE for operands that do not fit, TG_ERR_NOMEM; on a tape that has
+ * already failed it records nothing and returns NULL. Ops cost one pass over
+ * their operands (the matrix product O(n k m)), and so does their VJP.
  */
 #ifndef TAPEGRAD_H
 #define TAPEGRAD_H
@@ -32,103 +43,139 @@
 extern "C" {
 #endif
 
+/** TG_API marks the exported functions: default visibility while the library
+ * is built (everything else is hidden), nothing for its users. */
 #if defined(TG_BUILDING) && defined(__GNUC__)
 #define TG_API __attribute__((visibility("default")))
 #else
 #define TG_API
 #endif
 
-#define TG_VERSION_MAJOR  0
-#define TG_VERSION_MINOR  1
-#define TG_VERSION_PATCH  0
+#define TG_VERSION_MAJOR  0 /**< Incremented for changes that break the API or ABI. */
+#define TG_VERSION_MINOR  1 /**< Incremented for additions. */
+#define TG_VERSION_PATCH  0 /**< Incremented for fixes. */
+/** The header's version as one comparable number, MAJOR * 10000 + MINOR * 100 + PATCH. */
 #define TG_VERSION_NUMBER (TG_VERSION_MAJOR * 10000 + TG_VERSION_MINOR * 100 + TG_VERSION_PATCH)
 
-TG_API int tg_version_number(void);          /* TG_VERSION_NUMBER of the built library */
-TG_API const char *tg_version_string(void);  /* "MAJOR.MINOR.PATCH", static */
+/** TG_VERSION_NUMBER of the library actually linked, which may differ from
+ * the header's when a program runs against another shared library. */
+TG_API int tg_version_number(void);
+/** The linked library's version as "MAJOR.MINOR.PATCH"; static, never NULL. */
+TG_API const char *tg_version_string(void);
 
 /* ====== Errors ====== */
 
+/** What a call returns: TG_OK, or the reason it failed. */
 typedef enum tg_status {
-    TG_OK = 0,
-    TG_ERR_ARG,    /* NULL or out-of-range argument */
-    TG_ERR_SHAPE,  /* shapes do not fit the op */
-    TG_ERR_DTYPE,  /* mixed or unsupported dtypes */
-    TG_ERR_NOMEM,
-    TG_ERR_STATE,  /* wrong order of calls (e.g. backward on a failed tape) */
-    TG_ERR_IO,     /* open/read/write failed */
-    TG_ERR_FORMAT, /* malformed or truncated file */
+    TG_OK = 0, /**< success */
+    TG_ERR_ARG,    /**< NULL or out-of-range argument */
+    TG_ERR_SHAPE,  /**< shapes do not fit the op */
+    TG_ERR_DTYPE,  /**< mixed or unsupported dtypes */
+    TG_ERR_NOMEM,  /**< an allocation failed */
+    TG_ERR_STATE,  /**< wrong order of calls (such as backward on a failed tape) */
+    TG_ERR_IO,     /**< open/read/write failed */
+    TG_ERR_FORMAT, /**< malformed or truncated file */
 } tg_status;
 
-/* Static text for a status; never NULL, never allocates. */
+/** Static text for a status; never NULL, never allocates. */
 TG_API const char *tg_status_str(tg_status s);
 
-/* Functions that have no tape (files, optimizers) return a status and, when
+/** Functions that have no tape (files, optimizers) return a status and, when
  * given a non-NULL 'err', also fill it with the status and a message naming
  * the file and the line or byte offset. */
 typedef struct tg_error {
-    tg_status status;
-    char msg[512];
+    tg_status status; /**< the status the function returned */
+    char msg[512];    /**< what failed, with the path and the line or byte offset */
 } tg_error;
 
 /* ====== Tensors ====== */
 
+/** Element type: TG_F32 (float) or TG_F64 (double). */
 typedef enum tg_dtype { TG_F32, TG_F64 } tg_dtype;
-#define TG_MAX_RANK 4
-typedef struct tg_tensor tg_tensor; /* opaque */
+#define TG_MAX_RANK 4 /**< Tensors have rank 0 (a scalar) to TG_MAX_RANK. */
+/** A tensor: shape, dtype, data, an optional gradient and name; opaque. */
+typedef struct tg_tensor tg_tensor;
 
-/* A new zero-filled leaf owned by the caller; NULL for a bad rank (0..4), a
+/** A new zero-filled leaf owned by the caller; NULL for a bad rank (0..4), a
  * negative dimension or an impossible size. */
 TG_API tg_tensor *tg_tensor_new(tg_dtype dt, int rank, const int64_t *shape);
-/* Like tg_tensor_new, then copies numel elements of dtype 'dt' from 'data'. */
+/** Like tg_tensor_new, then copies numel elements of dtype 'dt' from 'data'. */
 TG_API tg_tensor *tg_tensor_from(tg_dtype dt, int rank, const int64_t *shape, const void *data);
-/* Frees a leaf and its gradient. NULL is fine; tape-owned tensors and
+/** Frees a leaf and its gradient. NULL is fine; tape-owned tensors and
  * gradients are left alone (a harmless no-op). */
 TG_API void tg_tensor_free(tg_tensor *t);
+/** The element type of t; TG_F32 for NULL. */
 TG_API tg_dtype tg_tensor_dtype(const tg_tensor *t);
+/** The number of dimensions, 0 to TG_MAX_RANK; 0 for NULL. */
 TG_API int tg_tensor_rank(const tg_tensor *t);
+/** The rank dimensions of t, owned by t (valid while t keeps its shape); NULL for NULL. */
 TG_API const int64_t *tg_tensor_shape(const tg_tensor *t);
+/** The number of elements, the product of the dimensions (1 for rank 0); 0 for NULL. */
 TG_API int64_t tg_tensor_numel(const tg_tensor *t);
-/* Row-major, contiguous elements of the tensor's dtype. */
+/** The elements, row-major and contiguous, as float or double by dtype; owned
+ * by t and writable (writing into a recorded leaf is how tg_tape_replay gets
+ * new data). NULL for NULL. */
 TG_API void *tg_tensor_data(tg_tensor *t);
-/* The value of a one-element tensor as a double; NaN for NULL or more elements. */
+/** The value of a one-element tensor as a double; NaN for NULL or more elements. */
 TG_API double tg_tensor_item(const tg_tensor *t);
+/** Asks for dC/dt: backward then gives t a gradient (a leaf's accumulates
+ * across calls) and ops recorded later on t carry gradients back to it.
+ * Ignored for NULL and for gradient tensors. */
 TG_API void tg_tensor_set_requires_grad(tg_tensor *t, bool on);
+/** Whether backward computes dC/dt: set on a leaf, or inherited by an op's
+ * result from its inputs. false for NULL. */
 TG_API bool tg_tensor_requires_grad(const tg_tensor *t);
-/* dC/dt after a backward reached t, else NULL. Owned by t (a leaf) or by the
+/** dC/dt after a backward reached t, else NULL. Owned by t (a leaf) or by the
  * tape (an intermediate); never free it. */
 TG_API tg_tensor *tg_tensor_grad(const tg_tensor *t);
-/* Sets t's gradient to zero if it has one. */
+/** Sets t's gradient to zero if it has one. */
 TG_API void tg_tensor_zero_grad(tg_tensor *t);
-/* Gives a leaf a new shape with the same number of elements (no data moves).
+/** Gives a leaf a new shape with the same number of elements (no data moves).
  * TG_ERR_ARG for a tape-owned tensor or a bad rank, TG_ERR_SHAPE for another
  * element count. Do not reshape a leaf a live tape has recorded. */
 TG_API tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape);
-/* Optional name used in messages and explanations; copied (truncated to 63
+/** Optional name used in messages and explanations; copied (truncated to 63
  * bytes). NULL clears it. */
 TG_API void tg_tensor_set_name(tg_tensor *t, const char *name);
-TG_API const char *tg_tensor_name(const tg_tensor *t); /* "" when unnamed */
+/** The name given by tg_tensor_set_name, owned by t; "" when unnamed or NULL. */
+TG_API const char *tg_tensor_name(const tg_tensor *t);
 
 /* ====== Tape ====== */
 
-typedef struct tg_tape tg_tape; /* opaque */
+/** A tape: the recorded nodes, the arena that holds their tensors, and the
+ * sticky error; opaque. Use one from one thread at a time. */
+typedef struct tg_tape tg_tape;
 
-TG_API tg_tape *tg_tape_new(void);                /* NULL when out of memory */
-TG_API void tg_tape_free(tg_tape *tp);            /* NULL is fine */
-/* Forgets the nodes, releases the intermediates (their memory is kept for the
+/** A new empty tape, the caller's to free with tg_tape_free; NULL when out of memory. */
+TG_API tg_tape *tg_tape_new(void);
+/** Frees the tape and everything it owns (op results, their gradients, the
+ * nodes); the leaves it recorded are the caller's and stay. NULL is fine. */
+TG_API void tg_tape_free(tg_tape *tp);
+/** Forgets the nodes, releases the intermediates (their memory is kept for the
  * next recording) and clears the error. */
 TG_API void tg_tape_reset(tg_tape *tp);
+/** TG_OK, or the first error recorded since the tape was made or reset; TG_ERR_ARG for NULL. */
 TG_API tg_status tg_tape_status(const tg_tape *tp);
-/* The first error's message, "" when OK; valid until the next call on the tape. */
+/** The first error's message, "" when OK; valid until the next call on the tape. */
 TG_API const char *tg_tape_error(const tg_tape *tp);
-TG_API size_t tg_tape_size(const tg_tape *tp); /* nodes recorded */
-/* Recomputes every node in recording order from the leaves' current data,
+/** The number of nodes (ops) recorded since the tape was made or reset; 0 for NULL. */
+TG_API size_t tg_tape_size(const tg_tape *tp);
+/** Recomputes every node in recording order from the leaves' current data,
  * with no allocation. Returns the tape's status. */
 TG_API tg_status tg_tape_replay(tg_tape *tp);
-/* Seeds dloss = 1 (loss has one element) and sweeps the tape in reverse. */
+/** Seeds dloss = 1 (loss has one element) and sweeps the tape in reverse,
+ * each node adding its VJP into its inputs' gradients (fan-out is summed).
+ * Intermediates' gradients restart from zero at every sweep; leaves'
+ * accumulate until tg_tensor_zero_grad. Returns the tape's status:
+ * TG_ERR_SHAPE for a loss of several elements, TG_ERR_STATE when it depends
+ * on nothing that requires grad, TG_ERR_NOMEM, or the error already stored.
+ * Costs about one forward pass; allocates gradient buffers on its first run
+ * only. */
 TG_API tg_status tg_backward(tg_tape *tp, tg_tensor *loss);
-/* Like tg_backward with the seed dC/d'out' given; 'seed' has out's shape and dtype. */
+/** Like tg_backward with the seed dC/d'out' given: 'seed' has out's shape
+ * and dtype (TG_ERR_SHAPE, TG_ERR_DTYPE otherwise) and is only read. */
 TG_API tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *seed);
-/* Anomaly mode, off by default and kept across resets: after each node's
+/** Anomaly mode, off by default and kept across resets: after each node's
  * forward (recording and replay) and each VJP, the output or the gradients
  * just written are scanned; the first NaN or Inf fails the tape with
  * TG_ERR_STATE and a message naming the node, the op and the input shapes.
@@ -139,83 +186,116 @@ TG_API void tg_tape_set_anomaly(tg_tape *tp, bool on);
  * All return a tape-owned tensor, or NULL with the tape error set. Binary ops
  * need one dtype; the elementwise ones broadcast like NumPy. */
 
-TG_API tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b);   /* [n,k]x[k,m] -> [n,m] */
-TG_API tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a);              /* rank 2 */
+/** The matrix product a b, [n,k] x [k,m] -> [n,m]; TG_ERR_SHAPE unless both
+ * have rank 2 and the inner dimensions agree. O(n k m), through BLAS when built with it. */
+TG_API tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/** The transpose of a rank-2 tensor, [n,m] -> [m,n] (a copy). */
+TG_API tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a);
+/** a + b, elementwise with NumPy broadcasting (shapes aligned at the right,
+ * a dimension of 1 stretches); TG_ERR_SHAPE when they do not broadcast. */
 TG_API tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/** a - b, elementwise with broadcasting. */
 TG_API tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b);
-TG_API tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b);      /* Hadamard */
+/** a ⊙ b, the elementwise (Hadamard) product, with broadcasting. */
+TG_API tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/** a / b, elementwise with broadcasting; division by zero gives IEEE infinities or NaN. */
 TG_API tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b);
-TG_API tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b); /* x [n,m] + b [m] per row */
+/** x [n,m] + b [m], b added to every row; its gradient is dG summed over the
+ * rows. TG_ERR_SHAPE for other shapes. */
+TG_API tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b);
+/** s x for a constant s (copied into the tape). */
 TG_API tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s);
+/** -x. */
 TG_API tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x);
+/** The logistic function 1 / (1 + e^-x), elementwise; saturates to exactly 0
+ * or 1 without overflow. Its VJP uses the saved output: dx = dG y (1 - y). */
 TG_API tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x);
+/** tanh x, elementwise; dx = dG (1 - y^2). */
 TG_API tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x);
+/** max(x, 0), elementwise; the derivative at 0 is taken as 0. */
 TG_API tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x);
+/** e^x, elementwise. */
 TG_API tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x);
+/** The natural logarithm, elementwise; IEEE values at 0 (-inf) and below (NaN). */
 TG_API tg_tensor *tg_log(tg_tape *tp, tg_tensor *x);
+/** x^2, elementwise. */
 TG_API tg_tensor *tg_square(tg_tape *tp, tg_tensor *x);
-TG_API tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);  /* all elements -> rank 0 */
-TG_API tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x); /* rank 0 */
+/** The sum of all elements, rank 0 (F32 data is summed in double). */
+TG_API tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x);
+/** The mean of all elements, rank 0 (NaN for no elements). */
+TG_API tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x);
+/** The sum over one axis (negative counts from the end), which disappears, or
+ * stays with size 1 when keepdim. TG_ERR_ARG for an axis out of range. */
 TG_API tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
-TG_API tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x); /* along the last axis */
+/** e^x / sum e^x along the last axis, the row maximum subtracted first so
+ * large logits do not overflow; TG_ERR_SHAPE for rank 0. */
+TG_API tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x);
+/** x - log sum e^x along the last axis, computed stably; TG_ERR_SHAPE for rank 0. */
 TG_API tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x);
-/* ||pred - target||_F^2, rank 0 */
+/** ||pred - target||_F^2, the sum of squared differences, rank 0;
+ * TG_ERR_SHAPE unless the shapes are equal. */
 TG_API tg_tensor *tg_frobenius_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
-/* mean of (pred - target)^2, rank 0 */
+/** The mean of (pred - target)^2 over all elements, rank 0; TG_ERR_SHAPE
+ * unless the shapes are equal. */
 TG_API tg_tensor *tg_mse_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
-/* -1/n sum_i sum_c target[i,c] log softmax(logits)[i,c]; logits and target [n,c], rank 0 */
+/** -1/n sum_i sum_c target[i,c] log softmax(logits)[i,c], rank 0, through
+ * log-sum-exp; logits and target (probabilities, one-hot for labels) both [n,c]. */
 TG_API tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *target);
 
 /* ====== Custom ops (how users extend the graph, and how built-ins are defined) ====== */
 
+/** An op as tg_custom records it; every built-in op is one too. Define it
+ * 'static const' with designated initializers. */
 typedef struct tg_op_def {
-    const char *name;
-    /* write out's values from the inputs; out already has its shape and dtype */
+    const char *name; /**< in messages, explanations and graphs; NULL reads "custom" */
+    /** write out's values from the inputs; out already has its shape and dtype */
     tg_status (*forward)(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx);
-    /* add this op's vector-Jacobian product into grad_in[i]; grad_in[i] is NULL
+    /** add this op's vector-Jacobian product into grad_in[i]; grad_in[i] is NULL
        where input i needs no gradient */
     tg_status (*vjp)(const tg_tensor *grad_out, const tg_tensor *out, tg_tensor *const *in,
                      tg_tensor **grad_in, int n_in, void *ctx);
-    /* Optional, read only by tg_tape_explain: rules[i] is the VJP into input i
-       as a template, the list ends with NULL; see "Explaining a tape" below. */
+    /** Optional, read only by tg_tape_explain: rules[i] is the VJP into input i
+       as text, the list ends with NULL. Placeholders: {0}, {1}... input i's
+       name, {y} the output's, {dy} its gradient's (d and the output's name);
+       suffix :s adds the shape ("{dy:s}" is "dZ2 [64x10]"), :T the transpose
+       ("{0:T}" is "X1ᵀ [128x64]"), :shape the shape alone, :rows the first
+       dimension. {c} is the double ctx points at (ctx must be one), {bcast}
+       is "Σ_bcast " where the input was broadcast, else empty. Matrix
+       product: {"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}. */
     const char *const *rules;
 } tg_op_def;
 
-/* Records a node running 'def' on n_in >= 1 inputs of one dtype; the output
+/** Records a node running 'def' on n_in >= 1 inputs of one dtype; the output
  * has that dtype and the given shape. 'def' and 'ctx' must outlive the tape's
- * recording (until reset or free). A NULL 'vjp' makes the output constant. */
+ * recording (until reset or free). A NULL 'vjp' makes the output constant.
+ * Returns the tape-owned output, or NULL with TG_ERR_ARG (no forward, no
+ * inputs, a NULL input, a bad shape), TG_ERR_DTYPE (inputs differ),
+ * TG_ERR_NOMEM or the status 'forward' returned. */
 TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
                             int out_rank, const int64_t *out_shape, void *ctx);
 
-/* ====== Explaining a tape ======
- * A rule template is text with placeholders: {0}, {1}... the name of input i,
- * {y} the output's, {dy} the output gradient's (d + the output's name); a
- * suffix :s adds the shape ("{dy:s}" gives "dZ2 [64x10]"), :T writes the
- * transpose ("{0:T}" gives "X1ᵀ [128x64]"), :shape gives the shape alone and
- * :rows the first dimension. {c} is the double that ctx points at (for ops
- * whose ctx is one double, as tg_scale's) and {bcast} gives "Σ_bcast " when
- * the input's shape differs from the output's (it was broadcast), else
- * nothing. Matrix multiplication's rules are {"{dy:s} · {1:T}",
- * "{0:T} · {dy:s}", NULL}. An op without rules, or an input past the end of
- * its list, gets the line "dX [shape] = vjp_<op>(dY, inputs...)". */
+/* ====== Explaining a tape ====== */
 
-#define TG_EXPLAIN_FORWARD    1u /* list the recorded ops first, in recording order */
-#define TG_EXPLAIN_VALUES     2u /* print tensors of at most TG_EXPLAIN_MAX_VALUES elements */
-#define TG_EXPLAIN_MAX_VALUES 16
+#define TG_EXPLAIN_FORWARD    1u /**< tg_tape_explain: list the recorded ops first */
+#define TG_EXPLAIN_VALUES     2u /**< tg_tape_explain: print the values of small tensors */
+#define TG_EXPLAIN_MAX_VALUES 16 /**< the most elements a tensor has for its values to print */
 
-/* Writes the last backward sweep of 'tp' to 'out' as a derivation, one line
- * per VJP in the order the sweep applied them, e.g.
+/** Writes the last backward sweep of 'tp' to 'out' as a derivation, one line
+ * per VJP in the order the sweep applied them, such as
  * "dW2 [128x10] = X1ᵀ [128x64] · dZ2 [64x10]", starting with the seed line
  * "dC [] = 1"; a tensor that gets several contributions (fan-out) gets "=",
  * then "+=". Names come from tg_tensor_set_name, else t<k> for the output of
  * the k-th op and x<k> for the k-th leaf, both counted in recording order.
- * With TG_EXPLAIN_VALUES a gradient's values follow its last contribution.
- * Writes nothing when no backward has run on the tape since it was recorded
- * (a line says so). TG_ERR_ARG for NULL or unknown flags; the tape's status
- * on a failed tape; TG_ERR_NOMEM; TG_ERR_IO when 'out' reports an error.
- * O(N log N) for N recorded nodes and inputs; allocates a table of N entries. */
+ * The rule text comes from each op's tg_op_def 'rules'; an op without them
+ * gets "dX [shape] = vjp_<op>(dY, inputs...)". TG_EXPLAIN_FORWARD lists the
+ * recorded ops first; with TG_EXPLAIN_VALUES the values of tensors of at most
+ * TG_EXPLAIN_MAX_VALUES elements follow their line (a gradient's after its
+ * last contribution). Before any backward it says so in one line. TG_ERR_ARG
+ * for NULL or unknown flags; the tape's status on a failed tape (nothing is
+ * written); TG_ERR_NOMEM; TG_ERR_IO when 'out' reports an error. O(N log N)
+ * for N recorded nodes and inputs, with a temporary table of N entries. */
 TG_API tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags);
-/* Writes the recorded graph in Graphviz DOT: one node per op (op, output name,
+/** Writes the recorded graph in Graphviz DOT: one node per op (op, output name,
  * shape and dtype) and per leaf, with inputs, parameters (leaves that require
  * grad) and the loss drawn apart. 'loss' may be NULL: then the output the
  * last backward started from, or without one the last op's output. Works on
@@ -225,83 +305,103 @@ TG_API tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *l
 
 /* ====== Gradient check ====== */
 
-typedef tg_tensor *(*tg_fn)(tg_tape *tp, tg_tensor *const *inputs, void *ctx); /* records a scalar */
+/** The function tg_gradcheck differentiates: records ops on 'inputs' and returns a scalar. */
+typedef tg_tensor *(*tg_fn)(tg_tape *tp, tg_tensor *const *inputs, void *ctx);
 
+/** Tolerances of tg_gradcheck; a zero field takes its default. */
 typedef struct tg_gradcheck_opts {
-    double eps;  /* central-difference step; 0 means 1e-6 */
-    double atol; /* 0 means 1e-5 */
-    double rtol; /* 0 means 1e-3 */
+    double eps;  /**< central-difference step; 0 means 1e-6 */
+    double atol; /**< 0 means 1e-5 */
+    double rtol; /**< 0 means 1e-3 */
 } tg_gradcheck_opts;
 
+/** What tg_gradcheck found. */
 typedef struct tg_gradcheck_report {
-    bool passed;
-    int worst_input;         /* index into inputs */
-    int64_t worst_index;     /* flat element index */
-    double analytic, numeric; /* at the worst element */
-    double max_abs_err, max_rel_err;
-    int64_t n_checked; /* elements compared */
+    bool passed;         /**< every element passed */
+    int worst_input;     /**< index into inputs */
+    int64_t worst_index; /**< flat element index */
+    double analytic;     /**< the tape's gradient at the worst element */
+    double numeric;      /**< the central difference there */
+    double max_abs_err;  /**< over every element checked */
+    double max_rel_err;  /**< over every element checked */
+    int64_t n_checked;   /**< elements compared */
 } tg_gradcheck_report;
 
-/* Compares the tape's gradient of f with central differences for every
+/** Compares the tape's gradient of f with central differences for every
  * element of every input that requires grad. Returns TG_OK when it could run
  * (pass or fail is in 'report'); the inputs' data and gradients are left
- * exactly as they were. opts may be NULL. */
+ * exactly as they were. opts may be NULL. TG_ERR_ARG for NULL f, inputs or
+ * report; otherwise the status of a failed recording. Runs f 2 N + 1 times
+ * for N checked elements. */
 TG_API tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
                               const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
 
 /* ====== Runtime ====== */
 
-/* Threads used by matrix products (BLAS); n <= 0 means all cores. */
+/** Threads used by matrix products (BLAS); n <= 0 means all cores. */
 TG_API void tg_set_num_threads(int n);
+/** The number of threads matrix products use. */
 TG_API int tg_get_num_threads(void);
-/* Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR).
+/** Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR).
  * Denormal floats slow training several-fold once weights get small; the
  * training helpers turn this on. Returns false where unsupported. */
 TG_API bool tg_set_flush_denormals(bool on);
 
 /* ====== nn: named parameters ====== */
 
-typedef struct tg_params tg_params; /* a registry name -> tensor, in insertion order */
+/** A registry name -> parameter tensor, in insertion order, owning its tensors. */
+typedef struct tg_params tg_params;
 
+/** An empty registry, the caller's to free with tg_params_free; NULL when out of memory. */
 TG_API tg_params *tg_params_new(void);
-TG_API void tg_params_free(tg_params *ps); /* frees every parameter it owns; NULL is fine */
-/* A new zero-filled parameter owned by the registry, requiring grad. NULL for a
+/** Frees the registry and every parameter it owns, with their gradients; NULL is fine. */
+TG_API void tg_params_free(tg_params *ps);
+/** A new zero-filled parameter owned by the registry, requiring grad. NULL for a
  * duplicate or empty name, a bad shape, or no memory. The registry keeps its
  * own copy of the name and frees the tensor and its gradient with itself. */
 TG_API tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
                                 const int64_t *shape);
-TG_API tg_tensor *tg_params_get(const tg_params *ps, const char *name); /* NULL if absent */
+/** The parameter called 'name', owned by the registry; NULL if absent. O(1). */
+TG_API tg_tensor *tg_params_get(const tg_params *ps, const char *name);
+/** The number of parameters; 0 for NULL. */
 TG_API size_t tg_params_count(const tg_params *ps);
-/* The i-th parameter in insertion order (stable), and its name if 'name' is not NULL. */
+/** The i-th parameter in insertion order (stable), and its name if 'name' is not NULL. */
 TG_API tg_tensor *tg_params_at(const tg_params *ps, size_t i, const char **name);
+/** Zeroes the gradient of every parameter that has one; call it between steps. */
 TG_API void tg_params_zero_grad(tg_params *ps);
-TG_API int64_t tg_params_numel(const tg_params *ps); /* elements over all parameters */
+/** The number of elements over all parameters. */
+TG_API int64_t tg_params_numel(const tg_params *ps);
 
 /* ====== nn: seeded portable RNG and initialisation ====== */
 
-/* xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
+/** xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
  * every machine. A plain struct so it can live on the stack. */
 typedef struct tg_rng {
-    uint64_t s[4];
+    uint64_t s[4]; /**< the generator's state */
 } tg_rng;
 
+/** Sets r's state from one 64-bit seed (through splitmix64). */
 TG_API void tg_rng_seed(tg_rng *r, uint64_t seed);
+/** The next 64 random bits. */
 TG_API uint64_t tg_rng_u64(tg_rng *r);
-TG_API double tg_rng_uniform(tg_rng *r);          /* [0, 1), 53 bits */
-/* Standard normal by Box-Muller from two uniforms, keeping only the cosine
+/** A uniform double in [0, 1), from 53 random bits. */
+TG_API double tg_rng_uniform(tg_rng *r);
+/** Standard normal by Box-Muller from two uniforms, keeping only the cosine
  * half, so no value is cached outside the four words of state. */
 TG_API double tg_rng_normal(tg_rng *r);
-TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n); /* uniform in [0, n), unbiased; 0 for n = 0 */
+/** A uniform integer in [0, n), without modulo bias; 0 for n = 0. */
+TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n);
 
+/** How tg_init_tensor fills a tensor. */
 typedef enum tg_init {
-    TG_INIT_ZEROS,
-    TG_INIT_XAVIER_UNIFORM, /* U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
-    TG_INIT_XAVIER_NORMAL,  /* N(0, 2 / (fan_in + fan_out)) */
-    TG_INIT_HE_UNIFORM,     /* U(-a, a), a = sqrt(6 / fan_in) */
-    TG_INIT_HE_NORMAL,      /* N(0, 2 / fan_in) */
+    TG_INIT_ZEROS,          /**< all zero */
+    TG_INIT_XAVIER_UNIFORM, /**< U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    TG_INIT_XAVIER_NORMAL,  /**< N(0, 2 / (fan_in + fan_out)) */
+    TG_INIT_HE_UNIFORM,     /**< U(-a, a), a = sqrt(6 / fan_in) */
+    TG_INIT_HE_NORMAL,      /**< N(0, 2 / fan_in) */
 } tg_init;
 
-/* Fills t, drawing in element order (an F32 tensor gets the F64 values
+/** Fills t, drawing in element order (an F32 tensor gets the F64 values
  * rounded); TG_ERR_ARG for a NULL tensor or rng, a fan below 1 or an unknown
  * kind, and then t is untouched. TG_INIT_ZEROS needs neither fans nor rng. */
 TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out,
@@ -309,17 +409,19 @@ TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int6
 
 /* ====== nn: layers (graph ops only; backprop falls out of the tape) ====== */
 
+/** The activation tg_activate records: none, ReLU, tanh or the logistic sigmoid. */
 typedef enum tg_activation { TG_ACT_NONE, TG_ACT_RELU, TG_ACT_TANH, TG_ACT_SIGMOID } tg_activation;
 
-/* Z = X W + b with X [batch,in], W [in,out], b [out]: tg_matmul then tg_add_bias. */
+/** Z = X W + b with X [batch,in], W [in,out], b [out]: tg_matmul then tg_add_bias. */
 TG_API tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b);
-/* act(x) for one activation kind; TG_ACT_NONE returns x itself and records
+/** act(x) for one activation kind; TG_ACT_NONE returns x itself and records
  * nothing. Like any op, NULL on a failed tape; an unknown kind is TG_ERR_ARG. */
 TG_API tg_tensor *tg_activate(tg_tape *tp, tg_tensor *x, tg_activation act);
 
-typedef struct tg_mlp tg_mlp; /* layer sizes, activations and the parameters' handles */
+/** A multilayer perceptron: layer sizes, activations and its parameters' handles. */
+typedef struct tg_mlp tg_mlp;
 
-/* Registers "<prefix>.<l>.weight" [sizes[l], sizes[l+1]] and "<prefix>.<l>.bias"
+/** Registers "<prefix>.<l>.weight" [sizes[l], sizes[l+1]] and "<prefix>.<l>.bias"
  * for l = 0..n_layers-1 in 'ps' (He init before ReLU, Xavier otherwise, zero
  * biases) and remembers acts[l], applied after layer l. NULL on bad arguments.
  * Weights are TG_INIT_HE_UNIFORM when acts[l] is TG_ACT_RELU and
@@ -328,55 +430,62 @@ typedef struct tg_mlp tg_mlp; /* layer sizes, activations and the parameters' ha
  * memory) nothing stays registered. */
 TG_API tg_mlp *tg_mlp_new(tg_params *ps, const char *prefix, int n_layers, const int64_t *sizes,
                           const tg_activation *acts, tg_dtype dt, tg_rng *r);
-TG_API void tg_mlp_free(tg_mlp *m); /* the parameters stay in their registry */
-/* Records the network on x [batch, sizes[0]] and returns [batch, sizes[n_layers]]:
+/** Frees the network description; its parameters stay in their registry. NULL is fine. */
+TG_API void tg_mlp_free(tg_mlp *m);
+/** Records the network on x [batch, sizes[0]] and returns [batch, sizes[n_layers]]:
  * per layer tg_dense then tg_activate, so gradients come from those ops. */
 TG_API tg_tensor *tg_mlp_forward(tg_tape *tp, const tg_mlp *m, tg_tensor *x);
 
 /* ====== nn: optimizers ====== */
 
+/** The update rule of a tg_optim. */
 typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM, TG_OPTIM_ADAMW } tg_optim_kind;
 
-/* PyTorch's semantics. SGD: g = grad + wd p; buf = mu buf + (1 - dampening) g
+/** PyTorch's semantics. SGD: g = grad + wd p; buf = mu buf + (1 - dampening) g
  * (buf = g at the first step); g = nesterov ? g + mu buf : buf; p -= lr g.
  * Adam: g = grad + wd p; AdamW: p -= lr wd p, then Adam with wd = 0. */
 typedef struct tg_optim_opts {
-    tg_optim_kind kind;
-    double lr;
-    double momentum, dampening; /* SGD */
-    bool nesterov;              /* SGD; needs momentum > 0 and dampening = 0 */
-    double weight_decay;
-    double beta1, beta2, eps; /* Adam(W); 0 means 0.9, 0.999, 1e-8 */
+    tg_optim_kind kind;  /**< SGD, Adam or AdamW */
+    double lr;           /**< the learning rate, > 0 */
+    double momentum;     /**< SGD; 0 for none */
+    double dampening;    /**< SGD */
+    bool nesterov;       /**< SGD; needs momentum > 0 and dampening = 0 */
+    double weight_decay; /**< L2 term (SGD, Adam) or decoupled decay (AdamW); 0 for none */
+    double beta1;        /**< Adam(W); 0 means 0.9 */
+    double beta2;        /**< Adam(W); 0 means 0.999 */
+    double eps;          /**< Adam(W); 0 means 1e-8 */
 } tg_optim_opts;
 
+/** An optimizer: its options, the parameters it updates and their state. */
 typedef struct tg_optim tg_optim;
 
-/* An optimizer over every parameter of 'ps' present now; NULL on bad options
+/** An optimizer over every parameter of 'ps' present now; NULL on bad options
  * (lr <= 0 or not finite, negative or NaN momentum or weight decay, Nesterov
  * without momentum or with dampening, a beta outside [0, 1), eps < 0, an
  * unknown kind) or a NULL argument. 'ps' must outlive the optimizer. Its state
  * buffers are created here; a step allocates nothing. Updates run in each
  * parameter's dtype (float math for F32). */
 TG_API tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts);
+/** Frees the optimizer and its state (not the parameters); NULL is fine. */
 TG_API void tg_optim_free(tg_optim *o);
-/* One update of every parameter that has a gradient; the others, and their
+/** One update of every parameter that has a gradient; the others, and their
  * state, are left alone. "optim.step" counts calls, and is the t of Adam's bias
  * correction and the first-step test of SGD momentum for every parameter (one
  * counter, where PyTorch keeps one per parameter; the two agree whenever every
  * parameter has a gradient at every step). TG_ERR_ARG for NULL. */
 TG_API tg_status tg_optim_step(tg_optim *o);
-/* Ignored for a NULL optimizer or a rate tg_optim_new would refuse. */
+/** Ignored for a NULL optimizer or a rate tg_optim_new would refuse. */
 TG_API void tg_optim_set_lr(tg_optim *o, double lr);
-/* The optimizer's state (moments, step count) as a registry it owns, so a
+/** The optimizer's state (moments, step count) as a registry it owns, so a
  * checkpoint can save and restore it; names start with "optim.". They are
- * "optim.step" (rank 0, F64) and, per parameter <name>, shaped like it:
- * "optim.sgd.momentum.<name>" (SGD with momentum > 0), "optim.adam.m.<name>"
- * and "optim.adam.v.<name>" ("optim.adamw..." for AdamW). */
+ * "optim.step" (rank 0, F64) and, per parameter `<name>`, shaped like it:
+ * `optim.sgd.momentum.<name>` (SGD with momentum > 0), `optim.adam.m.<name>`
+ * and `optim.adam.v.<name>` ("optim.adamw..." for AdamW). */
 TG_API tg_params *tg_optim_state(tg_optim *o);
 
 /* ====== nn: data ====== */
 
-/* Reads an IDX file (the MNIST family format), gzipped or plain, into a new
+/** Reads an IDX file (the MNIST family format), gzipped or plain, into a new
  * tensor of dtype 'dt' with the file's shape (rank 1..4), each value
  * multiplied by 'scale'. *out is set only on success. TG_ERR_IO when the file
  * cannot be opened or read; TG_ERR_FORMAT for a bad magic, type code or rank,
@@ -384,21 +493,24 @@ TG_API tg_params *tg_optim_state(tg_optim *o);
  * say, with the path and byte offset (in the uncompressed stream) in err. */
 TG_API tg_status tg_idx_load(const char *path, tg_dtype dt, double scale, tg_tensor **out,
                              tg_error *err);
-/* Writes a rank 1..4 tensor as IDX with the given element type code (0x08
+/** Writes a rank 1..4 tensor as IDX with the given element type code (0x08
  * ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double); plain
  * unless 'path' ends in ".gz". Integer types must hold every value exactly
  * (else TG_ERR_ARG and no file is touched); 0x0D rounds to float. A write
  * that fails (TG_ERR_IO) removes the half-written file. */
 TG_API tg_status tg_idx_save(const char *path, const tg_tensor *t, int type_code, tg_error *err);
 
+/** Options of tg_csv_load. */
 typedef struct tg_csv_opts {
-    char delimiter;  /* 0 means ',' */
-    int header;      /* 1: first line is a header, 0: no header, -1: detect (non-numeric first line) */
-    int label_col;   /* column moved into *y, -1 for none; negative values below -1 count from the end */
-    tg_dtype dtype;
+    char delimiter; /**< 0 means ',' */
+    /** 1: first line is a header, 0: no header, -1: detect (non-numeric first line) */
+    int header;
+    /** column moved into *y, -1 for none; negative values below -1 count from the end */
+    int label_col;
+    tg_dtype dtype; /**< of x and y */
 } tg_csv_opts;
 
-/* Reads numeric CSV into x [rows, cols] (without the label column) and, if
+/** Reads numeric CSV into x [rows, cols] (without the label column) and, if
  * label_col >= 0, y [rows]. Outputs set only on success.
  * opts NULL means ',', header detected, no label column, TG_F32. Blank lines
  * are skipped; "\r\n" and a missing final newline are fine. With a label
@@ -409,11 +521,11 @@ typedef struct tg_csv_opts {
 TG_API tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x,
                              tg_tensor **y, tg_error *err);
 
-/* Integer class labels [n] -> one-hot [n, n_classes]; NULL if a label is out of range.
+/** Integer class labels [n] -> one-hot [n, n_classes]; NULL if a label is out of range.
  * Labels: a rank-1 tensor of whole numbers in [0, n_classes). The caller frees the result. */
 TG_API tg_tensor *tg_one_hot(const tg_tensor *labels, int64_t n_classes, tg_dtype dt);
 
-/* Splits rows (axis 0) after a seeded shuffle: the last round(holdout * n)
+/** Splits rows (axis 0) after a seeded shuffle: the last round(holdout * n)
  * rows go to *x_held / *y_held. y may be NULL (then y outputs are too).
  * Rows of x and y stay paired; the four outputs are new tensors the caller
  * frees, set only on success. TG_ERR_ARG for holdout outside [0, 1], rank-0
@@ -422,27 +534,30 @@ TG_API tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout
                           tg_tensor **x_train, tg_tensor **y_train, tg_tensor **x_held,
                           tg_tensor **y_held);
 
-typedef struct tg_batcher tg_batcher; /* mini-batches of rows of x and y */
+/** An iterator over mini-batches of rows of x and y. */
+typedef struct tg_batcher tg_batcher;
 
-/* Iterates over rows of x (and y, which may be NULL) in batches; reshuffles
+/** Iterates over rows of x (and y, which may be NULL) in batches; reshuffles
  * every epoch from 'seed' when 'shuffle'.
  * x and y are read at every tg_batcher_next, so they must outlive the batcher.
  * NULL for batch < 1, rank-0 tensors or y with another row count. */
 TG_API tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch,
                                   bool shuffle, uint64_t seed);
+/** Frees the batcher (not x or y); NULL is fine. */
 TG_API void tg_batcher_free(tg_batcher *b);
-/* Copies the next batch's rows into xb / yb (leaves with 'batch' rows and the
+/** Copies the next batch's rows into xb / yb (leaves with 'batch' rows and the
  * same row shape; yb may be NULL) and returns the number of rows copied, less
  * than 'batch' for a last partial batch, 0 at the end of the epoch (the next
  * call starts a new, reshuffled epoch). -1 for mismatched shapes.
  * Also -1 for another dtype, or yb when the batcher has no y. The rows a
  * partial batch leaves over are zeroed. */
 TG_API int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb);
-TG_API int64_t tg_batcher_batches(const tg_batcher *b); /* batches per epoch, the last partial one included */
+/** Batches per epoch, the last partial one included. */
+TG_API int64_t tg_batcher_batches(const tg_batcher *b);
 
 /* ====== nn: checkpoints (safetensors) ====== */
 
-/* Writes every parameter of the n_sets registries (names must be unique) to
+/** Writes every parameter of the n_sets registries (names must be unique) to
  * 'path' in the safetensors format: a temporary file in the same folder,
  * fsync, rename. On failure the old file at 'path' is untouched.
  * TG_ERR_ARG for a NULL set, a repeated, empty or non-UTF-8 name, or the
@@ -450,7 +565,7 @@ TG_API int64_t tg_batcher_batches(const tg_batcher *b); /* batches per epoch, th
  * The file keeps the old one's permissions, or gets 0644. */
 TG_API tg_status tg_checkpoint_save(const char *path, tg_params *const *sets, int n_sets,
                                     tg_error *err);
-/* Reads 'path' and validates every tensor the registries expect (present,
+/** Reads 'path' and validates every tensor the registries expect (present,
  * same dtype and shape, data in bounds) before copying any; on failure no
  * parameter changes. Tensors in the file that no registry has are ignored.
  * TG_ERR_FORMAT (path and tensor in err) for a header length past the end,

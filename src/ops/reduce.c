@@ -142,16 +142,21 @@ tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
                  tg__shape_str(x, sx, sizeof sx));
         return NULL;
     }
-    axis_ctx c = {.outer = 1, .n = x->shape[ax], .inner = 1};
     int64_t shape[TG_MAX_RANK];
     int rank = 0;
     for (int i = 0; i < x->rank; i++) {
-        if (i < ax) c.outer *= x->shape[i];
-        if (i > ax) c.inner *= x->shape[i];
         if (i != ax)
             shape[rank++] = x->shape[i];
         else if (keepdim)
             shape[rank++] = 1;
+    }
+    /* An empty x may have huge dims whose product overflows: the extents are
+     * only formed for a result with elements, where they cannot (tg_custom
+     * then refuses a result too large to exist). */
+    axis_ctx c = {.n = x->shape[ax]};
+    if (tg__numel(rank, shape) > 0) {
+        c.outer = tg__numel(ax, x->shape);
+        c.inner = tg__numel(x->rank - ax - 1, x->shape + ax + 1);
     }
     axis_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
     if (!ctx) return NULL;
