@@ -74,6 +74,7 @@ static tg_status transpose_forward(tg_tensor *out, tg_tensor *const *in, int n_i
 {
     (void)n_in, (void)ctx;
     int64_t r = in[0]->shape[0], c = in[0]->shape[1];
+    if (out->numel == 0) return TG_OK; /* the other dimension may be huge: do not walk it */
     if (out->dtype == TG_F64)
         TRANSPOSE_ADD(double, in[0]->data, out->data, r, c, =);
     else
@@ -85,7 +86,7 @@ static tg_status transpose_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
                                tg_tensor **gin, int n_in, void *ctx)
 {
     (void)in, (void)n_in, (void)ctx;
-    if (!gin[0]) return TG_OK;
+    if (!gin[0] || out->numel == 0) return TG_OK;
     int64_t r = out->shape[0], c = out->shape[1]; /* dX [c,r] += (dG [r,c])^T */
     if (out->dtype == TG_F64)
         TRANSPOSE_ADD(double, gout->data, gin[0]->data, r, c, +=);
@@ -124,6 +125,7 @@ static tg_status add_bias_forward(tg_tensor *out, tg_tensor *const *in, int n_in
 {
     (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
+    if (out->numel == 0) return TG_OK; /* n may be huge when m is 0: do not walk it */
     if (out->dtype == TG_F64)
         BIAS_FWD(double);
     else
@@ -150,6 +152,7 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 {
     (void)in, (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
+    if (out->numel == 0) return TG_OK; /* nothing flows back, and n may be huge */
     if (out->dtype == TG_F64)
         BIAS_VJP(double);
     else
