@@ -12,43 +12,24 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* ====== A scratch folder per test, removed afterwards ====== */
-
-static char scratch[64];
+/* ====== A scratch folder per test, removed afterwards; no write set to fail ====== */
 
 static void scratch_make(void)
 {
-    snprintf(scratch, sizeof scratch, "/tmp/tg_ckpt_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(scratch));
+    tu_scratch_make("tg_ckpt");
     tg__io_fail_after = -1;
 }
 
 static void scratch_remove(void)
 {
     tg__io_fail_after = -1;
-    DIR *d = opendir(scratch);
-    if (!d) return;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", scratch, e->d_name);
-        remove(p);
-    }
-    closedir(d);
-    rmdir(scratch);
-}
-
-static const char *in_scratch(const char *name)
-{
-    static char buf[512];
-    snprintf(buf, sizeof buf, "%s/%s", scratch, name);
-    return buf;
+    tu_scratch_remove();
 }
 
 /* Files in the scratch folder. */
 static int scratch_files(void)
 {
-    DIR *d = opendir(scratch);
+    DIR *d = opendir(tu_scratch());
     ck_assert_ptr_nonnull(d);
     int n = 0;
     for (struct dirent *e; (e = readdir(d));)
@@ -68,14 +49,6 @@ static unsigned char *read_all(const char *path, size_t *size)
     ck_assert_uint_eq(fread(buf, 1, *size, f), *size);
     fclose(f);
     return buf;
-}
-
-static void write_all(const char *path, const void *data, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    ck_assert_ptr_nonnull(f);
-    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-    ck_assert_int_eq(fclose(f), 0);
 }
 
 /* ====== Registries ====== */
@@ -108,13 +81,8 @@ static void fill(tg_params *ps, double seed)
 {
     for (size_t i = 0; i < tg_params_count(ps); i++) {
         tg_tensor *t = tg_params_at(ps, i, NULL);
-        for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
-            double v = seed + (double)i / 7 + (double)k / 3;
-            if (tg_tensor_dtype(t) == TG_F64)
-                ((double *)tg_tensor_data(t))[k] = v;
-            else
-                ((float *)tg_tensor_data(t))[k] = (float)v;
-        }
+        for (int64_t k = 0; k < tg_tensor_numel(t); k++)
+            tu_put(t, k, seed + (double)i / 7 + (double)k / 3);
     }
 }
 
@@ -153,7 +121,7 @@ START_TEST(round_trip)
     tg_params *ps = make_params(""), *back = make_params("");
     fill(ps, 1);
     tg_error err = {0};
-    const char *path = in_scratch("model.safetensors");
+    const char *path = tu_in_scratch("model.safetensors");
     ck_assert_msg(tg_checkpoint_save(path, &ps, 1, &err) == TG_OK, "%s", err.msg);
     ck_assert_int_eq(scratch_files(), 1); /* no temporary left behind */
     ck_assert_msg(tg_checkpoint_load(path, &back, 1, &err) == TG_OK, "%s", err.msg);
@@ -181,7 +149,7 @@ START_TEST(several_registries)
     fill(model, 3);
     fill(optim, -5);
     tg_error err = {0};
-    const char *path = in_scratch("both.safetensors");
+    const char *path = tu_in_scratch("both.safetensors");
     ck_assert_msg(tg_checkpoint_save(path, sets, 2, &err) == TG_OK, "%s", err.msg);
 
     tg_params *model2 = make_params(""), *optim2 = make_params("optim.m."),
@@ -196,7 +164,7 @@ START_TEST(several_registries)
     assert_same(model, model3);
 
     /* No registries at all: a valid, empty checkpoint. */
-    const char *empty = in_scratch("empty.safetensors");
+    const char *empty = tu_in_scratch("empty.safetensors");
     ck_assert_int_eq(tg_checkpoint_save(empty, NULL, 0, &err), TG_OK);
     ck_assert_int_eq(tg_checkpoint_load(empty, NULL, 0, &err), TG_OK);
     ck_assert_int_eq(tg_checkpoint_load(empty, &model3, 1, &err), TG_ERR_FORMAT);
@@ -232,7 +200,7 @@ START_TEST(file_is_safetensors)
 {
     tg_params *ps = make_params("");
     fill(ps, 0.25);
-    const char *path = in_scratch("layout.safetensors");
+    const char *path = tu_in_scratch("layout.safetensors");
     ck_assert_int_eq(tg_checkpoint_save(path, &ps, 1, NULL), TG_OK);
     size_t size;
     unsigned char *buf = read_all(path, &size);
@@ -319,7 +287,7 @@ static size_t write_st(const char *path, const char *header, uint64_t declared,
         buf[b] = (unsigned char)(declared >> (8 * b));
     memcpy(buf + 8, header, hlen);
     memcpy(buf + 8 + hlen, data, data_len);
-    write_all(path, buf, size);
+    tu_write_file(path, buf, size);
     free(buf);
     return size;
 }
@@ -336,7 +304,7 @@ START_TEST(foreign_file_loads)
     char *text = json_dumps(all, 0);
     unsigned char data[56] = {0};
     wb_data(data);
-    const char *path = in_scratch("foreign.safetensors");
+    const char *path = tu_in_scratch("foreign.safetensors");
     write_st(path, text, strlen(text), data, sizeof data);
     tg_params *ps = wb_params();
     tg_error err = {0};
@@ -447,7 +415,7 @@ START_TEST(corrupt_file_changes_nothing)
     }
     unsigned char data[48];
     wb_data(data);
-    const char *path = in_scratch("bad.safetensors");
+    const char *path = tu_in_scratch("bad.safetensors");
     size_t size =
         write_st(path, text, strlen(text) + (uint64_t)c->declared_delta, data, sizeof data);
     free(text);
@@ -477,7 +445,7 @@ START_TEST(interrupted_save_keeps_the_old_file)
 {
     tg_params *ps = make_params(""), *old = make_params(""), *back = make_params("");
     fill(old, 1);
-    const char *path = in_scratch("ckpt.safetensors");
+    const char *path = tu_in_scratch("ckpt.safetensors");
     tg_error err = {0};
     ck_assert_int_eq(tg_checkpoint_save(path, &old, 1, &err), TG_OK);
     fill(ps, 2);
@@ -515,15 +483,15 @@ START_TEST(io_errors)
 {
     tg_params *ps = make_params("");
     tg_error err = {0};
-    const char *nodir = in_scratch("no/such/folder/ckpt.safetensors");
+    const char *nodir = tu_in_scratch("no/such/folder/ckpt.safetensors");
     ck_assert_int_eq(tg_checkpoint_save(nodir, &ps, 1, &err), TG_ERR_IO);
     ck_assert_int_eq(err.status, TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, nodir));
     ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
     ck_assert_int_eq(tg_checkpoint_load(nodir, &ps, 1, &err), TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
-    ck_assert_int_eq(tg_checkpoint_load(scratch, &ps, 1, &err), TG_ERR_IO); /* a folder */
-    ck_assert_int_eq(tg_checkpoint_save(scratch, &ps, 1, &err),
+    ck_assert_int_eq(tg_checkpoint_load(tu_scratch(), &ps, 1, &err), TG_ERR_IO); /* a folder */
+    ck_assert_int_eq(tg_checkpoint_save(tu_scratch(), &ps, 1, &err),
                      TG_ERR_IO); /* rename onto a folder */
     ck_assert_int_eq(scratch_files(), 0);
     tg_params_free(ps);
@@ -534,7 +502,7 @@ START_TEST(bad_arguments)
 {
     tg_params *a = make_params(""), *b = make_params(""), *sets[2] = {a, b};
     tg_error err = {0};
-    const char *path = in_scratch("x.safetensors");
+    const char *path = tu_in_scratch("x.safetensors");
     ck_assert_int_eq(tg_checkpoint_save(path, sets, 2, &err), TG_ERR_ARG); /* names repeat */
     ck_assert_ptr_nonnull(strstr(err.msg, "'layer.0.weight' appears twice"));
     ck_assert_int_eq(tg_checkpoint_load(path, sets, 2, &err), TG_ERR_ARG);

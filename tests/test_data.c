@@ -1,7 +1,6 @@
 /* Data: IDX and CSV files, one-hot labels, the seeded split and the mini-batch iterator. */
 #include "testutil.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,37 +9,7 @@
 
 /* ====== A scratch folder per test, removed afterwards ====== */
 
-static char scratch[64];
-
-static void scratch_make(void)
-{
-    snprintf(scratch, sizeof scratch, "/tmp/tg_data_XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(scratch));
-}
-
-static void scratch_remove(void)
-{
-    DIR *d = opendir(scratch);
-    if (!d) return;
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", scratch, e->d_name);
-        remove(p);
-    }
-    closedir(d);
-    rmdir(scratch);
-}
-
-/* "<scratch>/<name>" in one of two rotating buffers. */
-static const char *in_scratch(const char *name)
-{
-    static char buf[2][512];
-    static int k;
-    k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", scratch, name);
-    return buf[k];
-}
+static void scratch_make(void) { tu_scratch_make("tg_data"); }
 
 static void write_file(const char *path, const void *data, size_t n, bool gz)
 {
@@ -50,10 +19,7 @@ static void write_file(const char *path, const void *data, size_t n, bool gz)
         if (n) ck_assert_int_eq(gzwrite(f, data, (unsigned)n), (int)n);
         ck_assert_int_eq(gzclose(f), Z_OK);
     } else {
-        FILE *f = fopen(path, "wb");
-        ck_assert_ptr_nonnull(f);
-        ck_assert_uint_eq(fwrite(data, 1, n, f), n);
-        ck_assert_int_eq(fclose(f), 0);
+        tu_write_file(path, data, n);
     }
 }
 
@@ -68,7 +34,8 @@ static size_t read_head(const char *path, unsigned char *buf, size_t n)
 }
 
 /* A pointer the functions must not touch on failure. */
-static tg_tensor *const untouched = (tg_tensor *)&scratch;
+static char untouched_mark;
+static tg_tensor *const untouched = (tg_tensor *)&untouched_mark;
 
 /* ====== IDX round trips: every type code, plain and gzipped, ranks 1 to 4 ====== */
 
@@ -104,7 +71,7 @@ START_TEST(idx_round_trip)
     tg_tensor *t = tu_random(TG_F64, shapes[rank - 1], 0, 1, 1);
     for (int64_t k = 0; k < tg_tensor_numel(t); k++)
         ((double *)tg_tensor_data(t))[k] = idx_value(code, k);
-    const char *path = in_scratch(gz ? "t.idx.gz" : "t.idx");
+    const char *path = tu_in_scratch(gz ? "t.idx.gz" : "t.idx");
     tg_error err = {0};
     ck_assert_msg(tg_idx_save(path, t, code, &err) == TG_OK, "%s", err.msg);
 
@@ -141,7 +108,7 @@ START_TEST(idx_bytes_are_big_endian)
     /* Written by hand: shorts -2 and 256, then a float 1.0 file. */
     static const unsigned char shorts[] = {0, 0, 0x0B, 1, 0, 0, 0, 2, 0xFF, 0xFE, 0x01, 0x00};
     static const unsigned char one[] = {0, 0, 0x0D, 1, 0, 0, 0, 1, 0x3F, 0x80, 0, 0};
-    const char *path = in_scratch("s.idx");
+    const char *path = tu_in_scratch("s.idx");
     tg_tensor *t = NULL;
     write_file(path, shorts, sizeof shorts, false);
     ck_assert_int_eq(tg_idx_load(path, TG_F64, 1.0, &t, NULL), TG_OK);
@@ -249,7 +216,7 @@ enum { N_IDX_BAD = sizeof idx_bads / sizeof *idx_bads };
 START_TEST(idx_corrupt)
 {
     const idx_bad *c = &idx_bads[_i];
-    const char *path = in_scratch("bad.idx");
+    const char *path = tu_in_scratch("bad.idx");
     write_file(path, c->bytes, c->n, c->gz);
     tg_tensor *out = untouched;
     tg_error err = {0};
@@ -270,7 +237,7 @@ START_TEST(idx_gz_cut_short)
     memcpy(idx, (unsigned char[]){0, 0, 8, 1, 0, 0, 0x03, 0xE8}, 8);
     for (int k = 0; k < 1000; k++)
         idx[8 + k] = (unsigned char)(k * 7919 >> 3);
-    const char *path = in_scratch("cut.idx.gz");
+    const char *path = tu_in_scratch("cut.idx.gz");
     write_file(path, idx, sizeof idx, true);
     unsigned char gz[4096];
     size_t n = read_head(path, gz, sizeof gz);
@@ -287,18 +254,18 @@ START_TEST(idx_io_errors)
 {
     tg_tensor *out = untouched;
     tg_error err = {0};
-    const char *missing = in_scratch("missing.idx");
+    const char *missing = tu_in_scratch("missing.idx");
     ck_assert_int_eq(tg_idx_load(missing, TG_F32, 1.0, &out, &err), TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, missing));
     ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
-    ck_assert_int_eq(tg_idx_load(scratch, TG_F32, 1.0, &out, &err), TG_ERR_IO); /* a folder */
+    ck_assert_int_eq(tg_idx_load(tu_scratch(), TG_F32, 1.0, &out, &err), TG_ERR_IO); /* a folder */
     ck_assert_ptr_eq(out, untouched);
     ck_assert_int_eq(tg_idx_load(NULL, TG_F32, 1.0, &out, &err), TG_ERR_ARG);
     ck_assert_int_eq(tg_idx_load(missing, TG_F32, 1.0, NULL, &err), TG_ERR_ARG);
     ck_assert_int_eq(tg_idx_load(missing, (tg_dtype)7, 1.0, &out, &err), TG_ERR_ARG);
 
     tg_tensor *t = tu_from(TG_F64, "2", (double[]){1, 2});
-    ck_assert_int_eq(tg_idx_save(in_scratch("no/such/folder.idx"), t, 0x08, &err), TG_ERR_IO);
+    ck_assert_int_eq(tg_idx_save(tu_in_scratch("no/such/folder.idx"), t, 0x08, &err), TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "no/such/folder.idx"));
     tg_tensor_free(t);
 }
@@ -312,7 +279,7 @@ START_TEST(idx_save_refuses_what_the_type_cannot_hold)
     } rows[] = {{0x08, 256},    {0x08, -1},           {0x08, 0.5}, {0x09, 128},
                 {0x0B, -32769}, {0x0C, 2147483648.0}, {0x08, NAN}};
     tg_error err = {0};
-    const char *path = in_scratch("v.idx");
+    const char *path = tu_in_scratch("v.idx");
     for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
         tg_tensor *t = tu_from(TG_F64, "3", (double[]){0, rows[r].v, 1});
         ck_assert_int_eq(tg_idx_save(path, t, rows[r].code, &err), TG_ERR_ARG);
@@ -381,7 +348,7 @@ enum { N_CSV_GOOD = sizeof csv_good / sizeof *csv_good };
 START_TEST(csv_loads)
 {
     const csv_case *c = &csv_good[_i];
-    const char *path = in_scratch("data.csv");
+    const char *path = tu_in_scratch("data.csv");
     write_file(path, c->text, strlen(c->text), false);
     tg_tensor *x = untouched, *y = untouched;
     tg_error err = {0};
@@ -436,7 +403,7 @@ enum { N_CSV_BAD = sizeof csv_bads / sizeof *csv_bads };
 START_TEST(csv_errors)
 {
     const csv_bad *c = &csv_bads[_i];
-    const char *path = in_scratch("data.csv");
+    const char *path = tu_in_scratch("data.csv");
     write_file(path, c->text, strlen(c->text), false);
     tg_tensor *x = untouched, *y = untouched;
     tg_error err = {0};
@@ -464,7 +431,7 @@ START_TEST(csv_long_lines_and_defaults)
             p += sprintf(p, c ? ",%d" : "%d", r * COLS + c);
         *p++ = '\n';
     }
-    const char *path = in_scratch("wide.csv");
+    const char *path = tu_in_scratch("wide.csv");
     write_file(path, text, (size_t)(p - text), false);
     free(text);
 
@@ -491,7 +458,7 @@ START_TEST(csv_long_lines_and_defaults)
     tg_tensor_free(x);
 
     x = untouched;
-    ck_assert_int_eq(tg_csv_load(in_scratch("missing.csv"), NULL, &x, NULL, &err), TG_ERR_IO);
+    ck_assert_int_eq(tg_csv_load(tu_in_scratch("missing.csv"), NULL, &x, NULL, &err), TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "missing.csv: cannot open"));
     ck_assert_int_eq(tg_csv_load(NULL, NULL, &x, NULL, &err), TG_ERR_ARG);
     ck_assert_int_eq(tg_csv_load(path, NULL, NULL, NULL, &err), TG_ERR_ARG);
@@ -745,7 +712,7 @@ int main(void)
 {
     Suite *s = suite_create("data");
     TCase *idx = tcase_create("idx");
-    tcase_add_checked_fixture(idx, scratch_make, scratch_remove);
+    tcase_add_checked_fixture(idx, scratch_make, tu_scratch_remove);
     tcase_add_loop_test(idx, idx_round_trip, 0, 2 * N_CODES * TG_MAX_RANK);
     tcase_add_test(idx, idx_bytes_are_big_endian);
     tcase_add_loop_test(idx, idx_corrupt, 0, N_IDX_BAD);
@@ -755,7 +722,7 @@ int main(void)
     suite_add_tcase(s, idx);
 
     TCase *csv = tcase_create("csv");
-    tcase_add_checked_fixture(csv, scratch_make, scratch_remove);
+    tcase_add_checked_fixture(csv, scratch_make, tu_scratch_remove);
     tcase_add_loop_test(csv, csv_loads, 0, N_CSV_GOOD);
     tcase_add_loop_test(csv, csv_errors, 0, N_CSV_BAD);
     tcase_add_test(csv, csv_long_lines_and_defaults);

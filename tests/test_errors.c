@@ -75,19 +75,11 @@ static const err_case cases[] = {
     {tg_frobenius_loss, "4", "4", TG_ERR_DTYPE, {"frobenius_loss", "[4]"}},
 };
 
-static tg_tensor *operand(const char *shape, tg_dtype dt, uint64_t seed)
-{
-    if (!shape) return NULL;
-    tg_tensor *t = tu_random(dt, shape, -1, 1, seed);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
-
 START_TEST(bad_input_sets_status_and_message)
 {
     const err_case *c = &cases[_i];
-    tg_tensor *a = operand(c->a, TG_F64, 1);
-    tg_tensor *b = operand(c->b, c->want == TG_ERR_DTYPE ? TG_F32 : TG_F64, 2);
+    tg_tensor *a = tu_operand(c->a, TG_F64, 1);
+    tg_tensor *b = tu_operand(c->b, c->want == TG_ERR_DTYPE ? TG_F32 : TG_F64, 2);
     tg_tape *tp = tg_tape_new();
     tg_tensor_set_requires_grad(a, true);
 
@@ -102,7 +94,7 @@ START_TEST(bad_input_sets_status_and_message)
     /* The error is sticky: a valid op now returns NULL and the message stays. */
     char first[512];
     snprintf(first, sizeof first, "%s", tg_tape_error(tp));
-    tg_tensor *ok = operand("2x2", TG_F64, 3);
+    tg_tensor *ok = tu_operand("2x2", TG_F64, 3);
     ck_assert_ptr_null(tg_matmul(tp, ok, ok));
     ck_assert_int_eq(tg_tape_status(tp), c->want);
     ck_assert_str_eq(tg_tape_error(tp), first);
@@ -117,7 +109,7 @@ END_TEST
 
 START_TEST(every_op_accepts_a_null_tape)
 {
-    tg_tensor *a = operand("2x2", TG_F64, 1);
+    tg_tensor *a = tu_operand("2x2", TG_F64, 1);
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         ck_assert_ptr_null(cases[i].op(NULL, a, a));
     tg_tensor_free(a);
@@ -127,8 +119,8 @@ END_TEST
 START_TEST(a_network_with_one_wrong_shape_fails_once)
 {
     /* The caller builds the whole graph, then checks once: the first error is the one reported. */
-    tg_tensor *x = operand("4x3", TG_F64, 1), *w1 = operand("3x5", TG_F64, 2);
-    tg_tensor *w2 = operand("4x2", TG_F64, 3), *y = operand("4x2", TG_F64, 4);
+    tg_tensor *x = tu_operand("4x3", TG_F64, 1), *w1 = tu_operand("3x5", TG_F64, 2);
+    tg_tensor *w2 = tu_operand("4x2", TG_F64, 3), *y = tu_operand("4x2", TG_F64, 4);
     tg_tensor_set_requires_grad(w1, true);
     tg_tensor_set_requires_grad(w2, true);
     tg_tape *tp = tg_tape_new();
@@ -155,7 +147,7 @@ END_TEST
 START_TEST(state_errors)
 {
     /* A loss that depends on nothing requiring grad. */
-    tg_tensor *c = operand("2x3", TG_F64, 1);
+    tg_tensor *c = tu_operand("2x3", TG_F64, 1);
     tg_tape *tp = tg_tape_new();
     tg_tensor *loss = tg_sum(tp, tg_square(tp, c));
     ck_assert_ptr_nonnull(loss);
@@ -166,7 +158,7 @@ START_TEST(state_errors)
 
     /* The same through a seeded backward on a vector. */
     tp = tg_tape_new();
-    tg_tensor *seed = operand("2x3", TG_F64, 2);
+    tg_tensor *seed = tu_operand("2x3", TG_F64, 2);
     ck_assert_int_eq(tg_backward_seed(tp, tg_exp(tp, c), seed), TG_ERR_STATE);
     tg_tape_free(tp);
 
@@ -193,7 +185,7 @@ static const tg_op_def huge_def = {.name = "huge", .forward = never_forward, .vj
 
 START_TEST(impossible_output_is_out_of_memory)
 {
-    tg_tensor *x = operand("2", TG_F64, 1);
+    tg_tensor *x = tu_operand("2", TG_F64, 1);
     tg_tape *tp = tg_tape_new();
     ck_assert_ptr_nonnull(tg_exp(tp, x));
     /* 2^52 doubles: 32 PiB, a valid element count but no allocation can succeed. */

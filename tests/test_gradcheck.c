@@ -9,14 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put(tg_tensor *t, int64_t k, double v)
-{
-    if (tg_tensor_dtype(t) == TG_F64)
-        ((double *)tg_tensor_data(t))[k] = v;
-    else
-        ((float *)tg_tensor_data(t))[k] = (float)v;
-}
-
 static size_t bytes_of(const tg_tensor *t)
 {
     return (size_t)tg_tensor_numel(t) * (tg_tensor_dtype(t) == TG_F64 ? 8 : 4);
@@ -39,7 +31,7 @@ static tg_status cubesum_forward(tg_tensor *out, tg_tensor *const *in, int n_in,
             double x = tu_at(in[i], k);
             s += x * x * x;
         }
-    put(out, 0, s);
+    tu_put(out, 0, s);
     return TG_OK;
 }
 
@@ -54,7 +46,7 @@ static tg_status cubesum_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
         for (int64_t k = 0; k < tg_tensor_numel(in[i]); k++) {
             double x = tu_at(in[i], k);
             double d = w && w->input == i && w->index == k ? 2 * x * x : 3 * x * x;
-            put(gin[i], k, tu_at(gin[i], k) + d * dy); /* dx += 3 x^2 dy */
+            tu_put(gin[i], k, tu_at(gin[i], k) + d * dy); /* dx += 3 x^2 dy */
         }
     }
     return TG_OK;
@@ -70,7 +62,7 @@ static tg_status cube_forward(tg_tensor *out, tg_tensor *const *in, int n_in, vo
     (void)n_in, (void)ctx;
     for (int64_t k = 0; k < tg_tensor_numel(out); k++) {
         double x = tu_at(in[0], k);
-        put(out, k, x * x * x);
+        tu_put(out, k, x * x * x);
     }
     return TG_OK;
 }
@@ -81,7 +73,7 @@ static tg_status cube_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     (void)out, (void)n_in, (void)ctx;
     for (int64_t k = 0; gin[0] && k < tg_tensor_numel(gout); k++) {
         double x = tu_at(in[0], k);
-        put(gin[0], k, tu_at(gin[0], k) + 3 * x * x * tu_at(gout, k)); /* dx += 3 x^2 dy */
+        tu_put(gin[0], k, tu_at(gin[0], k) + 3 * x * x * tu_at(gout, k)); /* dx += 3 x^2 dy */
     }
     return TG_OK;
 }
@@ -172,7 +164,7 @@ static const wrong_at wrong_cases[] = {{0, 0}, {0, 5}, {1, 3}, {1, 0}};
 
 START_TEST(wrong_vjp_is_caught)
 {
-    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i % 2);
     const wrong_at *w = &wrong_cases[_i / 2];
     tg_tensor *in[2] = {grad_leaf(dt, "2x3", 0.5, 2, 7), grad_leaf(dt, "4", 0.5, 2, 8)};
     cubesum_args args = {2, w};
@@ -216,7 +208,7 @@ END_TEST
 
 START_TEST(inputs_and_gradients_are_restored)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     /* Values whose +-eps round trip is inexact, so a restore by arithmetic would show. */
     const double awkward[6] = {0.1, 1.0 / 3, -2.0 / 7, 1e-300, 1e-5 + 1e-12, -0.0};
     tg_tensor *a = tu_from(dt, "2x3", awkward);
@@ -232,7 +224,7 @@ START_TEST(inputs_and_gradients_are_restored)
     tg_tensor *ga = tg_tensor_grad(a);
     ck_assert_ptr_nonnull(ga);
     for (int64_t k = 0; k < 6; k++)
-        put(ga, k, 42 + 0.1 * (double)k);
+        tu_put(ga, k, 42 + 0.1 * (double)k);
 
     unsigned char a_before[6 * 8], b_before[3 * 8], ga_before[6 * 8];
     memcpy(a_before, tg_tensor_data(a), bytes_of(a));

@@ -20,12 +20,8 @@ static tg_tensor *add_param(tg_params *ps, const char *name, tg_dtype dt, int64_
 {
     tg_tensor *t = tg_params_add(ps, name, dt, 1, &n);
     ck_assert_ptr_nonnull(t);
-    for (int64_t k = 0; k < n; k++) {
-        if (dt == TG_F64)
-            ((double *)tg_tensor_data(t))[k] = v[k];
-        else
-            ((float *)tg_tensor_data(t))[k] = (float)v[k];
-    }
+    for (int64_t k = 0; k < n; k++)
+        tu_put(t, k, v[k]);
     return t;
 }
 
@@ -35,12 +31,8 @@ static void set_grad(tg_tensor *t, const double *v)
     tg_tape *tp = tg_tape_new();
     tg_tensor *g = tg__grad_get(tp, t);
     ck_assert_ptr_nonnull(g);
-    for (int64_t k = 0; k < g->numel; k++) {
-        if (g->dtype == TG_F64)
-            ((double *)g->data)[k] = v[k];
-        else
-            ((float *)g->data)[k] = (float)v[k];
-    }
+    for (int64_t k = 0; k < g->numel; k++)
+        tu_put(g, k, v[k]);
     tg_tape_free(tp);
 }
 
@@ -67,76 +59,103 @@ static tg_optim *run(tg_params *ps, tg_tensor *w, const tg_optim_opts *opts, int
     return o;
 }
 
+/* ====== One case, one row: the parameters after one or two steps ====== */
+
+typedef struct step_case {
+    const char *what;
+    tg_dtype dt;
+    tg_optim_opts opts;
+    int steps; /* 1: g1; 2: g1 then g2 */
+    double want[3], tol;
+    const char *state; /* a state tensor to check as well, or NULL */
+    double state_want[3], state_tol;
+} step_case;
+
+/* Runs row c and checks w (and the named state tensor) against its values. */
+static void check_steps(const step_case *c)
+{
+    tg_params *ps = tg_params_new();
+    tg_tensor *w = add_param(ps, "w", c->dt, 3, w0);
+    tg_optim *o = run(ps, w, &c->opts, c->steps);
+    expect(w, c->want, c->tol, c->what);
+    if (c->state)
+        expect(tg_params_get(tg_optim_state(o), c->state), c->state_want, c->state_tol, "buffer");
+    tg_optim_free(o);
+    tg_params_free(ps);
+}
+
 /* ====== SGD ====== */
 
-START_TEST(sgd_plain)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o = run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1}, 1);
-    /* p -= lr g */
-    const double want[3] = {1.0 - 0.1 * 0.1, -2.0 - 0.1 * -0.3, 0.5 - 0.1 * 0.2};
-    expect(w, want, 0, "sgd");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
+static const step_case sgd_cases[] = {
+    {
+        .what = "sgd",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1},
+        .steps = 1,
+        /* p -= lr g */
+        .want = {1.0 - 0.1 * 0.1, -2.0 - 0.1 * -0.3, 0.5 - 0.1 * 0.2},
+        .tol = 0,
+    },
+    {
+        .what = "momentum",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9},
+        .steps = 2,
+        /* step 1: buf = g1, p -= 0.1 buf; step 2: buf = 0.9 g1 + g2, p -= 0.1 buf */
+        .want = {1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 - 0.2),
+                 -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.1),
+                 0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.4)},
+        .tol = 1e-15,
+        .state = "optim.sgd.momentum.w",
+        .state_want = {0.9 * 0.1 - 0.2, 0.9 * -0.3 + 0.1, 0.9 * 0.2 + 0.4},
+        .state_tol = 1e-16,
+    },
+    {
+        .what = "nesterov",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .nesterov = true},
+        .steps = 2,
+        /* step 1: buf = g1, p -= 0.1 (g1 + 0.9 g1); step 2: buf = 0.9 g1 + g2,
+         * p -= 0.1 (g2 + 0.9 buf) */
+        .want = {1.0 - 0.1 * 1.9 * 0.1 - 0.1 * (-0.2 + 0.9 * (0.9 * 0.1 - 0.2)),
+                 -2.0 - 0.1 * 1.9 * -0.3 - 0.1 * (0.1 + 0.9 * (0.9 * -0.3 + 0.1)),
+                 0.5 - 0.1 * 1.9 * 0.2 - 0.1 * (0.4 + 0.9 * (0.9 * 0.2 + 0.4))},
+        .tol = 1e-15,
+    },
+    {
+        .what = "weight decay",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1, .weight_decay = 0.01},
+        .steps = 1,
+        /* p -= lr (g + wd p) */
+        .want = {1.0 - 0.1 * (0.1 + 0.01 * 1.0), -2.0 - 0.1 * (-0.3 + 0.01 * -2.0),
+                 0.5 - 0.1 * (0.2 + 0.01 * 0.5)},
+        .tol = 1e-15,
+    },
+    {
+        .what = "dampening",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = 0.5},
+        .steps = 2,
+        /* The first step copies g1 into the buffer undamped; then buf = 0.9 g1 + 0.5 g2. */
+        .want = {1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 + 0.5 * -0.2),
+                 -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.5 * 0.1),
+                 0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.5 * 0.4)},
+        .tol = 1e-15,
+    },
+    {
+        .what = "momentum f32",
+        .dt = TG_F32,
+        .opts = {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9},
+        .steps = 2,
+        .want = {1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 - 0.2),
+                 -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.1),
+                 0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.4)},
+        .tol = 1e-6,
+    },
+};
 
-START_TEST(sgd_momentum_two_steps)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o = run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9}, 2);
-    /* step 1: buf = g1, p -= 0.1 buf; step 2: buf = 0.9 g1 + g2, p -= 0.1 buf */
-    const double want[3] = {
-        1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 - 0.2),
-        -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.1),
-        0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.4),
-    };
-    expect(w, want, 1e-15, "momentum");
-    const double buf[3] = {0.9 * 0.1 - 0.2, 0.9 * -0.3 + 0.1, 0.9 * 0.2 + 0.4};
-    expect(tg_params_get(tg_optim_state(o), "optim.sgd.momentum.w"), buf, 1e-16, "buffer");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
-
-START_TEST(sgd_nesterov_two_steps)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o = run(
-        ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .nesterov = true},
-        2);
-    /* step 1: buf = g1, p -= 0.1 (g1 + 0.9 g1); step 2: buf = 0.9 g1 + g2, p -= 0.1 (g2 + 0.9 buf)
-     */
-    const double want[3] = {
-        1.0 - 0.1 * 1.9 * 0.1 - 0.1 * (-0.2 + 0.9 * (0.9 * 0.1 - 0.2)),
-        -2.0 - 0.1 * 1.9 * -0.3 - 0.1 * (0.1 + 0.9 * (0.9 * -0.3 + 0.1)),
-        0.5 - 0.1 * 1.9 * 0.2 - 0.1 * (0.4 + 0.9 * (0.9 * 0.2 + 0.4)),
-    };
-    expect(w, want, 1e-15, "nesterov");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
-
-START_TEST(sgd_weight_decay)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o =
-        run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .weight_decay = 0.01}, 1);
-    /* p -= lr (g + wd p) */
-    const double want[3] = {
-        1.0 - 0.1 * (0.1 + 0.01 * 1.0),
-        -2.0 - 0.1 * (-0.3 + 0.01 * -2.0),
-        0.5 - 0.1 * (0.2 + 0.01 * 0.5),
-    };
-    expect(w, want, 1e-15, "weight decay");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
+START_TEST(sgd_by_hand) { check_steps(&sgd_cases[_i]); }
 END_TEST
 
 START_TEST(sgd_momentum_weight_decay_two_steps)
@@ -160,41 +179,6 @@ START_TEST(sgd_momentum_weight_decay_two_steps)
 }
 END_TEST
 
-START_TEST(sgd_dampening_two_steps)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o = run(
-        ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = 0.5},
-        2);
-    /* The first step copies g1 into the buffer undamped; then buf = 0.9 g1 + 0.5 g2. */
-    const double want[3] = {
-        1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 + 0.5 * -0.2),
-        -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.5 * 0.1),
-        0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.5 * 0.4),
-    };
-    expect(w, want, 1e-15, "dampening");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
-
-START_TEST(sgd_momentum_f32)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F32, 3, w0);
-    tg_optim *o = run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9}, 2);
-    const double want[3] = {
-        1.0 - 0.1 * 0.1 - 0.1 * (0.9 * 0.1 - 0.2),
-        -2.0 + 0.1 * 0.3 - 0.1 * (0.9 * -0.3 + 0.1),
-        0.5 - 0.1 * 0.2 - 0.1 * (0.9 * 0.2 + 0.4),
-    };
-    expect(w, want, 1e-6, "momentum f32");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
-
 /* ====== Adam and AdamW (beta1 0.9, beta2 0.999, eps 1e-8 unless stated) ====== */
 
 /* Step 1: m = 0.1 g1 and v = 0.001 g1^2, so mhat = g1 and sqrt(vhat) = |g1|.
@@ -209,7 +193,7 @@ static const double v2[3] = {0.999 * 0.001 * 0.01 + 0.001 * 0.04,
 
 START_TEST(adam_two_steps)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_params *ps = tg_params_new();
     tg_tensor *w = add_param(ps, "w", dt, 3, w0);
     tg_optim *o = run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 0.01}, 2);
@@ -230,43 +214,36 @@ START_TEST(adam_two_steps)
 }
 END_TEST
 
-START_TEST(adam_eps_after_bias_corrected_sqrt)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    /* With beta1 0.5, beta2 0.75 and a large eps one step gives mhat = g, sqrt(vhat) = |g|:
-     * p -= lr g / (|g| + 0.1). eps inside the sqrt or before the correction would not. */
-    tg_optim *o =
-        run(ps, w,
-            &(tg_optim_opts){
-                .kind = TG_OPTIM_ADAM, .lr = 0.01, .beta1 = 0.5, .beta2 = 0.75, .eps = 0.1},
-            1);
-    const double want[3] = {1.0 - 0.01 * 0.1 / (0.1 + 0.1), -2.0 + 0.01 * 0.3 / (0.3 + 0.1),
-                            0.5 - 0.01 * 0.2 / (0.2 + 0.1)};
-    expect(w, want, 1e-15, "adam eps");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
-END_TEST
+static const step_case adam_cases[] = {
+    {
+        .what = "adam eps",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_ADAM, .lr = 0.01, .beta1 = 0.5, .beta2 = 0.75, .eps = 0.1},
+        .steps = 1,
+        /* With beta1 0.5, beta2 0.75 and a large eps one step gives mhat = g, sqrt(vhat) = |g|:
+         * p -= lr g / (|g| + 0.1). eps inside the sqrt or before the correction would not. */
+        .want = {1.0 - 0.01 * 0.1 / (0.1 + 0.1), -2.0 + 0.01 * 0.3 / (0.3 + 0.1),
+                 0.5 - 0.01 * 0.2 / (0.2 + 0.1)},
+        .tol = 1e-15,
+    },
+    {
+        .what = "adam weight decay",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_ADAM, .lr = 0.01, .weight_decay = 0.1},
+        .steps = 1,
+        /* g' = g + 0.1 p, then one Adam step: p -= lr g' / (|g'| + eps) */
+        .want = {1.0 - 0.01 * 0.2 / (0.2 + 1e-8), -2.0 + 0.01 * 0.5 / (0.5 + 1e-8),
+                 0.5 - 0.01 * 0.25 / (0.25 + 1e-8)},
+        .tol = 1e-15,
+    },
+};
 
-START_TEST(adam_weight_decay_is_l2)
-{
-    tg_params *ps = tg_params_new();
-    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
-    tg_optim *o =
-        run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 0.01, .weight_decay = 0.1}, 1);
-    /* g' = g + 0.1 p, then one Adam step: p -= lr g' / (|g'| + eps) */
-    const double want[3] = {1.0 - 0.01 * 0.2 / (0.2 + 1e-8), -2.0 + 0.01 * 0.5 / (0.5 + 1e-8),
-                            0.5 - 0.01 * 0.25 / (0.25 + 1e-8)};
-    expect(w, want, 1e-15, "adam weight decay");
-    tg_optim_free(o);
-    tg_params_free(ps);
-}
+START_TEST(adam_by_hand) { check_steps(&adam_cases[_i]); }
 END_TEST
 
 START_TEST(adamw_two_steps)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_params *ps = tg_params_new();
     tg_tensor *w = add_param(ps, "w", dt, 3, w0);
     tg_optim *o =
@@ -498,19 +475,13 @@ static Suite *nn_optim_suite(void)
 {
     Suite *s = suite_create("nn_optim");
     TCase *tc = tcase_create("sgd");
-    tcase_add_test(tc, sgd_plain);
-    tcase_add_test(tc, sgd_momentum_two_steps);
-    tcase_add_test(tc, sgd_nesterov_two_steps);
-    tcase_add_test(tc, sgd_weight_decay);
+    tcase_add_loop_test(tc, sgd_by_hand, 0, sizeof sgd_cases / sizeof *sgd_cases);
     tcase_add_test(tc, sgd_momentum_weight_decay_two_steps);
-    tcase_add_test(tc, sgd_dampening_two_steps);
-    tcase_add_test(tc, sgd_momentum_f32);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("adam");
     tcase_add_loop_test(tc, adam_two_steps, 0, 2); /* F64, F32 */
-    tcase_add_test(tc, adam_eps_after_bias_corrected_sqrt);
-    tcase_add_test(tc, adam_weight_decay_is_l2);
+    tcase_add_loop_test(tc, adam_by_hand, 0, sizeof adam_cases / sizeof *adam_cases);
     tcase_add_loop_test(tc, adamw_two_steps, 0, 2);
     suite_add_tcase(s, tc);
 

@@ -15,12 +15,8 @@ static void give_grad(tg_tensor *t, double v)
     ck_assert_ptr_nonnull(tp);
     tg_tensor *g = tg__grad_get(tp, t);
     ck_assert_ptr_nonnull(g);
-    for (int64_t k = 0; k < g->numel; k++) {
-        if (g->dtype == TG_F64)
-            ((double *)g->data)[k] = v;
-        else
-            ((float *)g->data)[k] = (float)v;
-    }
+    for (int64_t k = 0; k < g->numel; k++)
+        tu_put(g, k, v);
     tg_tape_free(tp);
 }
 

@@ -12,18 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void put(tg_tensor *t, int64_t k, double v)
-{
-    if (tg_tensor_dtype(t) == TG_F64)
-        ((double *)tg_tensor_data(t))[k] = v;
-    else
-        ((float *)tg_tensor_data(t))[k] = (float)v;
-}
-
 /* v as the dtype stores it. */
 static double rounded(tg_dtype dt, double v) { return dt == TG_F64 ? v : (double)(float)v; }
-
-static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
 
 /* ====== wsum(y) = sum_k w_k y_k, w_k = 1 + (k mod 7)/4: the scalar to differentiate ======
  * Distinct weights make a gradient that lands on the wrong element fail the
@@ -38,7 +28,7 @@ static tg_status wsum_forward(tg_tensor *out, tg_tensor *const *in, int n_in, vo
     double s = 0;
     for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++)
         s += weight(k) * tu_at(in[0], k);
-    put(out, 0, s);
+    tu_put(out, 0, s);
     return TG_OK;
 }
 
@@ -48,7 +38,7 @@ static tg_status wsum_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     (void)out, (void)n_in, (void)ctx;
     if (!gin[0]) return TG_OK;
     for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++) /* dy_k += dG w_k */
-        put(gin[0], k, tu_at(gin[0], k) + tu_at(gout, 0) * weight(k));
+        tu_put(gin[0], k, tu_at(gin[0], k) + tu_at(gout, 0) * weight(k));
     return TG_OK;
 }
 
@@ -266,13 +256,13 @@ static const fwd_case fwd_cases[] = {
 START_TEST(forward_values)
 {
     const fwd_case *c = &fwd_cases[_i / 2];
-    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i % 2);
     double eps = dt == TG_F64 ? DBL_EPSILON : (double)FLT_EPSILON;
     tg_tape *tp = tg_tape_new();
     tg_tensor *a = tu_from(dt, c->a_shape, c->a);
     tg_tensor *b = c->bin ? tu_from(dt, c->b_shape, c->b) : NULL;
     tg_tensor *y = c->bin ? c->bin(tp, a, b) : c->un(tp, a);
-    ck_assert_msg(y, "%s %s: %s", c->name, dtype_name(dt), tg_tape_error(tp));
+    ck_assert_msg(y, "%s %s: %s", c->name, tu_dtype_name(dt), tg_tape_error(tp));
 
     int64_t shape[TG_MAX_RANK];
     int rank = tu_parse_shape(c->y_shape, shape);
@@ -283,7 +273,7 @@ START_TEST(forward_values)
         double got = tu_at(y, k), want = c->y[k];
         double tol = c->ulps * eps * fabs(want);
         ck_assert_msg(fabs(got - want) <= tol, "%s %s [%lld]: got %.17g want %.17g", c->name,
-                      dtype_name(dt), (long long)k, got, want);
+                      tu_dtype_name(dt), (long long)k, got, want);
     }
     tg_tape_free(tp);
     tg_tensor_free(a);
@@ -349,7 +339,7 @@ static void naive(int o, double a, double b, double g, double *y, double *da, do
 START_TEST(broadcast_matches_naive)
 {
     const char *shapes = walk_shapes[_i / 2];
-    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i % 2);
     double tol = dt == TG_F64 ? 1e-14 : 1e-5;
     char sa[32], sb[32];
     split_shapes(shapes, sa, sb, sizeof sa);
@@ -363,7 +353,7 @@ START_TEST(broadcast_matches_naive)
         tg_tensor *seed = tg_tensor_new(dt, tg_tensor_rank(y), tg_tensor_shape(y));
         tg_tensor *rnd = tu_random(dt, "64", -1, 1, 23);
         for (int64_t k = 0; k < tg_tensor_numel(y); k++)
-            put(seed, k, tu_at(rnd, k % 64));
+            tu_put(seed, k, tu_at(rnd, k % 64));
         ck_assert_int_eq(tg_backward_seed(tp, y, seed), TG_OK);
 
         tg_tensor *da = tg_tensor_new(TG_F64, tg_tensor_rank(a), tg_tensor_shape(a));
@@ -380,8 +370,8 @@ START_TEST(broadcast_matches_naive)
             naive(o, tu_at(a, ia), tu_at(b, ib), tu_at(seed, k), &want, &ga, &gb);
             ck_assert_msg(tu_at(y, k) == rounded(dt, want), "%s op %d [%lld]: got %.17g want %.17g",
                           shapes, o, (long long)k, tu_at(y, k), rounded(dt, want));
-            put(da, ia, tu_at(da, ia) + ga);
-            put(db, ib, tu_at(db, ib) + gb);
+            tu_put(da, ia, tu_at(da, ia) + ga);
+            tu_put(db, ib, tu_at(db, ib) + gb);
         }
         int64_t bad = 0;
         ck_assert_msg(tu_close(tg_tensor_grad(a), da, tol, &bad),
@@ -402,7 +392,7 @@ END_TEST
 /* _i = 0: F64, 1: F32. Values are never errors: the tape stays healthy. */
 START_TEST(ieee_edge_values)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_tape *tp = tg_tape_new();
     tg_tensor *x = tu_from(dt, "3", (const double[]){0, -1, 1000});
     tg_tensor *num = tu_from(dt, "3", (const double[]){1, -1, 0});
@@ -436,13 +426,13 @@ static void run_with_ones(tg_dtype dt, unary_fn op, const double *v, int n, tg_t
     ck_assert_ptr_nonnull(y);
     tg_tensor *ones = tg_tensor_new(dt, 1, (const int64_t[]){n});
     for (int k = 0; k < n; k++)
-        put(ones, k, 1);
+        tu_put(ones, k, 1);
     ck_assert_int_eq(tg_backward_seed(tp, y, ones), TG_OK);
     *y_copy = tg_tensor_new(TG_F64, 1, (const int64_t[]){n});
     *dx_copy = tg_tensor_new(TG_F64, 1, (const int64_t[]){n});
     for (int k = 0; k < n; k++) {
-        put(*y_copy, k, tu_at(y, k));
-        put(*dx_copy, k, tu_at(tg_tensor_grad(x), k));
+        tu_put(*y_copy, k, tu_at(y, k));
+        tu_put(*dx_copy, k, tu_at(tg_tensor_grad(x), k));
     }
     tg_tape_free(tp);
     tg_tensor_free(x), tg_tensor_free(ones);
@@ -453,23 +443,23 @@ static void run_with_ones(tg_dtype dt, unary_fn op, const double *v, int n, tg_t
  * without overflow: exp never sees a large positive number. */
 START_TEST(sigmoid_and_tanh_saturate)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     const double x[2] = {1e4, -1e4};
     tg_tensor *y, *dx;
     feclearexcept(FE_OVERFLOW | FE_INVALID);
     run_with_ones(dt, tg_sigmoid, x, 2, &y, &dx);
-    ck_assert_msg(!fetestexcept(FE_OVERFLOW | FE_INVALID), "sigmoid %s raised %s", dtype_name(dt),
-                  fetestexcept(FE_OVERFLOW) ? "overflow" : "invalid");
-    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == 0, "sigmoid %s: %.17g %.17g", dtype_name(dt),
-                  tu_at(y, 0), tu_at(y, 1));
+    ck_assert_msg(!fetestexcept(FE_OVERFLOW | FE_INVALID), "sigmoid %s raised %s",
+                  tu_dtype_name(dt), fetestexcept(FE_OVERFLOW) ? "overflow" : "invalid");
+    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == 0, "sigmoid %s: %.17g %.17g",
+                  tu_dtype_name(dt), tu_at(y, 0), tu_at(y, 1));
     ck_assert_msg(tu_at(dx, 0) == 0 && tu_at(dx, 1) == 0, "sigmoid' %s: %.17g %.17g",
-                  dtype_name(dt), tu_at(dx, 0), tu_at(dx, 1));
+                  tu_dtype_name(dt), tu_at(dx, 0), tu_at(dx, 1));
     tg_tensor_free(y), tg_tensor_free(dx);
     run_with_ones(dt, tg_tanh, x, 2, &y, &dx);
-    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == -1, "tanh %s: %.17g %.17g", dtype_name(dt),
+    ck_assert_msg(tu_at(y, 0) == 1 && tu_at(y, 1) == -1, "tanh %s: %.17g %.17g", tu_dtype_name(dt),
                   tu_at(y, 0), tu_at(y, 1));
-    ck_assert_msg(tu_at(dx, 0) == 0 && tu_at(dx, 1) == 0, "tanh' %s: %.17g %.17g", dtype_name(dt),
-                  tu_at(dx, 0), tu_at(dx, 1));
+    ck_assert_msg(tu_at(dx, 0) == 0 && tu_at(dx, 1) == 0, "tanh' %s: %.17g %.17g",
+                  tu_dtype_name(dt), tu_at(dx, 0), tu_at(dx, 1));
     tg_tensor_free(y), tg_tensor_free(dx);
 }
 END_TEST
@@ -477,7 +467,7 @@ END_TEST
 /* _i = 0: F64, 1: F32. relu's derivative is taken as 0 at x = 0 (and -0). */
 START_TEST(relu_gradient_at_zero_is_zero)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_tensor *y, *dx;
     run_with_ones(dt, tg_relu, (const double[]){0, -0.0, 2, -3}, 4, &y, &dx);
     const double want_y[4] = {0, 0, 2, 0}, want_dx[4] = {0, 0, 1, 0};
@@ -594,13 +584,13 @@ static void fill(tg_tensor *t, uint64_t seed, double lo, double hi)
 {
     tg_tensor *r = tu_random(tg_tensor_dtype(t), "64", lo, hi, seed);
     for (int64_t k = 0; k < tg_tensor_numel(t); k++)
-        put(t, k, tu_at(r, k));
+        tu_put(t, k, tu_at(r, k));
     tg_tensor_free(r);
 }
 
 START_TEST(replay_equals_fresh_recording)
 {
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_tensor *in[3] = {tg_tensor_new(dt, 2, (const int64_t[]){3, 4}),
                         tg_tensor_new(dt, 1, (const int64_t[]){4}),
                         tg_tensor_new(dt, 2, (const int64_t[]){3, 1})};

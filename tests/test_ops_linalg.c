@@ -11,72 +11,44 @@
 
 #include <float.h>
 #include <math.h>
-#include <stdio.h>
 #include <string.h>
-
-static tg_dtype dtype_of(int i) { return i ? TG_F32 : TG_F64; }
-
-static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
-
-static tg_tensor *lit(tg_dtype dt, const char *shape, const double *v)
-{
-    tg_tensor *t = tu_from(dt, shape, v);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
-
-/* Asserts t's shape and that every element equals want[k] rounded to t's dtype. */
-static void expect_exact(const tg_tensor *t, const char *shape, const double *want,
-                         const char *what)
-{
-    int64_t s[TG_MAX_RANK];
-    int rank = tu_parse_shape(shape, s);
-    ck_assert_msg(t != NULL, "%s: no tensor", what);
-    ck_assert_msg(tg_tensor_rank(t) == rank, "%s: rank %d, want %d", what, tg_tensor_rank(t),
-                  rank);
-    for (int i = 0; i < rank; i++)
-        ck_assert_msg(tg_tensor_shape(t)[i] == s[i], "%s: dim %d is %lld, want %lld", what, i,
-                      (long long)tg_tensor_shape(t)[i], (long long)s[i]);
-    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
-        double w = tg_tensor_dtype(t) == TG_F32 ? (double)(float)want[k] : want[k];
-        ck_assert_msg(tu_at(t, k) == w, "%s %s [%lld]: %.17g, want %.17g", what,
-                      dtype_name(tg_tensor_dtype(t)), (long long)k, tu_at(t, k), w);
-    }
-}
 
 /* ====== Gradient checks: one row per op, every shape list gradchecked in F64 ====== */
 
-typedef tg_tensor *(*op_fn)(tg_tape *tp, tg_tensor *const *in);
-
 typedef struct grad_case {
     const char *name;
-    op_fn op;
+    tu_op_fn op;
     unsigned frozen;       /* bit i set: input i does not require grad (its gin is NULL) */
     const char *shapes[8]; /* operand shapes "a;b;c", NULL-terminated */
 } grad_case;
 
-static tg_tensor *op_matmul(tg_tape *tp, tg_tensor *const *in)
+static tg_tensor *op_matmul(tg_tape *tp, tg_tensor *const *in, const void *row)
 {
+    (void)row;
     return tg_matmul(tp, in[0], in[1]);
 }
 
-static tg_tensor *op_matmul_self(tg_tape *tp, tg_tensor *const *in)
+static tg_tensor *op_matmul_self(tg_tape *tp, tg_tensor *const *in, const void *row)
 {
+    (void)row;
     return tg_matmul(tp, in[0], in[0]); /* fan-out: dA gets both contributions */
 }
 
-static tg_tensor *op_transpose(tg_tape *tp, tg_tensor *const *in)
+static tg_tensor *op_transpose(tg_tape *tp, tg_tensor *const *in, const void *row)
 {
+    (void)row;
     return tg_transpose(tp, in[0]);
 }
 
-static tg_tensor *op_add_bias(tg_tape *tp, tg_tensor *const *in)
+static tg_tensor *op_add_bias(tg_tape *tp, tg_tensor *const *in, const void *row)
 {
+    (void)row;
     return tg_add_bias(tp, in[0], in[1]);
 }
 
-static tg_tensor *op_affine(tg_tape *tp, tg_tensor *const *in) /* X^T W + b */
+static tg_tensor *op_affine(tg_tape *tp, tg_tensor *const *in, const void *row) /* X^T W + b */
 {
+    (void)row;
     return tg_add_bias(tp, tg_matmul(tp, tg_transpose(tp, in[0]), in[1]), in[2]);
 }
 
@@ -92,57 +64,12 @@ static const grad_case grad_cases[] = {
     {"transpose-matmul-add_bias", op_affine, 0, {"1x1;1x1;1", "5x1;5x3;3", "3x2;3x4;4"}},
 };
 
-typedef struct probe {
-    const grad_case *c;
-    tg_tensor *w; /* fixed weights of the op's output shape */
-} probe;
-
-static tg_tensor *probe_fn(tg_tape *tp, tg_tensor *const *in, void *ctx)
-{
-    const probe *p = ctx;
-    return tg_frobenius_loss(tp, p->c->op(tp, in), p->w);
-}
-
-/* Gradchecks row c on its shape list entry s; the inputs are uniform in [-1, 1). */
-static tg_status run_case(const grad_case *c, int s, tg_gradcheck_report *r)
-{
-    tg_tensor *in[4] = {NULL};
-    int n = 0;
-    char buf[64];
-    snprintf(buf, sizeof buf, "%s", c->shapes[s]);
-    for (char *tok = buf, *next; tok && n < 4; tok = next, n++) {
-        if ((next = strchr(tok, ';'))) *next++ = '\0';
-        in[n] = tu_random(TG_F64, tok, -1, 1, 100u * (unsigned)s + (unsigned)n + 1);
-        tg_tensor_set_requires_grad(in[n], !(c->frozen >> n & 1));
-    }
-    probe p = {c, NULL};
-    tg_status st = TG_ERR_NOMEM;
-    /* One recording to learn the output shape; W is then filled with cos(0.7k + 0.3). */
-    tg_tape *tp = tg_tape_new();
-    tg_tensor *y = tp ? c->op(tp, in) : NULL;
-    if (y) p.w = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
-    tg_tape_free(tp);
-    if (p.w) {
-        for (int64_t k = 0; k < tg_tensor_numel(p.w); k++)
-            ((double *)tg_tensor_data(p.w))[k] = cos(0.7 * (double)k + 0.3);
-        st = tg_gradcheck(probe_fn, in, n, &p, NULL, r);
-    }
-    tg_tensor_free(p.w);
-    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
-    return st;
-}
-
 START_TEST(gradcheck_row)
 {
     const grad_case *c = &grad_cases[_i];
     for (int s = 0; c->shapes[s]; s++) {
         tg_gradcheck_report r;
-        tg_status st = run_case(c, s, &r);
-        ck_assert_msg(st == TG_OK, "%s %s: gradcheck returned %s", c->name, c->shapes[s],
-                      tg_status_str(st));
-        ck_assert_msg(r.passed, "%s %s: input %d[%lld] analytic %.17g numeric %.17g", c->name,
-                      c->shapes[s], r.worst_input, (long long)r.worst_index, r.analytic,
-                      r.numeric);
+        tu_probe_gradcheck(c->name, c->op, c, c->shapes[s], s, c->frozen, &r);
     }
 }
 END_TEST
@@ -151,23 +78,23 @@ END_TEST
 
 START_TEST(matmul_by_hand)
 {
-    tg_dtype dt = dtype_of(_i);
-    tg_tensor *a = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
-    tg_tensor *b = lit(dt, "3x2", (double[]){7, 8, 9, 10, 11, 12});
-    tg_tensor *g = lit(dt, "2x2", (double[]){1, 2, 3, 4});
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *a = tu_lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = tu_lit(dt, "3x2", (double[]){7, 8, 9, 10, 11, 12});
+    tg_tensor *g = tu_lit(dt, "2x2", (double[]){1, 2, 3, 4});
     tg_tensor_set_requires_grad(a, true);
     tg_tensor_set_requires_grad(b, true);
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = tg_matmul(tp, a, b);
-    expect_exact(y, "2x2", (double[]){58, 64, 139, 154}, "A B");
+    tu_expect_exact(y, "2x2", (double[]){58, 64, 139, 154}, "A B");
 
     ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
-    expect_exact(tg_tensor_grad(a), "2x3", (double[]){23, 29, 35, 53, 67, 81}, "dA = dG B^T");
-    expect_exact(tg_tensor_grad(b), "3x2", (double[]){13, 18, 17, 24, 21, 30}, "dB = A^T dG");
+    tu_expect_exact(tg_tensor_grad(a), "2x3", (double[]){23, 29, 35, 53, 67, 81}, "dA = dG B^T");
+    tu_expect_exact(tg_tensor_grad(b), "3x2", (double[]){13, 18, 17, 24, 21, 30}, "dB = A^T dG");
     /* A second sweep adds into the leaves' gradients (GEMM with beta = 1). */
     ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
-    expect_exact(tg_tensor_grad(a), "2x3", (double[]){46, 58, 70, 106, 134, 162}, "dA twice");
-    expect_exact(tg_tensor_grad(b), "3x2", (double[]){26, 36, 34, 48, 42, 60}, "dB twice");
+    tu_expect_exact(tg_tensor_grad(a), "2x3", (double[]){46, 58, 70, 106, 134, 162}, "dA twice");
+    tu_expect_exact(tg_tensor_grad(b), "3x2", (double[]){26, 36, 34, 48, 42, 60}, "dB twice");
 
     tg_tape_free(tp);
     tg_tensor_free(a);
@@ -178,15 +105,15 @@ END_TEST
 
 START_TEST(transpose_by_hand)
 {
-    tg_dtype dt = dtype_of(_i);
-    tg_tensor *x = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
-    tg_tensor *g = lit(dt, "3x2", (double[]){1, 2, 3, 4, 5, 6});
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *g = tu_lit(dt, "3x2", (double[]){1, 2, 3, 4, 5, 6});
     tg_tensor_set_requires_grad(x, true);
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = tg_transpose(tp, x);
-    expect_exact(y, "3x2", (double[]){1, 4, 2, 5, 3, 6}, "X^T");
+    tu_expect_exact(y, "3x2", (double[]){1, 4, 2, 5, 3, 6}, "X^T");
     ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
-    expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 3, 5, 2, 4, 6}, "dX = dG^T");
+    tu_expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 3, 5, 2, 4, 6}, "dX = dG^T");
     tg_tape_free(tp);
     tg_tensor_free(x);
     tg_tensor_free(g);
@@ -195,18 +122,18 @@ END_TEST
 
 START_TEST(add_bias_by_hand)
 {
-    tg_dtype dt = dtype_of(_i);
-    tg_tensor *x = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
-    tg_tensor *b = lit(dt, "3", (double[]){10, 20, 30});
-    tg_tensor *g = lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = tu_lit(dt, "3", (double[]){10, 20, 30});
+    tg_tensor *g = tu_lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
     tg_tensor_set_requires_grad(x, true);
     tg_tensor_set_requires_grad(b, true);
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = tg_add_bias(tp, x, b);
-    expect_exact(y, "2x3", (double[]){11, 22, 33, 14, 25, 36}, "X + 1 b");
+    tu_expect_exact(y, "2x3", (double[]){11, 22, 33, 14, 25, 36}, "X + 1 b");
     ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
-    expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 2, 3, 4, 5, 6}, "dX = dG");
-    expect_exact(tg_tensor_grad(b), "3", (double[]){5, 7, 9}, "db = sum over rows of dG");
+    tu_expect_exact(tg_tensor_grad(x), "2x3", (double[]){1, 2, 3, 4, 5, 6}, "dX = dG");
+    tu_expect_exact(tg_tensor_grad(b), "3", (double[]){5, 7, 9}, "db = sum over rows of dG");
     tg_tape_free(tp);
     tg_tensor_free(x);
     tg_tensor_free(b);
@@ -232,7 +159,7 @@ static const empty_case empty_cases[] = {
 START_TEST(matmul_with_empty_dims)
 {
     const empty_case *c = &empty_cases[_i / 2];
-    tg_dtype dt = dtype_of(_i % 2);
+    tg_dtype dt = tu_loop_dtype(_i % 2);
     tg_tensor *a = tu_random(dt, c->a, -1, 1, 1), *b = tu_random(dt, c->b, -1, 1, 2);
     tg_tensor *g = tu_random(dt, c->out, -1, 1, 3);
     ck_assert(a && b && g);
@@ -241,7 +168,7 @@ START_TEST(matmul_with_empty_dims)
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = tg_matmul(tp, a, b);
     double zeros[6] = {0};
-    expect_exact(y, c->out, zeros, "empty product");
+    tu_expect_exact(y, c->out, zeros, "empty product");
 
     /* The forward writes its zeros itself rather than relying on a fresh buffer. */
     for (int64_t k = 0; k < tg_tensor_numel(y); k++) {
@@ -251,12 +178,12 @@ START_TEST(matmul_with_empty_dims)
             ((float *)tg_tensor_data(y))[k] = NAN;
     }
     ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
-    expect_exact(y, c->out, zeros, "empty product after replay");
+    tu_expect_exact(y, c->out, zeros, "empty product after replay");
 
     /* The VJPs are empty products too: they leave zero gradients. */
     ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
-    expect_exact(tg_tensor_grad(a), c->a, zeros, "dA");
-    expect_exact(tg_tensor_grad(b), c->b, zeros, "dB");
+    tu_expect_exact(tg_tensor_grad(a), c->a, zeros, "dA");
+    tu_expect_exact(tg_tensor_grad(b), c->b, zeros, "dB");
     tg_tape_free(tp);
     tg_tensor_free(a);
     tg_tensor_free(b);
@@ -285,14 +212,14 @@ static void expect_product(const tg_tensor *c, const tg_tensor *a, int64_t sa0, 
             }
             double got = tu_at(c, i * n + j);
             ck_assert_msg(fabs(got - ref) <= 64 * eps * mag, "%s %s [%lld,%lld]: %.17g, want %.17g",
-                          what, dtype_name(tg_tensor_dtype(c)), (long long)i, (long long)j, got,
+                          what, tu_dtype_name(tg_tensor_dtype(c)), (long long)i, (long long)j, got,
                           ref);
         }
 }
 
 START_TEST(matmul_matches_naive_loop)
 {
-    tg_dtype dt = dtype_of(_i);
+    tg_dtype dt = tu_loop_dtype(_i);
     const int64_t n = 17, k = 33, m = 9;
     tg_tensor *a = tu_random(dt, "17x33", -1, 1, 11), *b = tu_random(dt, "33x9", -1, 1, 12);
     tg_tensor *g = tu_random(dt, "17x9", -1, 1, 13);
@@ -318,7 +245,7 @@ END_TEST
 
 START_TEST(replay_matches_fresh_recording)
 {
-    tg_dtype dt = dtype_of(_i);
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_tensor *x = tu_random(dt, "3x4", -1, 1, 21), *w = tu_random(dt, "3x5", -1, 1, 22);
     tg_tensor *b = tu_random(dt, "5", -1, 1, 23), *x2 = tu_random(dt, "3x4", -1, 1, 24);
     ck_assert(x && w && b && x2);
@@ -398,29 +325,17 @@ static const err_case err_cases[] = {
 #undef F64
 #undef F32
 
-static tg_tensor *operand(const char *shape, tg_dtype dt, uint64_t seed)
-{
-    if (!shape) return NULL;
-    tg_tensor *t = tu_random(dt, shape, -1, 1, seed);
-    ck_assert_ptr_nonnull(t);
-    return t;
-}
-
 START_TEST(bad_input_fails_with_message)
 {
     const err_case *c = &err_cases[_i];
-    tg_tensor *a = operand(c->a, c->da, 1), *b = operand(c->b, c->db, 2);
-    tg_tensor *ok = operand("2x2", TG_F64, 3);
+    tg_tensor *a = tu_operand(c->a, c->da, 1), *b = tu_operand(c->b, c->db, 2);
+    tg_tensor *ok = tu_operand("2x2", TG_F64, 3);
     tg_tape *tp = tg_tape_new();
     ck_assert_ptr_null(c->op(tp, a, b));
-    ck_assert_msg(tg_tape_status(tp) == c->want, "case %d: status %s, want %s ('%s')", _i,
-                  tg_status_str(tg_tape_status(tp)), tg_status_str(c->want), tg_tape_error(tp));
-    ck_assert_str_eq(tg_tape_error(tp), c->msg);
-    ck_assert_uint_eq(tg_tape_size(tp), 0);
+    tu_expect_failed(tp, c->want, c->msg, _i);
     /* Sticky: a valid op now records nothing and the first message stays. */
     ck_assert_ptr_null(tg_matmul(tp, ok, ok));
-    ck_assert_str_eq(tg_tape_error(tp), c->msg);
-    ck_assert_int_eq(tg_backward(tp, NULL), c->want);
+    tu_expect_still_failed(tp, c->want, c->msg);
     tg_tape_free(tp);
     tg_tensor_free(a);
     tg_tensor_free(b);
@@ -430,7 +345,7 @@ END_TEST
 
 START_TEST(null_tape_returns_null)
 {
-    tg_tensor *a = operand("2x2", TG_F64, 1);
+    tg_tensor *a = tu_operand("2x2", TG_F64, 1);
     ck_assert_ptr_null(tg_matmul(NULL, a, a));
     ck_assert_ptr_null(tg_transpose(NULL, a));
     ck_assert_ptr_null(tg_add_bias(NULL, a, a));

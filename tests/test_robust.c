@@ -475,12 +475,8 @@ static void fill_all(tg_params *ps, double v)
 {
     for (size_t i = 0; i < tg_params_count(ps); i++) {
         tg_tensor *t = tg_params_at(ps, i, NULL);
-        for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
-            if (tg_tensor_dtype(t) == TG_F64)
-                ((double *)tg_tensor_data(t))[k] = v;
-            else
-                ((float *)tg_tensor_data(t))[k] = (float)v;
-        }
+        for (int64_t k = 0; k < tg_tensor_numel(t); k++)
+            tu_put(t, k, v);
     }
 }
 

@@ -13,22 +13,14 @@
 /* ====== Test ops, written against the public tg_op_def contract ====== */
 
 /* Element stores as double, so one kernel serves F32 and F64 (tu_at reads). */
-static void put(tg_tensor *t, int64_t k, double v)
-{
-    if (tg_tensor_dtype(t) == TG_F64)
-        ((double *)tg_tensor_data(t))[k] = v;
-    else
-        ((float *)tg_tensor_data(t))[k] = (float)v;
-}
-
-static void acc(tg_tensor *t, int64_t k, double v) { put(t, k, tu_at(t, k) + v); }
+static void acc(tg_tensor *t, int64_t k, double v) { tu_put(t, k, tu_at(t, k) + v); }
 
 /* add: y = a + b (same shape);  da += dy, db += dy */
 static tg_status add_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
     (void)n_in, (void)ctx;
     for (int64_t k = 0; k < tg_tensor_numel(out); k++)
-        put(out, k, tu_at(in[0], k) + tu_at(in[1], k));
+        tu_put(out, k, tu_at(in[0], k) + tu_at(in[1], k));
     return TG_OK;
 }
 
@@ -47,7 +39,7 @@ static tg_status mul_forward(tg_tensor *out, tg_tensor *const *in, int n_in, voi
 {
     (void)n_in, (void)ctx;
     for (int64_t k = 0; k < tg_tensor_numel(out); k++)
-        put(out, k, tu_at(in[0], k) * tu_at(in[1], k));
+        tu_put(out, k, tu_at(in[0], k) * tu_at(in[1], k));
     return TG_OK;
 }
 
@@ -69,7 +61,7 @@ static tg_status sum_forward(tg_tensor *out, tg_tensor *const *in, int n_in, voi
     double s = 0;
     for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++)
         s += tu_at(in[0], k);
-    put(out, 0, s);
+    tu_put(out, 0, s);
     return TG_OK;
 }
 
@@ -88,7 +80,7 @@ static tg_status scale_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
     (void)n_in;
     double c = *(const double *)ctx;
     for (int64_t k = 0; k < tg_tensor_numel(out); k++)
-        put(out, k, c * tu_at(in[0], k));
+        tu_put(out, k, c * tu_at(in[0], k));
     return TG_OK;
 }
 
@@ -177,7 +169,7 @@ static void assert_values(const tg_tensor *t, const double *want, int64_t n)
 START_TEST(fanout_leaf_used_twice_in_one_op)
 {
     /* L = sum(x * x): both slots of one node point at x, so dL/dx = x + x. */
-    tg_dtype dt = _i ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i);
     tg_tape *tp = tg_tape_new();
     tg_tensor *x = leaf(dt, "3", (const double[]){1, -2, 3}, true);
     tg_tensor *loss = t_sum(tp, t_mul(tp, x, x));

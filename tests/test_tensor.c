@@ -60,7 +60,7 @@ enum { N_GOOD = sizeof good_shapes / sizeof *good_shapes };
 START_TEST(new_is_zero_filled_leaf)
 {
     /* Each shape once per dtype. */
-    tg_dtype dt = _i % 2 ? TG_F32 : TG_F64;
+    tg_dtype dt = tu_loop_dtype(_i % 2);
     int64_t shape[TG_MAX_RANK];
     int rank = tu_parse_shape(good_shapes[_i / 2].shape, shape);
     tg_tensor *t = tg_tensor_new(dt, rank, shape);

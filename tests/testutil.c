@@ -1,8 +1,11 @@
 #include "testutil.h"
 
+#include <dirent.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int tu_parse_shape(const char *s, int64_t *shape)
 {
@@ -28,10 +31,8 @@ tg_tensor *tu_from(tg_dtype dt, const char *shape_str, const double *v)
     if (rank < 0) return NULL;
     tg_tensor *t = tg_tensor_new(dt, rank, shape);
     if (!t) return NULL;
-    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
-        if (dt == TG_F64) ((double *)tg_tensor_data(t))[k] = v[k];
-        else ((float *)tg_tensor_data(t))[k] = (float)v[k];
-    }
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++)
+        tu_put(t, k, v[k]);
     return t;
 }
 
@@ -46,9 +47,7 @@ tg_tensor *tu_random(tg_dtype dt, const char *shape_str, double lo, double hi, u
     for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
         x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
         double u = (double)(x >> 11) / 9007199254740992.0;
-        double v = lo + (hi - lo) * u;
-        if (dt == TG_F64) ((double *)tg_tensor_data(t))[k] = v;
-        else ((float *)tg_tensor_data(t))[k] = (float)v;
+        tu_put(t, k, lo + (hi - lo) * u);
     }
     return t;
 }
@@ -82,4 +81,152 @@ int tu_run(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+
+/* ====== Values and assertions ====== */
+
+tg_dtype tu_loop_dtype(int i) { return i ? TG_F32 : TG_F64; }
+
+const char *tu_dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+
+void tu_put(tg_tensor *t, int64_t k, double v)
+{
+    if (tg_tensor_dtype(t) == TG_F64)
+        ((double *)tg_tensor_data(t))[k] = v;
+    else
+        ((float *)tg_tensor_data(t))[k] = (float)v;
+}
+
+tg_tensor *tu_lit(tg_dtype dt, const char *shape, const double *v)
+{
+    tg_tensor *t = tu_from(dt, shape, v);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+tg_tensor *tu_operand(const char *shape, tg_dtype dt, uint64_t seed)
+{
+    if (!shape) return NULL;
+    tg_tensor *t = tu_random(dt, shape, -1, 1, seed);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+void tu_expect_exact(const tg_tensor *t, const char *shape, const double *want, const char *what)
+{
+    int64_t s[TG_MAX_RANK];
+    int rank = tu_parse_shape(shape, s);
+    ck_assert_msg(t != NULL, "%s: no tensor", what);
+    ck_assert_msg(tg_tensor_rank(t) == rank, "%s: rank %d, want %d", what, tg_tensor_rank(t), rank);
+    for (int i = 0; i < rank; i++)
+        ck_assert_msg(tg_tensor_shape(t)[i] == s[i], "%s: dim %d is %lld, want %lld", what, i,
+                      (long long)tg_tensor_shape(t)[i], (long long)s[i]);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
+        double w = tg_tensor_dtype(t) == TG_F32 ? (double)(float)want[k] : want[k];
+        ck_assert_msg(tu_at(t, k) == w, "%s %s [%lld]: %.17g, want %.17g", what,
+                      tu_dtype_name(tg_tensor_dtype(t)), (long long)k, tu_at(t, k), w);
+    }
+}
+
+/* ====== Ops under test ====== */
+
+typedef struct probe {
+    tu_op_fn op;
+    const void *row;
+    tg_tensor *w; /* fixed weights of the op's output shape */
+} probe;
+
+static tg_tensor *probe_fn(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const probe *p = ctx;
+    return tg_frobenius_loss(tp, p->op(tp, in, p->row), p->w);
+}
+
+void tu_probe_gradcheck(const char *name, tu_op_fn op, const void *row, const char *shapes, int s,
+                        unsigned frozen, tg_gradcheck_report *r)
+{
+    tg_tensor *in[4] = {NULL};
+    int n = 0;
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", shapes);
+    for (char *tok = buf, *next; tok && n < 4; tok = next, n++) {
+        if ((next = strchr(tok, ';'))) *next++ = '\0';
+        in[n] = tu_random(TG_F64, tok, -1, 1, 100u * (unsigned)s + (unsigned)n + 1);
+        tg_tensor_set_requires_grad(in[n], !(frozen >> n & 1));
+    }
+    probe p = {op, row, NULL};
+    tg_status st = TG_ERR_NOMEM;
+    /* One recording to learn the output shape; W is then filled with cos(0.7k + 0.3). */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tp ? op(tp, in, row) : NULL;
+    if (y) p.w = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+    tg_tape_free(tp);
+    if (p.w) {
+        for (int64_t k = 0; k < tg_tensor_numel(p.w); k++)
+            ((double *)tg_tensor_data(p.w))[k] = cos(0.7 * (double)k + 0.3);
+        st = tg_gradcheck(probe_fn, in, n, &p, NULL, r);
+    }
+    tg_tensor_free(p.w);
+    for (int i = 0; i < n; i++)
+        tg_tensor_free(in[i]);
+    ck_assert_msg(st == TG_OK, "%s %s: gradcheck returned %s", name, shapes, tg_status_str(st));
+    ck_assert_msg(r->passed, "%s %s: input %d[%lld] analytic %.17g numeric %.17g", name, shapes,
+                  r->worst_input, (long long)r->worst_index, r->analytic, r->numeric);
+}
+
+void tu_expect_failed(tg_tape *tp, tg_status want, const char *msg, int case_no)
+{
+    ck_assert_msg(tg_tape_status(tp) == want, "case %d: status %s, want %s ('%s')", case_no,
+                  tg_status_str(tg_tape_status(tp)), tg_status_str(want), tg_tape_error(tp));
+    ck_assert_str_eq(tg_tape_error(tp), msg);
+    ck_assert_uint_eq(tg_tape_size(tp), 0);
+}
+
+void tu_expect_still_failed(tg_tape *tp, tg_status want, const char *msg)
+{
+    ck_assert_str_eq(tg_tape_error(tp), msg);
+    ck_assert_int_eq(tg_backward(tp, NULL), want);
+}
+
+/* ====== A scratch folder per test ====== */
+
+static char scratch[64];
+
+void tu_scratch_make(const char *prefix)
+{
+    snprintf(scratch, sizeof scratch, "/tmp/%s_XXXXXX", prefix);
+    ck_assert_ptr_nonnull(mkdtemp(scratch));
+}
+
+void tu_scratch_remove(void)
+{
+    DIR *d = opendir(scratch);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", scratch, e->d_name);
+        remove(p);
+    }
+    closedir(d);
+    rmdir(scratch);
+}
+
+const char *tu_scratch(void) { return scratch; }
+
+const char *tu_in_scratch(const char *name)
+{
+    static char buf[2][512];
+    static int k;
+    k ^= 1;
+    snprintf(buf[k], sizeof buf[k], "%s/%s", scratch, name);
+    return buf[k];
+}
+
+void tu_write_file(const char *path, const void *data, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+    ck_assert_int_eq(fclose(f), 0);
 }

@@ -21,4 +21,51 @@ int tu_close(const tg_tensor *a, const tg_tensor *b, double tol, int64_t *bad);
 /* Runs the suite with CK_ENV and returns the process exit status. */
 int tu_run(Suite *s);
 
+/* ====== Values and assertions ====== */
+
+/* The dtype a loop test runs in: F64 for _i == 0, F32 for _i == 1. */
+tg_dtype tu_loop_dtype(int i);
+/* "f64" or "f32", for failure messages. */
+const char *tu_dtype_name(tg_dtype dt);
+/* Stores v as element k, rounded to t's dtype. */
+void tu_put(tg_tensor *t, int64_t k, double v);
+/* tu_from that fails the test when the tensor cannot be made. */
+tg_tensor *tu_lit(tg_dtype dt, const char *shape, const double *v);
+/* NULL for a NULL shape (to pass a NULL tensor), else tu_random in [-1, 1)
+ * that fails the test when the tensor cannot be made. */
+tg_tensor *tu_operand(const char *shape, tg_dtype dt, uint64_t seed);
+/* Asserts t's shape and that every element equals want[k] rounded to t's dtype;
+ * 'what' names t in the failure message. */
+void tu_expect_exact(const tg_tensor *t, const char *shape, const double *want, const char *what);
+
+/* ====== Ops under test ====== */
+
+/* An op recorded on tp from inputs in; row is the caller's table row (op parameters). */
+typedef tg_tensor *(*tu_op_fn)(tg_tape *tp, tg_tensor *const *in, const void *row);
+/* tg_gradcheck in F64 of op through the probe ||op(x) - W||^2, W[k] = cos(0.7k + 0.3)
+ * in op's output shape, so dG differs from element to element. The inputs have the
+ * shapes "a;b;..." (up to 4), are uniform in [-1, 1) from seeds 100 s + i + 1, and
+ * require grad unless bit i of frozen is set. Asserts that the check runs and passes
+ * (name and shapes label the failure) and leaves the report in *r. */
+void tu_probe_gradcheck(const char *name, tu_op_fn op, const void *row, const char *shapes, int s,
+                        unsigned frozen, tg_gradcheck_report *r);
+/* Asserts that tp has failed with status want and exactly msg and recorded nothing;
+ * case_no labels the failure message. */
+void tu_expect_failed(tg_tape *tp, tg_status want, const char *msg, int case_no);
+/* Asserts that the failure is sticky: the message is still msg and backward returns want. */
+void tu_expect_still_failed(tg_tape *tp, tg_status want, const char *msg);
+
+/* ====== A scratch folder per test ====== */
+
+/* Makes a fresh folder /tmp/<prefix>_XXXXXX (call it from a checked fixture). */
+void tu_scratch_make(const char *prefix);
+/* Removes the scratch folder and the files in it. */
+void tu_scratch_remove(void);
+/* The scratch folder's path. */
+const char *tu_scratch(void);
+/* "<scratch>/<name>" in one of two rotating buffers. */
+const char *tu_in_scratch(const char *name);
+/* Writes n bytes to path, failing the test on any error. */
+void tu_write_file(const char *path, const void *data, size_t n);
+
 #endif
