@@ -20,7 +20,7 @@ static tg__chunk *chunk_new(size_t size)
 {
     if (size > SIZE_MAX - sizeof(tg__chunk) - TG__ALIGN) return NULL;
     size_t bytes = (sizeof(tg__chunk) + size + TG__ALIGN - 1) / TG__ALIGN * TG__ALIGN;
-    tg__chunk *c = aligned_alloc(TG__ALIGN, bytes);
+    tg__chunk *c = tg__aligned_alloc(TG__ALIGN, bytes);
     if (!c) return NULL;
     c->next = NULL;
     c->size = size;
@@ -30,7 +30,7 @@ static tg__chunk *chunk_new(size_t size)
 
 void *tg__arena_alloc(tg__arena *a, size_t size)
 {
-    if (size > SIZE_MAX - TG__ALIGN) return NULL;
+    if (tg__alloc_fault() || size > SIZE_MAX - TG__ALIGN) return NULL;
     size = (size + TG__ALIGN - 1) / TG__ALIGN * TG__ALIGN;
     if (size == 0) size = TG__ALIGN;
     /* Find room in the current chunk or a later (kept) one before growing. */

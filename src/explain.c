@@ -63,7 +63,7 @@ static tg_status names_build(names *nm, const tg_tape *tp)
     nm->refs = NULL;
     nm->n = 0;
     if (m == 0) return TG_OK;
-    if (m > SIZE_MAX / sizeof *nm->refs || !(nm->refs = malloc(m * sizeof *nm->refs)))
+    if (m > SIZE_MAX / sizeof *nm->refs || !(nm->refs = tg__malloc(m * sizeof *nm->refs)))
         return TG_ERR_NOMEM;
     name_ref *r = nm->refs;
     size_t pos = 0;

@@ -101,7 +101,7 @@ tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ct
     /* Set the inputs' gradients aside so the tape's gradient starts from zero;
      * they are put back untouched at the end. */
     tg_tensor *saved[64];
-    tg_tensor **kept = n_inputs <= 64 ? saved : malloc((size_t)n_inputs * sizeof *kept);
+    tg_tensor **kept = n_inputs <= 64 ? saved : tg__malloc((size_t)n_inputs * sizeof *kept);
     if (!kept) return TG_ERR_NOMEM;
     for (int i = 0; i < n_inputs; i++) {
         kept[i] = inputs[i]->grad;

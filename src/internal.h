@@ -31,6 +31,25 @@ struct tg_tensor {
     char name[64];
 };
 
+/* ====== Heap allocation (alloc.c): every malloc of the library goes through here ====== */
+
+/* -1: off. n >= 0: the next n allocations succeed and every later one fails,
+ * until a test sets the hook back to -1. Tests sweep n over 0, 1, 2, ... to
+ * fail each allocation of a scenario in turn; not thread-safe, and hidden
+ * from the shared library like every tg__ name. */
+extern long tg__alloc_fail_after;
+/* Allocations the hook has refused; a test resets it to tell a clean success
+ * from a failure that was swallowed. */
+extern long tg__alloc_refused;
+/* True when the hook fails this allocation. The wrappers below ask it, and so
+ * does the arena for each block, so every allocation of a tape is a point
+ * the hook can fail, not only the ones that need a new chunk. */
+bool tg__alloc_fault(void);
+void *tg__malloc(size_t size);
+void *tg__calloc(size_t n, size_t size);
+void *tg__realloc(void *p, size_t size);
+void *tg__aligned_alloc(size_t align, size_t size);
+
 /* ====== Arena: chunked bump allocator (arena.c) ====== */
 
 typedef struct tg__chunk tg__chunk;
@@ -83,7 +102,11 @@ const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size);
 #define TG__SHAPE_STR_MAX 96
 /* Number of elements of a shape, -1 for a bad rank, a negative dimension or overflow. */
 int64_t tg__numel(int rank, const int64_t *shape);
-size_t tg__dtype_size(tg_dtype dt);
+/* Bytes per element. */
+static inline size_t tg__dtype_size(tg_dtype dt)
+{
+    return dt == TG_F64 ? sizeof(double) : sizeof(float);
+}
 /* A heap leaf whose data the caller fills (zeroed). */
 tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
 /* A tape-owned tensor in the arena, zero-filled; NULL when out of memory. */

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-tg_tape *tg_tape_new(void) { return calloc(1, sizeof(tg_tape)); }
+tg_tape *tg_tape_new(void) { return tg__calloc(1, sizeof(tg_tape)); }
 
 void tg_tape_free(tg_tape *tp)
 {
@@ -111,7 +111,7 @@ static bool grow_nodes(tg_tape *tp)
     if (tp->n_nodes < tp->cap_nodes) return true;
     size_t cap = tp->cap_nodes ? tp->cap_nodes * 2 : 64;
     if (cap > SIZE_MAX / sizeof(tg__node)) return false;
-    tg__node *nodes = realloc(tp->nodes, cap * sizeof *nodes);
+    tg__node *nodes = tg__realloc(tp->nodes, cap * sizeof *nodes);
     if (!nodes) return false;
     tp->nodes = nodes;
     tp->cap_nodes = cap;

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t tg__dtype_size(tg_dtype dt) { return dt == TG_F64 ? sizeof(double) : sizeof(float); }
-
 int64_t tg__numel(int rank, const int64_t *shape)
 {
     if (rank < 0 || rank > TG_MAX_RANK || (rank > 0 && !shape)) return -1;
@@ -39,10 +37,11 @@ tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape)
     if (numel < 0 || !valid_dtype(dt)) return NULL;
     size_t bytes = (size_t)numel * tg__dtype_size(dt);
     if ((uint64_t)numel * tg__dtype_size(dt) > SIZE_MAX - TG__ALIGN) return NULL;
-    tg_tensor *t = calloc(1, sizeof *t);
+    tg_tensor *t = tg__calloc(1, sizeof *t);
     if (!t) return NULL;
     /* aligned_alloc wants a multiple of the alignment; round up, and never 0. */
-    t->data = aligned_alloc(TG__ALIGN, bytes ? (bytes + TG__ALIGN - 1) / TG__ALIGN * TG__ALIGN : TG__ALIGN);
+    size_t rounded = bytes ? (bytes + TG__ALIGN - 1) / TG__ALIGN * TG__ALIGN : TG__ALIGN;
+    t->data = tg__aligned_alloc(TG__ALIGN, rounded);
     if (!t->data) {
         free(t);
         return NULL;

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,9 +44,34 @@ typedef struct ckpt_entry {
 
 static const char *st_dtype(tg_dtype dt) { return dt == TG_F64 ? "F64" : "F32"; }
 
+/* True when s is well-formed UTF-8 as jansson takes it: no overlong forms, no
+ * surrogates, nothing past U+10FFFF. Checked here, not left to jansson, whose
+ * failed insertion cannot tell a bad name from a failed allocation. */
+static bool utf8_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        unsigned c = *p++;
+        int more = c < 0x80                 ? 0
+                   : c >= 0xC2 && c <= 0xDF ? 1
+                   : c >= 0xE0 && c <= 0xEF ? 2
+                   : c >= 0xF0 && c <= 0xF4 ? 3
+                                            : -1;
+        if (more < 0) return false;
+        uint32_t v = more == 0 ? c : more == 1 ? c & 0x1F : more == 2 ? c & 0x0F : c & 0x07;
+        for (int k = 0; k < more; k++, p++) {
+            if ((*p & 0xC0) != 0x80) return false; /* also stops at the NUL */
+            v = v << 6 | (*p & 0x3F);
+        }
+        if ((more == 2 && v < 0x800) || (more == 3 && v < 0x10000) || v > 0x10FFFF ||
+            (v >= 0xD800 && v <= 0xDFFF))
+            return false;
+    }
+    return true;
+}
+
 /* Lists every parameter of the sets in order. TG_ERR_ARG for a NULL set, an
  * empty, reserved, non-UTF-8 or repeated name (a jansson object is the set of
- * names seen, and it checks UTF-8 as it goes). */
+ * names seen). */
 static tg_status collect(const char *path, tg_params *const *sets, int n_sets, ckpt_entry **out,
                          size_t *n_out, tg_error *err)
 {
@@ -59,7 +85,7 @@ static tg_status collect(const char *path, tg_params *const *sets, int n_sets, c
     }
     if (n > SIZE_MAX / sizeof(ckpt_entry))
         return tg__set_error(err, TG_ERR_NOMEM, "%s: too many parameters", path);
-    ckpt_entry *ents = malloc(n ? n * sizeof *ents : 1);
+    ckpt_entry *ents = tg__malloc(n ? n * sizeof *ents : 1);
     json_t *seen = json_object();
     tg_status st = TG_OK;
     if (!ents || !seen) {
@@ -76,14 +102,18 @@ static tg_status collect(const char *path, tg_params *const *sets, int n_sets, c
                                    s, i, name ? name : "(null)");
                 goto fail;
             }
+            if (!utf8_valid(name)) {
+                st = tg__set_error(err, TG_ERR_ARG, "%s: parameter name '%s' is not UTF-8", path,
+                                   name);
+                goto fail;
+            }
             if (json_object_get(seen, name)) {
                 st = tg__set_error(err, TG_ERR_ARG, "%s: parameter name '%s' appears twice", path,
                                    name);
                 goto fail;
             }
-            if (json_object_set_new(seen, name, json_null())) {
-                st = tg__set_error(err, TG_ERR_ARG, "%s: parameter name '%s' is not UTF-8", path,
-                                   name);
+            if (json_object_set_new_nocheck(seen, name, json_null())) {
+                st = tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory listing parameters", path);
                 goto fail;
             }
             ents[k++] = (ckpt_entry){name, t, NULL};
@@ -160,7 +190,7 @@ static tg_status build_header(const char *path, const ckpt_entry *ents, size_t n
     text = json_dumps(root, JSON_COMPACT);
     if (!text) goto nomem;
     size_t len = strlen(text), padded = (len + 7) / 8 * 8;
-    unsigned char *buf = malloc(8 + padded);
+    unsigned char *buf = tg__malloc(8 + padded);
     if (!buf) goto nomem;
     for (int b = 0; b < 8; b++)
         buf[b] = (unsigned char)((uint64_t)padded >> (8 * b));
@@ -197,10 +227,14 @@ static bool write_tensor(FILE *fp, const tg_tensor *t)
  * weakens durability and is not reported. */
 static tg_status sync_folder(const char *path, tg_error *err)
 {
-    char *copy = strdup(path);
-    if (!copy) return TG_OK;
+    /* A copy on the stack, so running out of memory cannot skip the sync
+     * unnoticed. The kernel refuses longer paths, so the save got here only
+     * with a path that fits. */
+    char copy[PATH_MAX];
+    size_t len = strlen(path);
+    if (len >= sizeof copy) return TG_OK;
+    memcpy(copy, path, len + 1);
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
-    free(copy);
     if (fd < 0) return TG_OK;
     int rc = fsync(fd), e = errno;
     close(fd);
@@ -216,7 +250,7 @@ static tg_status write_atomic(const char *path, const unsigned char *head, size_
                               const ckpt_entry *ents, size_t n, tg_error *err)
 {
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
+    char *tmp = tg__malloc(plen + sizeof ".tmp.XXXXXX");
     if (!tmp) return tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory", path);
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
@@ -296,7 +330,7 @@ static tg_status read_file(const char *path, unsigned char **out, size_t *size, 
         goto done;
     }
     *size = (size_t)sb.st_size;
-    buf = malloc(*size ? *size : 1);
+    buf = tg__malloc(*size ? *size : 1);
     if (!buf) {
         st = tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory for %zu bytes", path, *size);
         goto done;
@@ -346,7 +380,7 @@ static int range_cmp(const void *pa, const void *pb)
 static tg_status check_ranges(const char *path, json_t *root, uint64_t data_len, tg_error *err)
 {
     size_t n = json_object_size(root);
-    byte_range *r = malloc(n ? n * sizeof *r : 1);
+    byte_range *r = tg__malloc(n ? n * sizeof *r : 1);
     if (!r) return tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory", path);
     tg_status st = TG_OK;
     size_t k = 0;
@@ -425,6 +459,11 @@ static tg_status check_file(const char *path, const unsigned char *buf, size_t s
                              (unsigned long long)hlen, size);
     json_error_t jerr;
     json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);
+    /* jansson reports most failed allocations as such, but one that fails
+     * before parsing starts leaves the error blank (and its code unset);
+     * every parse error has a text. */
+    if (!root && (!jerr.text[0] || json_error_code(&jerr) == json_error_out_of_memory))
+        return tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory parsing the header", path);
     if (!root)
         return tg__set_error(err, TG_ERR_FORMAT, "%s: offset %lld: bad JSON header: %s", path,
                              8LL + jerr.position, jerr.text);

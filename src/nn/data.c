@@ -322,8 +322,8 @@ static tg_status idx_stream(gzFile gz, const char *path, int64_t head, int type,
                             tg_tensor *t, tg_error *err)
 {
     size_t esize = idx_size(type), n = (size_t)t->numel, want = n * esize;
-    unsigned char *raw = malloc(IDX_CHUNK * esize);
-    double *v = malloc(IDX_CHUNK * sizeof *v);
+    unsigned char *raw = tg__malloc(IDX_CHUNK * esize);
+    double *v = tg__malloc(IDX_CHUNK * sizeof *v);
     tg_status s = TG_OK;
     if (!raw || !v) {
         s = tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory", path);
@@ -496,7 +496,7 @@ static bool values_push(csv_values *a, double x)
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 1024;
         if (cap > SIZE_MAX / sizeof *a->v) return false;
-        double *v = realloc(a->v, cap * sizeof *v);
+        double *v = tg__realloc(a->v, cap * sizeof *v);
         if (!v) return false;
         a->v = v;
         a->cap = cap;
@@ -686,7 +686,7 @@ static int64_t row_elems(const tg_tensor *t) { return tg__numel(t->rank - 1, t->
 static int64_t *perm_new(int64_t n)
 {
     if ((uint64_t)n > SIZE_MAX / sizeof(int64_t)) return NULL;
-    int64_t *perm = malloc(n ? (size_t)n * sizeof *perm : 1);
+    int64_t *perm = tg__malloc(n ? (size_t)n * sizeof *perm : 1);
     if (!perm) return NULL;
     for (int64_t i = 0; i < n; i++)
         perm[i] = i;
@@ -773,7 +773,7 @@ tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch
                            uint64_t seed)
 {
     if (!x || batch < 1 || !has_rows(x, -1) || (y && !has_rows(y, x->shape[0]))) return NULL;
-    tg_batcher *b = malloc(sizeof *b);
+    tg_batcher *b = tg__malloc(sizeof *b);
     if (!b) return NULL;
     *b = (tg_batcher){.x = x, .y = y, .n = x->shape[0], .batch = batch, .shuffle = shuffle_rows};
     b->perm = perm_new(b->n);

@@ -56,8 +56,8 @@ tg_mlp *tg_mlp_new(tg_params *ps, const char *prefix, int n_layers, const int64_
 
     /* Room for "<prefix>.<l>.weight" with l of up to 10 digits. */
     size_t name_size = strlen(prefix) + sizeof ".2147483647.weight";
-    char *name = malloc(name_size);
-    tg_mlp *m = calloc(1, sizeof *m + (size_t)n_layers * sizeof(mlp_layer));
+    char *name = tg__malloc(name_size);
+    tg_mlp *m = tg__calloc(1, sizeof *m + (size_t)n_layers * sizeof(mlp_layer));
     size_t n_before = tg_params_count(ps);
     if (!name || !m) goto fail;
     m->n_layers = n_layers;

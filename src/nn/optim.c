@@ -62,7 +62,7 @@ static tg_tensor *state_buffer(tg_optim *opt, const char *what, const char *pnam
 {
     const char *kind = kind_name[opt->o.kind];
     size_t len = strlen("optim...") + strlen(kind) + strlen(what) + strlen(pname) + 1;
-    char *name = malloc(len);
+    char *name = tg__malloc(len);
     if (!name) return NULL;
     snprintf(name, len, "optim.%s.%s.%s", kind, what, pname);
     tg_tensor *t = tg_params_add(opt->state, name, p->dtype, p->rank, p->shape);
@@ -77,7 +77,7 @@ tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts)
     if (!ps || !opts || !check_opts(opts, &o)) return NULL;
     size_t n = tg_params_count(ps);
     if (n > (SIZE_MAX - sizeof(tg_optim)) / sizeof(optim_slot)) return NULL;
-    tg_optim *opt = calloc(1, sizeof *opt + n * sizeof(optim_slot));
+    tg_optim *opt = tg__calloc(1, sizeof *opt + n * sizeof(optim_slot));
     if (!opt) return NULL;
     opt->o = o;
     opt->n_slots = n;

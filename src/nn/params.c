@@ -9,8 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A failed insertion must come back as a status, not end the process. */
-#define HASH_NONFATAL_OOM 1
+/* A failed insertion must come back as a status, not end the process; the
+ * table's memory comes from the library's allocator like everything else. */
+#define HASH_NONFATAL_OOM    1
+#define uthash_malloc(sz)    tg__malloc(sz)
+#define uthash_free(ptr, sz) free(ptr)
 #include <uthash.h>
 
 typedef struct param_entry {
@@ -25,7 +28,7 @@ struct tg_params {
     size_t n, cap;
 };
 
-tg_params *tg_params_new(void) { return calloc(1, sizeof(tg_params)); }
+tg_params *tg_params_new(void) { return tg__calloc(1, sizeof(tg_params)); }
 
 static void entry_free(param_entry *e)
 {
@@ -57,7 +60,7 @@ static bool grow_order(tg_params *ps)
     if (ps->n < ps->cap) return true;
     size_t cap = ps->cap ? ps->cap * 2 : 16;
     if (cap > SIZE_MAX / sizeof *ps->order) return false;
-    param_entry **order = realloc(ps->order, cap * sizeof *order);
+    param_entry **order = tg__realloc(ps->order, cap * sizeof *order);
     if (!order) return false;
     ps->order = order;
     ps->cap = cap;
@@ -68,10 +71,10 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
                          const int64_t *shape)
 {
     if (!ps || !name || !*name || tg_params_get(ps, name) || !grow_order(ps)) return NULL;
-    param_entry *e = calloc(1, sizeof *e);
+    param_entry *e = tg__calloc(1, sizeof *e);
     if (!e) return NULL;
     size_t len = strlen(name);
-    e->name = malloc(len + 1);
+    e->name = tg__malloc(len + 1);
     e->t = tg__tensor_alloc(dt, rank, shape);
     if (!e->name || !e->t) goto fail;
     memcpy(e->name, name, len + 1);
