@@ -123,20 +123,32 @@ tg_params *tg_optim_state(tg_optim *o) { return o ? o->state : NULL; }
  * first step sets buf = g, undamped, and the scalars are rounded to the
  * parameter's dtype before use, so F32 updates are float arithmetic. */
 
-#define SGD_LOOP(T)                                                          \
+/* One loop per combination of flags, each a constant where the loop is
+ * written, so the plain cases (no momentum) are branch-free and vectorise. */
+#define SGD_LOOP(T, DECAY, MOMENTUM)                                   \
+    for (int64_t i = 0; i < n; i++) {                                  \
+        T g = (DECAY) ? grad[i] + wd * p[i] : grad[i];                 \
+        if (MOMENTUM) {                                                \
+            buf[i] = first ? g : buf[i] * mu + keep * g;               \
+            g = nesterov ? g + mu * buf[i] : buf[i];                   \
+        }                                                              \
+        p[i] = p[i] - lr * g;                                          \
+    }
+
+#define SGD_UPDATE(T)                                                        \
     do {                                                                     \
-        T *p = s->p->data, *buf = s->buf1 ? s->buf1->data : NULL;            \
-        const T *grad = s->p->grad->data;                                    \
+        T *restrict p = s->p->data;                                          \
+        T *restrict buf = s->buf1 ? s->buf1->data : NULL;                    \
+        const T *restrict grad = s->p->grad->data;                           \
         const T lr = (T)o->lr, wd = (T)o->weight_decay, mu = (T)o->momentum; \
         const T keep = (T)(1.0 - o->dampening);                              \
-        for (int64_t i = 0; i < n; i++) {                                    \
-            T g = decay ? grad[i] + wd * p[i] : grad[i];                     \
-            if (buf) {                                                       \
-                buf[i] = first ? g : buf[i] * mu + keep * g;                 \
-                g = nesterov ? g + mu * buf[i] : buf[i];                     \
-            }                                                                \
-            p[i] = p[i] - lr * g;                                            \
-        }                                                                    \
+        (void)mu, (void)keep;                                                \
+        if (buf)                                                             \
+            SGD_LOOP(T, decay, true)                                         \
+        else if (decay)                                                      \
+            SGD_LOOP(T, true, false)                                         \
+        else                                                                 \
+            SGD_LOOP(T, false, false)                                        \
     } while (0)
 
 static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
@@ -145,9 +157,9 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
     const bool decay = o->weight_decay != 0, nesterov = o->nesterov;
     int64_t n = s->p->numel;
     if (s->p->dtype == TG_F64)
-        SGD_LOOP(double);
+        SGD_UPDATE(double);
     else
-        SGD_LOOP(float);
+        SGD_UPDATE(float);
 }
 
 /* ====== Adam and AdamW: p -= lr mhat / (sqrt(vhat) + eps) ======
@@ -159,35 +171,58 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
  * Adam adds wd p to the gradient; AdamW instead decays p by (1 - lr wd) before
  * the update (decoupled weight decay). */
 
-#define ADAM_LOOP(T, SQRT)                                                               \
+/* As for SGD, one loop per kind of weight decay with the flags constant. */
+#define ADAM_LOOP(T, SQRT, DECOUPLED, DECAY_GRAD)                                \
+    for (int64_t i = 0; i < n; i++) {                                            \
+        T g = grad[i];                                                           \
+        if (DECOUPLED)                                                           \
+            p[i] = p[i] * decay;                                                 \
+        else if (DECAY_GRAD)                                                     \
+            g = g + wd * p[i];                                                   \
+        m[i] = m[i] * b1 + one_b1 * g;                                           \
+        v[i] = v[i] * b2 + one_b2 * g * g;                                       \
+        p[i] = p[i] + step_size * m[i] / (SQRT(v[i]) / bc2_sqrt + eps);          \
+    }
+
+#define ADAM_UPDATE(T, SQRT)                                                             \
     do {                                                                                 \
-        T *p = s->p->data, *m = s->buf1->data, *v = s->buf2->data;                       \
-        const T *grad = s->p->grad->data;                                                \
+        T *restrict p = s->p->data, *restrict m = s->buf1->data;                         \
+        T *restrict v = s->buf2->data;                                                   \
+        const T *restrict grad = s->p->grad->data;                                       \
         const T b1 = (T)o->beta1, b2 = (T)o->beta2, wd = (T)o->weight_decay;             \
         const T one_b1 = (T)(1.0 - o->beta1), one_b2 = (T)(1.0 - o->beta2);              \
         const T step_size = (T)(-o->lr / bc1), bc2_sqrt = (T)sqrt(bc2), eps = (T)o->eps; \
         const T decay = (T)(1.0 - o->lr * o->weight_decay);                              \
-        for (int64_t i = 0; i < n; i++) {                                                \
-            T g = grad[i];                                                               \
-            if (decoupled)                                                               \
-                p[i] = p[i] * decay;                                                     \
-            else if (decay_grad)                                                         \
-                g = g + wd * p[i];                                                       \
-            m[i] = m[i] * b1 + one_b1 * g;                                               \
-            v[i] = v[i] * b2 + one_b2 * g * g;                                           \
-            p[i] = p[i] + step_size * m[i] / (SQRT(v[i]) / bc2_sqrt + eps);              \
-        }                                                                                \
+        if (decoupled)                                                                   \
+            ADAM_LOOP(T, SQRT, true, false)                                              \
+        else if (decay_grad)                                                             \
+            ADAM_LOOP(T, SQRT, false, true)                                              \
+        else                                                                             \
+            ADAM_LOOP(T, SQRT, false, false)                                             \
     } while (0)
 
-static void adam_update(const tg_optim_opts *o, optim_slot *s, double t)
+/* Adam's loop is bound by its divisions and square root: AVX2's eight lanes
+ * instead of SSE2's four take about half the time (measured on W2: 0.2 ms of
+ * a 0.9 ms step down to 0.1 ms). Both clones do the same IEEE operations in
+ * the same order, so the results are bit-identical; the loader picks one. */
+/* ThreadSanitizer's runtime is not up yet when the loader runs the clone
+ * resolver, so its builds keep the one default version. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
+    !defined(__SANITIZE_THREAD__)
+#define ADAM_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define ADAM_CLONES
+#endif
+
+ADAM_CLONES static void adam_update(const tg_optim_opts *o, optim_slot *s, double t)
 {
     const bool decoupled = o->kind == TG_OPTIM_ADAMW, decay_grad = o->weight_decay != 0;
     int64_t n = s->p->numel;
     double bc1 = 1.0 - pow(o->beta1, t), bc2 = 1.0 - pow(o->beta2, t);
     if (s->p->dtype == TG_F64)
-        ADAM_LOOP(double, sqrt);
+        ADAM_UPDATE(double, sqrt);
     else
-        ADAM_LOOP(float, sqrtf);
+        ADAM_UPDATE(float, sqrtf);
 }
 
 tg_status tg_optim_step(tg_optim *o)

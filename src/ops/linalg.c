@@ -133,17 +133,19 @@ static tg_status add_bias_forward(tg_tensor *out, tg_tensor *const *in, int n_in
     return TG_OK;
 }
 
+/* One pass over dG, row by row, when both gradients are wanted: each row is
+ * read once while in cache, and db sums the rows in the same order as alone. */
 #define BIAS_VJP(T)                                                                                \
     do {                                                                                           \
-        const T *g = gout->data;                                                                   \
-        if (gin[0]) { /* dX += dG */                                                               \
-            T *dx = gin[0]->data;                                                                  \
-            for (int64_t i = 0; i < n * m; i++) dx[i] += g[i];                                     \
-        }                                                                                          \
-        if (gin[1]) { /* db += sum over rows of dG */                                              \
-            T *db = gin[1]->data;                                                                  \
-            for (int64_t i = 0; i < n; i++)                                                        \
-                for (int64_t j = 0; j < m; j++) db[j] += g[i * m + j];                             \
+        const T *restrict g = gout->data;                                                          \
+        T *restrict dx = gin[0] ? gin[0]->data : NULL;                                             \
+        T *restrict db = gin[1] ? gin[1]->data : NULL;                                             \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            const T *gi = g + i * m;                                                               \
+            if (dx)                                                                                \
+                for (int64_t j = 0; j < m; j++) dx[i * m + j] += gi[j]; /* dX += dG */             \
+            if (db)                                                                                \
+                for (int64_t j = 0; j < m; j++) db[j] += gi[j]; /* db += sum over rows of dG */    \
         }                                                                                          \
     } while (0)
 
