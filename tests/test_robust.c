@@ -24,6 +24,14 @@ const char *__asan_default_options(void) { return "allocator_may_return_null=1";
 
 static const tg_dtype dtypes[2] = {TG_F32, TG_F64};
 
+/* Valgrind does not emulate FTZ/DAZ, and it runs the children of the kill test
+ * many times slower: those tests ask less of it. */
+static bool under_valgrind(void)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    return pre && strstr(pre, "vgpreload");
+}
+
 /* Values as the dtype stores them, so exact comparisons mean what they say. */
 static tg_tensor *from(tg_dtype dt, const char *shape, const double *v)
 {
@@ -307,6 +315,44 @@ START_TEST(log_div_exp_follow_ieee)
 }
 END_TEST
 
+/* With denormals flushed, a product whose inputs are all denormal is exactly
+ * zero, also in the part of it BLAS computes on its worker threads (which
+ * exist before the flag is set); without, it is the exact denormal sum. */
+START_TEST(flush_denormals_reaches_every_thread_of_a_product)
+{
+    if (under_valgrind()) return;
+    enum { N = 512 };
+    /* Denormal (below FLT_MIN = 0x1p-126), and so are its partial sums up to
+     * N tiny = 0x1p-131: every order of summation gives that sum exactly. */
+    const float tiny = 0x1p-140f;
+    int threads_before = tg_get_num_threads();
+    tg_set_num_threads(2);
+    tg_tensor *a = tg_tensor_new(TG_F32, 2, (const int64_t[]){N, N});
+    tg_tensor *b = tg_tensor_new(TG_F32, 2, (const int64_t[]){N, N});
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    for (int64_t k = 0; k < N * N; k++) {
+        ((float *)tg_tensor_data(a))[k] = tiny;
+        ((float *)tg_tensor_data(b))[k] = 1;
+    }
+    for (int on = 1; on >= 0; on--) {
+        if (!tg_set_flush_denormals(on)) break; /* not x86: nothing to check */
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *c = tg_matmul(tp, a, b);
+        ck_assert_ptr_nonnull(c);
+        const float want = on ? 0.0f : (float)N * tiny, *got = tg_tensor_data(c);
+        for (int64_t k = 0; k < N * N; k++)
+            ck_assert_msg(got[k] == want, "flush %d: element %lld (row %lld) is %a, want %a", on,
+                          (long long)k, (long long)(k / N), (double)got[k], (double)want);
+        tg_tape_free(tp);
+    }
+    tg_set_flush_denormals(false);
+    tg_set_num_threads(threads_before);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+END_TEST
+
 /* ====== Sizes: a shape too large to exist is refused, never wrapped ====== */
 
 #define BIG (INT64_C(1) << 40) /* any tensor with an element and such a dimension needs terabytes */
@@ -517,15 +563,6 @@ static int remove_strays(const char *dir)
     return n;
 }
 
-/* Valgrind runs the children too, each save many times slower: there a few
- * kills with longer pauses check the same thing, without the claim that one
- * of them must have hit a save in the middle. */
-static bool under_valgrind(void)
-{
-    const char *pre = getenv("LD_PRELOAD");
-    return pre && strstr(pre, "vgpreload");
-}
-
 START_TEST(killed_saves_leave_old_or_new)
 {
     char dir[] = "/tmp/tg_kill_XXXXXX";
@@ -594,6 +631,7 @@ int main(void)
     tcase_add_loop_test(tc, softmax_family_exact_at_1e4, 0, 2);
     tcase_add_loop_test(tc, sigmoid_and_tanh_saturate, 0, 2);
     tcase_add_loop_test(tc, log_div_exp_follow_ieee, 0, 2);
+    tcase_add_test(tc, flush_denormals_reaches_every_thread_of_a_product);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("sizes");

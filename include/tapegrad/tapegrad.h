@@ -342,9 +342,11 @@ TG_API tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, v
 TG_API void tg_set_num_threads(int n);
 /** The number of threads matrix products use. */
 TG_API int tg_get_num_threads(void);
-/** Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR).
- * Denormal floats slow training several-fold once weights get small; the
- * training helpers turn this on. Returns false where unsupported. */
+/** Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR)
+ * and for OpenBLAS's worker threads, whose pool a change restarts: call it
+ * while no other thread runs a matrix product. Denormal floats slow training
+ * several-fold once weights get small; the training helpers turn this on.
+ * Returns false where unsupported. */
 TG_API bool tg_set_flush_denormals(bool on);
 
 /* ====== nn: named parameters ====== */
