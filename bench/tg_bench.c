@@ -11,6 +11,9 @@
  *                  data                                        time per step, GFLOP/s,
  *                                                              GEMM floor, peak RSS
  *
+ * With W0 it also measures the tape's own cost per node: replay and backward
+ * of a chain of 1000 one-element negations (tapegrad only).
+ *
  * The tapegrad side trains the way a user does: it records one step once and
  * then, every step, writes the batch into the input leaves, replays the tape,
  * zeroes the gradients, runs backward and steps the optimizer. It uses the
@@ -224,33 +227,29 @@ static const char *net_init(net *n, int n_layers, const int64_t *sizes, const tg
     return NULL;
 }
 
+/* With a breakdown running (n->phase set), adds the time since *t to phase
+ * 'ph' and restarts *t; otherwise does nothing, so timed steps read no clock. */
+static void lap(net *n, int ph, double *t)
+{
+    if (!n->phase) return;
+    double now = now_s();
+    n->phase[ph] += now - *t;
+    *t = now;
+}
+
 /* One training step on whatever the leaves hold now. */
 static const char *net_step(net *n)
 {
-    if (n->phase) {
-        double t0 = now_s(), t1, t2, t3, t4;
-        tg_status s = tg_tape_replay(n->tp);
-        t1 = now_s();
-        tg_params_zero_grad(n->ps);
-        t2 = now_s();
-        if (s == TG_OK) s = tg_backward(n->tp, n->loss);
-        t3 = now_s();
-        if (s != TG_OK) return tg_tape_error(n->tp);
-        if ((s = tg_optim_step(n->opt)) != TG_OK) return tg_status_str(s);
-        t4 = now_s();
-        n->phase[PH_REPLAY] += t1 - t0;
-        n->phase[PH_ZERO_GRAD] += t2 - t1;
-        n->phase[PH_BACKWARD] += t3 - t2;
-        n->phase[PH_OPTIM] += t4 - t3;
-        return NULL;
-    }
+    double t = n->phase ? now_s() : 0;
     tg_status s = tg_tape_replay(n->tp);
-    if (s == TG_OK) {
-        tg_params_zero_grad(n->ps);
-        s = tg_backward(n->tp, n->loss);
-    }
+    lap(n, PH_REPLAY, &t);
+    tg_params_zero_grad(n->ps);
+    lap(n, PH_ZERO_GRAD, &t);
+    if (s == TG_OK) s = tg_backward(n->tp, n->loss);
+    lap(n, PH_BACKWARD, &t);
     if (s != TG_OK) return tg_tape_error(n->tp);
     if ((s = tg_optim_step(n->opt)) != TG_OK) return tg_status_str(s);
+    lap(n, PH_OPTIM, &t);
     return NULL;
 }
 
@@ -304,10 +303,10 @@ static const char *pool_step(void *ctx, int64_t i)
 {
     pool *p = ctx;
     int64_t b = i % p->count;
-    double t0 = p->n.phase ? now_s() : 0;
+    double t = p->n.phase ? now_s() : 0;
     memcpy(tg_tensor_data(p->n.x), (char *)p->xs + (size_t)b * p->x_bytes, p->x_bytes);
     memcpy(tg_tensor_data(p->n.y), (char *)p->ys + (size_t)b * p->y_bytes, p->y_bytes);
-    if (p->n.phase) p->n.phase[PH_LOAD] += now_s() - t0;
+    lap(&p->n, PH_LOAD, &t);
     return net_step(&p->n);
 }
 
@@ -358,6 +357,59 @@ static void bench_small(const options *o, int threads, bool ftz, const char *wor
     free(p.xs);
     free(p.ys);
     net_free(&p.n);
+}
+
+/* ====== Tape overhead: what a node costs beyond its op's arithmetic ====== */
+
+/* A chain of CHAIN_NODES negations of a 1-element F32 leaf: the op does one
+ * flop, so the time per node of a replay or a backward sweep is the tape's
+ * own cost (the walk over the nodes, the call through the op definition, the
+ * gradient bookkeeping). Run with W0. */
+enum { CHAIN_NODES = 1000, CHAIN_WARMUP = 100, CHAIN_STEPS = 1000 };
+
+typedef struct chain {
+    tg_tape *tp;
+    tg_tensor *x, *out;
+} chain;
+
+static const char *chain_replay(void *ctx, int64_t i)
+{
+    (void)i;
+    chain *c = ctx;
+    return tg_tape_replay(c->tp) == TG_OK ? NULL : tg_tape_error(c->tp);
+}
+
+static const char *chain_backward(void *ctx, int64_t i)
+{
+    (void)i;
+    chain *c = ctx;
+    return tg_backward(c->tp, c->out) == TG_OK ? NULL : tg_tape_error(c->tp);
+}
+
+static void bench_overhead(const options *o, int threads, bool ftz)
+{
+    chain c = {.tp = tg_tape_new(), .x = tg_tensor_new(TG_F32, 1, (int64_t[]){1})};
+    double *per = malloc(2 * (size_t)o->reps * sizeof *per);
+    if (!c.tp || !c.x || !per) child_fail(threads, "overhead", "setup", "out of memory");
+    tg_tensor_set_requires_grad(c.x, true);
+    c.out = c.x;
+    for (int i = 0; i < CHAIN_NODES; i++)
+        c.out = tg_neg(c.tp, c.out);
+    if (tg_tape_status(c.tp) != TG_OK)
+        child_fail(threads, "overhead", "setup", tg_tape_error(c.tp));
+    double *bw = per + o->reps;
+    const char *e = timed_reps(chain_replay, &c, CHAIN_WARMUP, CHAIN_STEPS, o->reps, per);
+    if (!e) e = timed_reps(chain_backward, &c, CHAIN_WARMUP, CHAIN_STEPS, o->reps, bw);
+    if (e) child_fail(threads, "overhead", "step", e);
+    for (int r = 0; r < 2 * o->reps; r++)
+        per[r] /= CHAIN_NODES;
+    emit("tapegrad", "overhead", threads, ftz, "s_per_node", per, o->reps,
+         json_pack("{s:i, s:f, s:f, s:f}", "nodes", CHAIN_NODES, "backward_median",
+                   median(bw, o->reps), "backward_min", vmin(bw, o->reps), "backward_max",
+                   vmax(bw, o->reps)));
+    free(per);
+    tg_tape_free(c.tp);
+    tg_tensor_free(c.x);
 }
 
 /* ====== W2 fashion: an epoch of Fashion-MNIST ====== */
@@ -589,6 +641,10 @@ static const char *floor_step(void *ctx, int64_t i)
 }
 #endif
 
+/* The repetitions of the tapegrad steps and of the GEMM floor alternate, so
+ * both see the same machine: on a shared one its speed drifts by more than the
+ * difference being measured. The phase breakdown and the peak memory are taken
+ * first, before the floor's own buffers exist. */
 static void bench_large(const options *o, int threads, bool ftz, long base_rss)
 {
     const tg_activation acts[] = {TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE};
@@ -596,7 +652,7 @@ static void bench_large(const options *o, int threads, bool ftz, long base_rss)
     net n;
     const char *e =
         net_init(&n, W3_LAYERS, w3_sizes, acts, W3_BATCH, LOSS_SOFTMAX_CE, &oo, (uint64_t)o->seed);
-    double *per = malloc((size_t)o->reps * sizeof *per);
+    double *per = malloc(2 * (size_t)o->reps * sizeof *per); /* tapegrad, then the floor */
     if (!e && !per) e = "out of memory";
     if (e) child_fail(threads, "w3", "setup", e);
     tg_rng r;
@@ -608,10 +664,23 @@ static void bench_large(const options *o, int threads, bool ftz, long base_rss)
         y[i * w3_sizes[W3_LAYERS] + (int64_t)tg_rng_below(&r, 10)] = 1;
 
     json_t *phases = NULL;
-    if (!(e = timed_reps(w3_step, &n, W3_WARMUP, W3_STEPS, o->reps, per)))
+    if (!(e = timed_reps(w3_step, &n, W3_WARMUP, 0, 0, NULL)))
         phases = phase_breakdown(&n, w3_step, &n, (int64_t)o->reps * W3_STEPS, &e);
     if (e) child_fail(threads, "w3", "step", e);
-    long peak = maxrss_kb(); /* before the floor's own buffers exist */
+    long peak = maxrss_kb();
+#ifdef TG_BENCH_CBLAS
+    double *floor_per = per + o->reps;
+    floor_plan fp;
+    if (!floor_plan_init(&fp, (uint64_t)o->seed))
+        child_fail(threads, "w3", "GEMM floor", "out of memory");
+    timed_reps(floor_step, &fp, W3_WARMUP, 0, 0, NULL);
+    for (int k = 0; k < o->reps && !e; k++)
+        if (!(e = timed_reps(w3_step, &n, 0, W3_STEPS, 1, per + k)))
+            timed_reps(floor_step, &fp, 0, W3_STEPS, 1, floor_per + k);
+#else
+    e = timed_reps(w3_step, &n, 0, W3_STEPS, o->reps, per);
+#endif
+    if (e) child_fail(threads, "w3", "step", e);
     double flop = w3_flop(), med = median(per, o->reps);
     emit("tapegrad", "w3", threads, ftz, "s_per_step", per, o->reps,
          json_pack("{s:i, s:f, s:I, s:I, s:i, s:o}", "steps_per_rep", W3_STEPS, "gflops",
@@ -619,14 +688,9 @@ static void bench_large(const options *o, int threads, bool ftz, long base_rss)
                    (json_int_t)base_rss, "tape_nodes", (int)tg_tape_size(n.tp), "phase_us",
                    phases));
     net_free(&n);
-
 #ifdef TG_BENCH_CBLAS
-    floor_plan fp;
-    if (!floor_plan_init(&fp, (uint64_t)o->seed))
-        child_fail(threads, "w3", "GEMM floor", "out of memory");
-    timed_reps(floor_step, &fp, W3_WARMUP, W3_STEPS, o->reps, per);
-    med = median(per, o->reps);
-    emit("gemm_floor", "w3", threads, ftz, "s_per_step", per, o->reps,
+    med = median(floor_per, o->reps);
+    emit("gemm_floor", "w3", threads, ftz, "s_per_step", floor_per, o->reps,
          json_pack("{s:i, s:f, s:i}", "steps_per_rep", W3_STEPS, "gflops", flop / med / 1e9,
                    "sgemm_calls", fp.n_calls));
     floor_plan_free(&fp);
@@ -665,6 +729,7 @@ static int run_child(const options *o)
             bench_fashion(o, threads, ftz);
         else
             bench_large(o, threads, ftz, base_rss);
+        if (i == 0) bench_overhead(o, threads, ftz);
     }
     return EXIT_SUCCESS;
 }
@@ -1036,6 +1101,14 @@ static void print_table(const options *o, const records *rec)
             }
             printf(" %10.2f\n", sum);
         }
+    }
+    for (int k = 0; k < o->n_threads; k++) {
+        const json_t *ov = find(rec, "tapegrad", "overhead", o->threads[k]);
+        if (!ov) continue;
+        printf("%stape overhead, T=%d: %.1f ns per node in replay, %.1f ns per node in backward "
+               "(median; chain of %.0f neg ops on a 1-element F32 tensor)\n",
+               k ? "" : "\n", o->threads[k], 1e9 * num(ov, "median"),
+               1e9 * num(ov, "backward_median"), num(ov, "nodes"));
     }
     if (!has_workload(o, "w3")) return;
     printf("\nW3 detail (%.3f GFLOP of matrix products per step)\n", w3_flop() / 1e9);
