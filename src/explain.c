@@ -211,11 +211,6 @@ static const char *rule_for(const tg_op_def *def, int j)
 
 /* ====== Values ====== */
 
-static double elem(const tg_tensor *t, int64_t i)
-{
-    return t->dtype == TG_F64 ? ((const double *)t->data)[i] : (double)((const float *)t->data)[i];
-}
-
 /* Rows of the last axis, each "[ v v v ]" with the values right-aligned. */
 static void put_values(FILE *f, const tg_tensor *t)
 {
@@ -223,7 +218,7 @@ static void put_values(FILE *f, const tg_tensor *t)
     char text[TG_EXPLAIN_MAX_VALUES][32];
     int width = 0;
     for (int64_t i = 0; i < t->numel; i++) {
-        int w = snprintf(text[i], sizeof text[i], "%.6g", elem(t, i));
+        int w = snprintf(text[i], sizeof text[i], "%.6g", tg__get(t, i));
         width = w > width ? w : width;
     }
     int64_t cols = t->rank ? t->shape[t->rank - 1] : 1;
@@ -238,7 +233,7 @@ static void put_values(FILE *f, const tg_tensor *t)
 static bool all_ones(const tg_tensor *t)
 {
     for (int64_t i = 0; i < t->numel; i++)
-        if (elem(t, i) != 1.0) return false;
+        if (tg__get(t, i) != 1.0) return false;
     return true;
 }
 

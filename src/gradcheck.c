@@ -10,18 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static double get(const tg_tensor *t, int64_t k)
-{
-    return t->dtype == TG_F64 ? ((const double *)t->data)[k] : (double)((const float *)t->data)[k];
-}
-
-/* Stores v at element k and returns the value actually stored (rounded for F32). */
-static double put(tg_tensor *t, int64_t k, double v)
-{
-    if (t->dtype == TG_F64) return ((double *)t->data)[k] = v;
-    return ((float *)t->data)[k] = (float)v;
-}
-
 static bool seen_before(tg_tensor *const *inputs, int i)
 {
     for (int j = 0; j < i; j++)
@@ -49,16 +37,16 @@ static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inpu
             unsigned char orig[sizeof(double)];
             size_t esz = tg__dtype_size(x->dtype);
             memcpy(orig, (char *)x->data + k * (int64_t)esz, esz);
-            double x0 = get(x, k), fp, fm;
-            double hi = put(x, k, x0 + o->eps);
+            double x0 = tg__get(x, k), fp, fm;
+            double hi = tg__put(x, k, x0 + o->eps);
             tg_status s = eval(tp, y, &fp);
-            double lo = put(x, k, x0 - o->eps);
+            double lo = tg__put(x, k, x0 - o->eps);
             if (s == TG_OK) s = eval(tp, y, &fm);
             memcpy((char *)x->data + k * (int64_t)esz, orig, esz);
             if (s != TG_OK) return s;
 
             double numeric = (fp - fm) / (hi - lo); /* the step actually taken */
-            double analytic = x->grad ? get(x->grad, k) : 0.0;
+            double analytic = x->grad ? tg__get(x->grad, k) : 0.0;
             double err = fabs(analytic - numeric);
             double scale = fmax(fabs(analytic), fabs(numeric));
             double rel = scale > 0 ? err / scale : 0.0;

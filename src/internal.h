@@ -107,6 +107,17 @@ static inline size_t tg__dtype_size(tg_dtype dt)
 {
     return dt == TG_F64 ? sizeof(double) : sizeof(float);
 }
+/* Element k as a double, whatever the dtype. */
+static inline double tg__get(const tg_tensor *t, int64_t k)
+{
+    return t->dtype == TG_F64 ? ((const double *)t->data)[k] : (double)((const float *)t->data)[k];
+}
+/* Stores v at element k (rounded for F32) and returns the value stored. */
+static inline double tg__put(tg_tensor *t, int64_t k, double v)
+{
+    if (t->dtype == TG_F64) return ((double *)t->data)[k] = v;
+    return ((float *)t->data)[k] = (float)v;
+}
 /* A heap leaf whose data the caller fills (zeroed). */
 tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
 /* A tape-owned tensor in the arena, zero-filled; NULL when out of memory. */

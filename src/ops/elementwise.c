@@ -213,21 +213,16 @@ static tg_status binary_vjp(const tg_tensor *gout, tg_tensor *const *in, tg_tens
     return TG_OK;
 }
 
-/* The constructor of every binary op: one dtype, shapes that broadcast. */
+/* The constructor of every binary op: shapes that broadcast (tg_custom
+ * checks the dtypes, as for every op). */
 static tg_tensor *binary(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_tensor *b)
 {
     tg_tensor *in[2] = {a, b};
     if (!tg__guard(tp, def->name, 2, in)) return NULL;
-    char sa[TG__SHAPE_STR_MAX], sb[TG__SHAPE_STR_MAX];
-    if (a->dtype != b->dtype) {
-        tg__fail(tp, TG_ERR_DTYPE, "%s: operands differ in dtype: %s %s and %s %s", def->name,
-                 a->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(a, sa, sizeof sa),
-                 b->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(b, sb, sizeof sb));
-        return NULL;
-    }
     int64_t shape[TG_MAX_RANK];
     int rank = broadcast_shape(a, b, shape);
     if (rank < 0) {
+        char sa[TG__SHAPE_STR_MAX], sb[TG__SHAPE_STR_MAX];
         tg__fail(tp, TG_ERR_SHAPE, "%s: shapes do not broadcast: %s and %s", def->name,
                  tg__shape_str(a, sa, sizeof sa), tg__shape_str(b, sb, sizeof sb));
         return NULL;
