@@ -38,8 +38,11 @@ static tg_status softplus_vjp(const tg_tensor *grad_out, const tg_tensor *out, t
     return TG_OK;
 }
 
-static const tg_op_def softplus_def = {
-    .name = "softplus", .forward = softplus_forward, .vjp = softplus_vjp};
+/* 'rules' is optional: the VJP as text, which tg_tape_explain prints. */
+static const tg_op_def softplus_def = {.name = "softplus",
+                                       .forward = softplus_forward,
+                                       .vjp = softplus_vjp,
+                                       .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL}};
 
 /* The op's constructor: the output has x's shape. A NULL x or a failed tape
  * passes through tg_custom, which records the error. */
@@ -66,6 +69,7 @@ int main(void)
         goto done;
     }
     tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_name(x, "X");
 
     /* Use it like any op: record, then one backward and one check of the tape. */
     tg_tensor *f = sum_softplus(tp, &x, NULL);
@@ -78,6 +82,8 @@ int main(void)
     printf("%8s %16s %16s\n", "x", "df/dx (tape)", "sigmoid(x)");
     for (int64_t i = 0; i < tg_tensor_numel(x); i++)
         printf("%8.3f %16.12f %16.12f\n", xv[i], g[i], 1.0 / (1.0 + exp(-xv[i])));
+    printf("\nthe backward sweep:\n");
+    tg_tape_explain(tp, stdout, 0);
 
     /* Check the VJP against central differences; x is left exactly as it was. */
     tg_gradcheck_report r;
