@@ -124,8 +124,13 @@ tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
 tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *shape);
 bool tg__same_shape(const tg_tensor *a, const tg_tensor *b);
 /* The gradient buffer of t, created zeroed when missing (a leaf's on the heap,
- * an intermediate's in the arena). NULL when out of memory. */
-tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t);
+ * an intermediate's in the arena). NULL when out of memory. Inline: the
+ * backward sweep asks for every input of every node. */
+tg_tensor *tg__grad_new(tg_tape *tp, tg_tensor *t);
+static inline tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t)
+{
+    return t->grad ? t->grad : tg__grad_new(tp, t);
+}
 
 /* ====== Row kernels shared by op families (ops/softmax.c) ====== */
 

@@ -230,7 +230,7 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
             tg_tensor *x = nd->in[j];
             nd->gin[j] = NULL;
             if (!x->requires_grad) continue;
-            if (!(nd->gin[j] = x->grad ? x->grad : tg__grad_get(tp, x)))
+            if (!(nd->gin[j] = tg__grad_get(tp, x)))
                 return tg__fail(tp, TG_ERR_NOMEM, "backward: out of memory for a gradient");
             x->reached = true;
         }

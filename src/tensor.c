@@ -151,9 +151,8 @@ const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size)
     return buf;
 }
 
-tg_tensor *tg__grad_get(tg_tape *tp, tg_tensor *t)
+tg_tensor *tg__grad_new(tg_tape *tp, tg_tensor *t)
 {
-    if (t->grad) return t->grad;
     tg_tensor *g = t->tape_owned ? tg__tensor_arena(&tp->arena, t->dtype, t->rank, t->shape)
                                  : tg__tensor_alloc(t->dtype, t->rank, t->shape);
     if (!g) return NULL;
