@@ -7,7 +7,6 @@
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 long tg__alloc_fail_after = -1;
 long tg__alloc_refused = 0;

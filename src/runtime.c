@@ -5,10 +5,8 @@
 #include <xmmintrin.h>
 #define TG__MXCSR_FTZ 0x8000 /* flush results that would be denormal to zero */
 #define TG__MXCSR_DAZ 0x0040 /* read denormal inputs as zero */
-#endif
 
-#if (defined(__SSE__) || defined(__x86_64__)) && defined(TG_HAVE_CBLAS) && defined(__GNUC__)
-#define TG__RESTART_BLAS_POOL
+#if defined(TG_HAVE_CBLAS) && defined(__GNUC__)
 /* OpenBLAS's (pthreads build) own calls that stop and start its worker pool.
  * They are not in cblas.h; weak, so a BLAS without them still links and the
  * restart below is skipped. */
@@ -22,29 +20,32 @@ extern int blas_thread_init(void) __attribute__((weak));
  * in the caller only, the half of a 2-thread sgemm done by the worker read
  * denormal inputs as nonzero). Restarting the pool from the calling thread
  * creates the workers afresh with its MXCSR. */
-#if defined(__SSE__) || defined(__x86_64__)
 static void restart_blas_workers(void)
 {
-#ifdef TG__RESTART_BLAS_POOL
+#if defined(TG_HAVE_CBLAS) && defined(__GNUC__)
     if (blas_thread_shutdown_ && blas_thread_init) {
         blas_thread_shutdown_();
         blas_thread_init();
     }
 #endif
 }
-#endif
 
 bool tg_set_flush_denormals(bool on)
 {
-#if defined(__SSE__) || defined(__x86_64__)
     const unsigned int bits = TG__MXCSR_FTZ | TG__MXCSR_DAZ;
     unsigned int old = _mm_getcsr(), csr = on ? old | bits : old & ~bits;
     if (csr == old) return true;
     _mm_setcsr(csr);
     restart_blas_workers();
     return true;
+}
+
 #else
+
+bool tg_set_flush_denormals(bool on)
+{
     (void)on;
     return false;
-#endif
 }
+
+#endif

@@ -204,8 +204,8 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
 /* Adam's loop is bound by its divisions and square root: AVX2's eight lanes
  * instead of SSE2's four take about half the time (measured on W2: 0.2 ms of
  * a 0.9 ms step down to 0.1 ms). Both clones do the same IEEE operations in
- * the same order, so the results are bit-identical; the loader picks one. */
-/* ThreadSanitizer's runtime is not up yet when the loader runs the clone
+ * the same order, so the results are bit-identical; the loader picks one.
+ * ThreadSanitizer's runtime is not up yet when the loader runs the clone
  * resolver, so its builds keep the one default version. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__) && \
     !defined(__SANITIZE_THREAD__)
