@@ -1,0 +1,249 @@
+/**
+ * @file
+ * tapegrad's nn part: parameter registries, initialisation, layers built from
+ * graph ops, optimizers, data readers and checkpoints. Included by
+ * tapegrad.h; the AD core (tensors, tape, ops, gradient check) needs none of
+ * it. Everything here is written against the public core API.
+ */
+#ifndef TAPEGRAD_NN_H
+#define TAPEGRAD_NN_H
+
+#include <tapegrad/tapegrad.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ====== nn: named parameters ====== */
+
+/** A registry name -> parameter tensor, in insertion order, owning its tensors. */
+typedef struct tg_params tg_params;
+
+/** An empty registry, the caller's to free with tg_params_free; NULL when out of memory. */
+TG_API tg_params *tg_params_new(void);
+/** Frees the registry and every parameter it owns, with their gradients; NULL is fine. */
+TG_API void tg_params_free(tg_params *ps);
+/** A new zero-filled parameter owned by the registry, requiring grad. NULL for a
+ * duplicate or empty name, a bad shape, or no memory. The registry keeps its
+ * own copy of the name and frees the tensor and its gradient with itself. */
+TG_API tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
+                                const int64_t *shape);
+/** The parameter called 'name', owned by the registry; NULL if absent. O(1). */
+TG_API tg_tensor *tg_params_get(const tg_params *ps, const char *name);
+/** The number of parameters; 0 for NULL. */
+TG_API size_t tg_params_count(const tg_params *ps);
+/** The i-th parameter in insertion order (stable), and its name if 'name' is not NULL. */
+TG_API tg_tensor *tg_params_at(const tg_params *ps, size_t i, const char **name);
+/** Zeroes the gradient of every parameter that has one; call it between steps. */
+TG_API void tg_params_zero_grad(tg_params *ps);
+/** The number of elements over all parameters. */
+TG_API int64_t tg_params_numel(const tg_params *ps);
+
+/* ====== nn: seeded portable RNG and initialisation ====== */
+
+/** xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
+ * every machine. A plain struct so it can live on the stack. */
+typedef struct tg_rng {
+    uint64_t s[4]; /**< the generator's state */
+} tg_rng;
+
+/** Sets r's state from one 64-bit seed (through splitmix64). */
+TG_API void tg_rng_seed(tg_rng *r, uint64_t seed);
+/** The next 64 random bits. */
+TG_API uint64_t tg_rng_u64(tg_rng *r);
+/** A uniform double in [0, 1), from 53 random bits. */
+TG_API double tg_rng_uniform(tg_rng *r);
+/** Standard normal by Box-Muller from two uniforms, keeping only the cosine
+ * half, so no value is cached outside the four words of state. */
+TG_API double tg_rng_normal(tg_rng *r);
+/** A uniform integer in [0, n), without modulo bias; 0 for n = 0. */
+TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n);
+
+/** How tg_init_tensor fills a tensor. */
+typedef enum tg_init {
+    TG_INIT_ZEROS,          /**< all zero */
+    TG_INIT_XAVIER_UNIFORM, /**< U(-a, a), a = sqrt(6 / (fan_in + fan_out)) */
+    TG_INIT_XAVIER_NORMAL,  /**< N(0, 2 / (fan_in + fan_out)) */
+    TG_INIT_HE_UNIFORM,     /**< U(-a, a), a = sqrt(6 / fan_in) */
+    TG_INIT_HE_NORMAL,      /**< N(0, 2 / fan_in) */
+} tg_init;
+
+/** Fills t, drawing in element order (an F32 tensor gets the F64 values
+ * rounded); TG_ERR_ARG for a NULL tensor or rng, a fan below 1 or an unknown
+ * kind, and then t is untouched. TG_INIT_ZEROS needs neither fans nor rng. */
+TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out,
+                                tg_rng *r);
+
+/* ====== nn: layers (graph ops only; backprop falls out of the tape) ====== */
+
+/** The activation tg_activate records: none, ReLU, tanh or the logistic sigmoid. */
+typedef enum tg_activation { TG_ACT_NONE, TG_ACT_RELU, TG_ACT_TANH, TG_ACT_SIGMOID } tg_activation;
+
+/** Z = X W + b with X [batch,in], W [in,out], b [out]: tg_matmul then tg_add_bias. */
+TG_API tg_tensor *tg_dense(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b);
+/** act(x) for one activation kind; TG_ACT_NONE returns x itself and records
+ * nothing. Like any op, NULL on a failed tape; an unknown kind is TG_ERR_ARG. */
+TG_API tg_tensor *tg_activate(tg_tape *tp, tg_tensor *x, tg_activation act);
+
+/** A multilayer perceptron: layer sizes, activations and its parameters' handles. */
+typedef struct tg_mlp tg_mlp;
+
+/** Registers "<prefix>.<l>.weight" [sizes[l], sizes[l+1]] and "<prefix>.<l>.bias"
+ * for l = 0..n_layers-1 in 'ps' (He init before ReLU, Xavier otherwise, zero
+ * biases) and remembers acts[l], applied after layer l. NULL on bad arguments.
+ * Weights are TG_INIT_HE_UNIFORM when acts[l] is TG_ACT_RELU and
+ * TG_INIT_XAVIER_UNIFORM otherwise, with fans sizes[l] and sizes[l+1], drawn
+ * from 'r' layer by layer. On failure (bad arguments, a name already taken, no
+ * memory) nothing stays registered. */
+TG_API tg_mlp *tg_mlp_new(tg_params *ps, const char *prefix, int n_layers, const int64_t *sizes,
+                          const tg_activation *acts, tg_dtype dt, tg_rng *r);
+/** Frees the network description; its parameters stay in their registry. NULL is fine. */
+TG_API void tg_mlp_free(tg_mlp *m);
+/** Records the network on x [batch, sizes[0]] and returns [batch, sizes[n_layers]]:
+ * per layer tg_dense then tg_activate, so gradients come from those ops. */
+TG_API tg_tensor *tg_mlp_forward(tg_tape *tp, const tg_mlp *m, tg_tensor *x);
+
+/* ====== nn: optimizers ====== */
+
+/** The update rule of a tg_optim. */
+typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM, TG_OPTIM_ADAMW } tg_optim_kind;
+
+/** PyTorch's semantics. SGD: g = grad + wd p; buf = mu buf + (1 - dampening) g
+ * (buf = g at the first step); g = nesterov ? g + mu buf : buf; p -= lr g.
+ * Adam: g = grad + wd p; AdamW: p -= lr wd p, then Adam with wd = 0. */
+typedef struct tg_optim_opts {
+    tg_optim_kind kind;  /**< SGD, Adam or AdamW */
+    double lr;           /**< the learning rate, > 0 */
+    double momentum;     /**< SGD; 0 for none */
+    double dampening;    /**< SGD */
+    bool nesterov;       /**< SGD; needs momentum > 0 and dampening = 0 */
+    double weight_decay; /**< L2 term (SGD, Adam) or decoupled decay (AdamW); 0 for none */
+    double beta1;        /**< Adam(W); 0 means 0.9 */
+    double beta2;        /**< Adam(W); 0 means 0.999 */
+    double eps;          /**< Adam(W); 0 means 1e-8 */
+} tg_optim_opts;
+
+/** An optimizer: its options, the parameters it updates and their state. */
+typedef struct tg_optim tg_optim;
+
+/** An optimizer over every parameter of 'ps' present now; NULL on bad options
+ * (lr <= 0 or not finite, negative or NaN momentum or weight decay, Nesterov
+ * without momentum or with dampening, a beta outside [0, 1), eps < 0, an
+ * unknown kind) or a NULL argument. 'ps' must outlive the optimizer. Its state
+ * buffers are created here; a step allocates nothing. Updates run in each
+ * parameter's dtype (float math for F32). */
+TG_API tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts);
+/** Frees the optimizer and its state (not the parameters); NULL is fine. */
+TG_API void tg_optim_free(tg_optim *o);
+/** One update of every parameter that has a gradient; the others, and their
+ * state, are left alone. "optim.step" counts calls, and is the t of Adam's bias
+ * correction and the first-step test of SGD momentum for every parameter (one
+ * counter, where PyTorch keeps one per parameter; the two agree whenever every
+ * parameter has a gradient at every step). TG_ERR_ARG for NULL. */
+TG_API tg_status tg_optim_step(tg_optim *o);
+/** Ignored for a NULL optimizer or a rate tg_optim_new would refuse. */
+TG_API void tg_optim_set_lr(tg_optim *o, double lr);
+/** The optimizer's state (moments, step count) as a registry it owns, so a
+ * checkpoint can save and restore it; names start with "optim.". They are
+ * "optim.step" (rank 0, F64) and, per parameter `<name>`, shaped like it:
+ * `optim.sgd.momentum.<name>` (SGD with momentum > 0), `optim.adam.m.<name>`
+ * and `optim.adam.v.<name>` ("optim.adamw..." for AdamW). */
+TG_API tg_params *tg_optim_state(tg_optim *o);
+
+/* ====== nn: data ====== */
+
+/** Reads an IDX file (the MNIST family format), gzipped or plain, into a new
+ * tensor of dtype 'dt' with the file's shape (rank 1..4), each value
+ * multiplied by 'scale'. *out is set only on success. TG_ERR_IO when the file
+ * cannot be opened or read; TG_ERR_FORMAT for a bad magic, type code or rank,
+ * dimensions that overflow, or data shorter or longer than the dimensions
+ * say, with the path and byte offset (in the uncompressed stream) in err. */
+TG_API tg_status tg_idx_load(const char *path, tg_dtype dt, double scale, tg_tensor **out,
+                             tg_error *err);
+/** Writes a rank 1..4 tensor as IDX with the given element type code (0x08
+ * ubyte, 0x09 byte, 0x0B short, 0x0C int, 0x0D float, 0x0E double); plain
+ * unless 'path' ends in ".gz". Integer types must hold every value exactly
+ * (else TG_ERR_ARG and no file is touched); 0x0D rounds to float. A write
+ * that fails (TG_ERR_IO) removes the half-written file. */
+TG_API tg_status tg_idx_save(const char *path, const tg_tensor *t, int type_code, tg_error *err);
+
+/** Options of tg_csv_load. */
+typedef struct tg_csv_opts {
+    char delimiter; /**< 0 means ',' */
+    /** 1: first line is a header, 0: no header, -1: detect (non-numeric first line) */
+    int header;
+    /** column moved into *y, -1 for none; negative values below -1 count from the end */
+    int label_col;
+    tg_dtype dtype; /**< of x and y */
+} tg_csv_opts;
+
+/** Reads numeric CSV into x [rows, cols] (without the label column) and, if
+ * label_col >= 0, y [rows]. Outputs set only on success.
+ * opts NULL means ',', header detected, no label column, TG_F32. Blank lines
+ * are skipped; "\r\n" and a missing final newline are fine. With a label
+ * column (label_col other than -1) *y gets its values (y may be NULL to drop
+ * them); without one *y is set to NULL. TG_ERR_FORMAT names the path, line
+ * and column (a cell that is not a number, a row with another column count,
+ * no data rows); TG_ERR_ARG for a label column outside the file's columns. */
+TG_API tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x,
+                             tg_tensor **y, tg_error *err);
+
+/** Integer class labels [n] -> one-hot [n, n_classes]; NULL if a label is out of range.
+ * Labels: a rank-1 tensor of whole numbers in [0, n_classes). The caller frees the result. */
+TG_API tg_tensor *tg_one_hot(const tg_tensor *labels, int64_t n_classes, tg_dtype dt);
+
+/** Splits rows (axis 0) after a seeded shuffle: the last round(holdout * n)
+ * rows go to *x_held / *y_held. y may be NULL (then y outputs are too).
+ * Rows of x and y stay paired; the four outputs are new tensors the caller
+ * frees, set only on success. TG_ERR_ARG for holdout outside [0, 1], rank-0
+ * inputs or y with another row count; TG_ERR_NOMEM. */
+TG_API tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout, uint64_t seed,
+                          tg_tensor **x_train, tg_tensor **y_train, tg_tensor **x_held,
+                          tg_tensor **y_held);
+
+/** An iterator over mini-batches of rows of x and y. */
+typedef struct tg_batcher tg_batcher;
+
+/** Iterates over rows of x (and y, which may be NULL) in batches; reshuffles
+ * every epoch from 'seed' when 'shuffle'.
+ * x and y are read at every tg_batcher_next, so they must outlive the batcher.
+ * NULL for batch < 1, rank-0 tensors or y with another row count. */
+TG_API tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch,
+                                  bool shuffle, uint64_t seed);
+/** Frees the batcher (not x or y); NULL is fine. */
+TG_API void tg_batcher_free(tg_batcher *b);
+/** Copies the next batch's rows into xb / yb (leaves with 'batch' rows and the
+ * same row shape; yb may be NULL) and returns the number of rows copied, less
+ * than 'batch' for a last partial batch, 0 at the end of the epoch (the next
+ * call starts a new, reshuffled epoch). -1 for mismatched shapes.
+ * Also -1 for another dtype, or yb when the batcher has no y. The rows a
+ * partial batch leaves over are zeroed. */
+TG_API int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb);
+/** Batches per epoch, the last partial one included. */
+TG_API int64_t tg_batcher_batches(const tg_batcher *b);
+
+/* ====== nn: checkpoints (safetensors) ====== */
+
+/** Writes every parameter of the n_sets registries (names must be unique) to
+ * 'path' in the safetensors format: a temporary file in the same folder,
+ * fsync, rename. On failure the old file at 'path' is untouched.
+ * TG_ERR_ARG for a NULL set, a repeated, empty or non-UTF-8 name, or the
+ * reserved "__metadata__"; TG_ERR_IO, naming the step that failed and why.
+ * The file keeps the old one's permissions, or gets 0644. */
+TG_API tg_status tg_checkpoint_save(const char *path, tg_params *const *sets, int n_sets,
+                                    tg_error *err);
+/** Reads 'path' and validates every tensor the registries expect (present,
+ * same dtype and shape, data in bounds) before copying any; on failure no
+ * parameter changes. Tensors in the file that no registry has are ignored.
+ * TG_ERR_FORMAT (path and tensor in err) for a header length past the end,
+ * JSON that does not parse, a missing tensor, another dtype or shape, or
+ * data_offsets out of bounds, reversed, of the wrong size or overlapping
+ * (checked for every tensor in the file); TG_ERR_IO when unreadable. */
+TG_API tg_status tg_checkpoint_load(const char *path, tg_params *const *sets, int n_sets,
+                                    tg_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TAPEGRAD_NN_H */
