@@ -332,7 +332,7 @@ static void put_dot_text(FILE *f, const char *s)
     }
 }
 
-static const char *dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+static const char *dtype_name(tg_dtype dt) { return tg__dt(dt)->name; }
 
 /* Leaves are boxes, ops ellipses; the loss (leaf or op) a bold red box. */
 static const char style_loss[] =

@@ -102,22 +102,48 @@ const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size);
 #define TG__SHAPE_STR_MAX 96
 /* Number of elements of a shape, -1 for a bad rank, a negative dimension or overflow. */
 int64_t tg__numel(int rank, const int64_t *shape);
+/* ====== Dtypes: one table, one dispatch ======
+ * Everything that differs between dtypes is a row of tg__dtypes; code that
+ * needs the element type itself goes through TG__FLOAT_SWITCH, which names
+ * every float dtype once and fails loudly on any other. */
+
+typedef struct tg__dtype_info {
+    const char *name; /* in messages and DOT: "f32" */
+    const char *tag;  /* in files (safetensors): "F32" */
+    size_t size;      /* bytes per element */
+    bool is_float;    /* can carry gradients; else an index dtype */
+    double (*get)(const void *data, int64_t k);
+    double (*put)(void *data, int64_t k, double v); /* returns the value stored */
+} tg__dtype_info;
+
+#define TG__N_DTYPES 3
+extern const tg__dtype_info tg__dtypes[TG__N_DTYPES];
+
+static inline bool tg__dtype_valid(tg_dtype dt) { return (unsigned)dt < TG__N_DTYPES; }
+/* The row of dt; dt must be valid (every tensor's is). */
+static inline const tg__dtype_info *tg__dt(tg_dtype dt) { return &tg__dtypes[dt]; }
 /* Bytes per element. */
-static inline size_t tg__dtype_size(tg_dtype dt)
-{
-    return dt == TG_F64 ? sizeof(double) : sizeof(float);
-}
+static inline size_t tg__dtype_size(tg_dtype dt) { return tg__dt(dt)->size; }
 /* Element k as a double, whatever the dtype. */
-static inline double tg__get(const tg_tensor *t, int64_t k)
-{
-    return t->dtype == TG_F64 ? ((const double *)t->data)[k] : (double)((const float *)t->data)[k];
-}
-/* Stores v at element k (rounded for F32) and returns the value stored. */
+static inline double tg__get(const tg_tensor *t, int64_t k) { return tg__dt(t->dtype)->get(t->data, k); }
+/* Stores v at element k (rounded for F32, truncated for I64) and returns the value stored. */
 static inline double tg__put(tg_tensor *t, int64_t k, double v)
 {
-    if (t->dtype == TG_F64) return ((double *)t->data)[k] = v;
-    return ((float *)t->data)[k] = (float)v;
+    return tg__dt(t->dtype)->put(t->data, k, v);
 }
+
+/* Runs BODY(T) with T the C type of float dtype 'dt'; any other dtype makes
+ * the enclosing function return FAIL (TG_ERR_DTYPE in a tg_status function,
+ * nothing in a void one: pass an empty argument). */
+#define TG__FLOAT_SWITCH(dt, BODY, FAIL) \
+    do {                                 \
+        switch (dt) {                    \
+        case TG_F32: BODY(float); break; \
+        case TG_F64: BODY(double); break; \
+        default: return FAIL;            \
+        }                                \
+    } while (0)
+
 /* A heap leaf whose data the caller fills (zeroed). */
 tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
 /* A tape-owned tensor in the arena, zero-filled; NULL when out of memory. */

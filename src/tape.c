@@ -64,24 +64,21 @@ void tg_tape_set_anomaly(tg_tape *tp, bool on)
     if (tp) tp->anomaly = on;
 }
 
-/* The first element of t that is NaN or Inf, as a double in *bad; false if none. */
+/* The first element of t that is NaN or Inf, as a double in *bad; false if
+ * none, and for index tensors, which hold neither. */
+#define FIND_NONFINITE(T)                                  \
+    do {                                                   \
+        const T *v = t->data;                              \
+        for (int64_t i = 0; i < t->numel; i++)             \
+            if (!isfinite(v[i])) {                         \
+                *bad = (double)v[i];                       \
+                return true;                               \
+            }                                              \
+    } while (0)
+
 static bool find_nonfinite(const tg_tensor *t, double *bad)
 {
-    if (t->dtype == TG_F64) {
-        const double *v = t->data;
-        for (int64_t i = 0; i < t->numel; i++)
-            if (!isfinite(v[i])) {
-                *bad = v[i];
-                return true;
-            }
-    } else {
-        const float *v = t->data;
-        for (int64_t i = 0; i < t->numel; i++)
-            if (!isfinite(v[i])) {
-                *bad = (double)v[i];
-                return true;
-            }
-    }
+    TG__FLOAT_SWITCH(t->dtype, FIND_NONFINITE, false);
     return false;
 }
 
@@ -105,6 +102,49 @@ static tg_status check_finite(tg_tape *tp, const char *op, size_t node, tg_tenso
 }
 
 /* ====== Recording ====== */
+
+/* Checks the inputs' dtypes against what 'def' expects: I64 exactly where
+ * index_inputs has a bit (bits past 31 are never indices), one float dtype
+ * everywhere else. Sets the output's dtype. */
+static bool input_dtypes(tg_tape *tp, const tg_op_def *def, const char *op, tg_tensor *const *in,
+                         int n_in, tg_dtype *out)
+{
+    char s0[TG__SHAPE_STR_MAX], si[TG__SHAPE_STR_MAX];
+    const tg_tensor *first = NULL; /* the first float input */
+    for (int i = 0; i < n_in; i++) {
+        bool index = i < 32 && (def->index_inputs >> i & 1u);
+        const tg__dtype_info *d = tg__dt(in[i]->dtype);
+        if (index && in[i]->dtype != TG_I64) {
+            tg__fail(tp, TG_ERR_DTYPE, "%s: input %d %s must be i64 indices, is %s", op, i,
+                     tg__shape_str(in[i], si, sizeof si), d->name);
+            return false;
+        }
+        if (index) continue;
+        if (!d->is_float) {
+            tg__fail(tp, TG_ERR_DTYPE, "%s: input %d %s is %s; this op takes f32 or f64 there", op,
+                     i, tg__shape_str(in[i], si, sizeof si), d->name);
+            return false;
+        }
+        if (!first) {
+            first = in[i];
+        } else if (in[i]->dtype != first->dtype) {
+            tg__fail(tp, TG_ERR_DTYPE, "%s: inputs differ in dtype: %s %s and %s %s", op,
+                     tg__dt(first->dtype)->name, tg__shape_str(first, s0, sizeof s0), d->name,
+                     tg__shape_str(in[i], si, sizeof si));
+            return false;
+        }
+    }
+    if (def->index_output) {
+        *out = TG_I64;
+    } else if (first) {
+        *out = first->dtype;
+    } else {
+        tg__fail(tp, TG_ERR_DTYPE, "%s: every input is an index, so the output has no float dtype",
+                 op);
+        return false;
+    }
+    return true;
+}
 
 static bool grow_nodes(tg_tape *tp)
 {
@@ -132,19 +172,13 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
         return NULL;
     }
     if (!tg__guard(tp, op, n_in, in)) return NULL;
-    for (int i = 1; i < n_in; i++)
-        if (in[i]->dtype != in[0]->dtype) {
-            char s0[TG__SHAPE_STR_MAX], si[TG__SHAPE_STR_MAX];
-            tg__fail(tp, TG_ERR_DTYPE, "%s: inputs differ in dtype: %s %s and %s %s", op,
-                     in[0]->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(in[0], s0, sizeof s0),
-                     in[i]->dtype == TG_F64 ? "f64" : "f32", tg__shape_str(in[i], si, sizeof si));
-            return NULL;
-        }
+    tg_dtype dt;
+    if (!input_dtypes(tp, def, op, in, n_in, &dt)) return NULL;
     if (tg__numel(out_rank, out_shape) < 0) {
         tg__fail(tp, TG_ERR_ARG, "%s: bad output shape (rank %d)", op, out_rank);
         return NULL;
     }
-    tg_tensor *out = tg__tensor_arena(&tp->arena, in[0]->dtype, out_rank, out_shape);
+    tg_tensor *out = tg__tensor_arena(&tp->arena, dt, out_rank, out_shape);
     tg_tensor **ins = tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *ins);
     tg_tensor **gin = tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *gin);
     if (!out || !ins || !gin || !grow_nodes(tp)) {
@@ -153,7 +187,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
     }
     memcpy(ins, in, (size_t)n_in * sizeof *ins);
     for (int i = 0; i < n_in; i++) out->requires_grad |= in[i]->requires_grad;
-    out->requires_grad &= def->vjp != NULL;
+    out->requires_grad &= def->vjp != NULL && !def->index_output;
 
     tg_status s = def->forward(out, ins, n_in, ctx);
     if (s != TG_OK) {
@@ -213,12 +247,10 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
     }
     tg_tensor *g = tg__grad_get(tp, out);
     if (!g) return tg__fail(tp, TG_ERR_NOMEM, "backward: out of memory for a gradient");
-    for (int64_t k = 0; k < out->numel; k++) {
-        if (out->dtype == TG_F64)
-            ((double *)g->data)[k] += ((const double *)seed->data)[k];
-        else
-            ((float *)g->data)[k] += ((const float *)seed->data)[k];
-    }
+#define ADD_SEED(T)                                                                   \
+    for (int64_t k = 0; k < out->numel; k++) ((T *)g->data)[k] += ((const T *)seed->data)[k]
+    TG__FLOAT_SWITCH(out->dtype, ADD_SEED, TG_ERR_DTYPE);
+#undef ADD_SEED
     out->reached = true;
 
     for (size_t i = tp->n_nodes; i-- > 0;) {

@@ -21,7 +21,30 @@ int64_t tg__numel(int rank, const int64_t *shape)
     return n;
 }
 
-static bool valid_dtype(tg_dtype dt) { return dt == TG_F32 || dt == TG_F64; }
+/* ====== The dtype table ====== */
+
+static double get_f32(const void *d, int64_t k) { return (double)((const float *)d)[k]; }
+static double get_f64(const void *d, int64_t k) { return ((const double *)d)[k]; }
+static double get_i64(const void *d, int64_t k) { return (double)((const int64_t *)d)[k]; }
+static double put_f32(void *d, int64_t k, double v) { return ((float *)d)[k] = (float)v; }
+static double put_f64(void *d, int64_t k, double v) { return ((double *)d)[k] = v; }
+/* Truncates toward zero; a value outside int64's range stores 0 rather than
+ * invoking undefined behaviour (callers that care check the range first). */
+static double put_i64(void *d, int64_t k, double v)
+{
+    int64_t i = v > -0x1p63 && v < 0x1p63 ? (int64_t)v : 0;
+    return (double)(((int64_t *)d)[k] = i);
+}
+
+const tg__dtype_info tg__dtypes[TG__N_DTYPES] = {
+    [TG_F32] = {"f32", "F32", sizeof(float), true, get_f32, put_f32},
+    [TG_F64] = {"f64", "F64", sizeof(double), true, get_f64, put_f64},
+    [TG_I64] = {"i64", "I64", sizeof(int64_t), false, get_i64, put_i64},
+};
+
+/* ====== Tensors ====== */
+
+static bool valid_dtype(tg_dtype dt) { return tg__dtype_valid(dt); }
 
 static void set_shape(tg_tensor *t, tg_dtype dt, int rank, const int64_t *shape, int64_t numel)
 {
@@ -96,6 +119,7 @@ int tg_tensor_rank(const tg_tensor *t) { return t ? t->rank : 0; }
 const int64_t *tg_tensor_shape(const tg_tensor *t) { return t ? t->shape : NULL; }
 int64_t tg_tensor_numel(const tg_tensor *t) { return t ? t->numel : 0; }
 void *tg_tensor_data(tg_tensor *t) { return t ? t->data : NULL; }
+const void *tg_tensor_cdata(const tg_tensor *t) { return t ? t->data : NULL; }
 tg_tensor *tg_tensor_grad(const tg_tensor *t) { return t ? t->grad : NULL; }
 bool tg_tensor_requires_grad(const tg_tensor *t) { return t && t->requires_grad; }
 const char *tg_tensor_name(const tg_tensor *t) { return t ? t->name : ""; }
@@ -103,12 +127,12 @@ const char *tg_tensor_name(const tg_tensor *t) { return t ? t->name : ""; }
 double tg_tensor_item(const tg_tensor *t)
 {
     if (!t || t->numel != 1) return NAN;
-    return t->dtype == TG_F64 ? *(const double *)t->data : (double)*(const float *)t->data;
+    return tg__get(t, 0);
 }
 
 void tg_tensor_set_requires_grad(tg_tensor *t, bool on)
 {
-    if (t && !t->is_grad) t->requires_grad = on;
+    if (t && !t->is_grad && tg__dt(t->dtype)->is_float) t->requires_grad = on;
 }
 
 void tg_tensor_zero_grad(tg_tensor *t)

@@ -70,7 +70,8 @@ typedef enum tg_init {
 
 /** Fills t, drawing in element order (an F32 tensor gets the F64 values
  * rounded); TG_ERR_ARG for a NULL tensor or rng, a fan below 1 or an unknown
- * kind, and then t is untouched. TG_INIT_ZEROS needs neither fans nor rng. */
+ * kind, and then t is untouched; TG_ERR_DTYPE for an I64 tensor. TG_INIT_ZEROS
+ * needs neither fans nor rng. */
 TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out,
                                 tg_rng *r);
 
@@ -154,7 +155,8 @@ TG_API tg_params *tg_optim_state(tg_optim *o);
 
 /** Reads an IDX file (the MNIST family format), gzipped or plain, into a new
  * tensor of dtype 'dt' with the file's shape (rank 1..4), each value
- * multiplied by 'scale'. *out is set only on success. TG_ERR_IO when the file
+ * multiplied by 'scale' (TG_I64, for labels, takes the products only when
+ * they are whole numbers). *out is set only on success. TG_ERR_IO when the file
  * cannot be opened or read; TG_ERR_FORMAT for a bad magic, type code or rank,
  * dimensions that overflow, or data shorter or longer than the dimensions
  * say, with the path and byte offset (in the uncompressed stream) in err. */

@@ -90,8 +90,11 @@ typedef struct tg_error {
 
 /* ====== Tensors ====== */
 
-/** Element type: TG_F32 (float) or TG_F64 (double). */
-typedef enum tg_dtype { TG_F32, TG_F64 } tg_dtype;
+/** Element type: TG_F32 (float), TG_F64 (double), or TG_I64 (int64_t) for
+ * indices and labels. I64 tensors never require grad and are accepted only
+ * where an op says so (index_select, embedding, cross_entropy's labels, and
+ * ops whose tg_op_def marks an input as an index); elsewhere TG_ERR_DTYPE. */
+typedef enum tg_dtype { TG_F32, TG_F64, TG_I64 } tg_dtype;
 #define TG_MAX_RANK 4 /**< Tensors have rank 0 (a scalar) to TG_MAX_RANK. */
 /** A tensor: shape, dtype, data, an optional gradient and name; opaque. */
 typedef struct tg_tensor tg_tensor;
@@ -112,15 +115,17 @@ TG_API int tg_tensor_rank(const tg_tensor *t);
 TG_API const int64_t *tg_tensor_shape(const tg_tensor *t);
 /** The number of elements, the product of the dimensions (1 for rank 0); 0 for NULL. */
 TG_API int64_t tg_tensor_numel(const tg_tensor *t);
-/** The elements, row-major and contiguous, as float or double by dtype; owned
+/** The elements, row-major and contiguous, as float, double or int64_t by dtype; owned
  * by t and writable (writing into a recorded leaf is how tg_tape_replay gets
  * new data). NULL for NULL. */
 TG_API void *tg_tensor_data(tg_tensor *t);
-/** The value of a one-element tensor as a double; NaN for NULL or more elements. */
+/** The elements, read-only; NULL for NULL. */
+TG_API const void *tg_tensor_cdata(const tg_tensor *t);
+/** The value of a one-element tensor as a double (an I64 converted); NaN for NULL or more elements. */
 TG_API double tg_tensor_item(const tg_tensor *t);
 /** Asks for dC/dt: backward then gives t a gradient (a leaf's accumulates
  * across calls) and ops recorded later on t carry gradients back to it.
- * Ignored for NULL and for gradient tensors. */
+ * Ignored for NULL, for gradient tensors and for TG_I64 tensors. */
 TG_API void tg_tensor_set_requires_grad(tg_tensor *t, bool on);
 /** Whether backward computes dC/dt: set on a leaf, or inherited by an op's
  * result from its inputs. false for NULL. */
@@ -263,13 +268,22 @@ typedef struct tg_op_def {
        is "Σ_bcast " where the input was broadcast, else empty. Matrix
        product: {"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}. */
     const char *const *rules;
+    /** Optional: bit i set makes input i an index tensor, which must be TG_I64
+       and gets no gradient (grad_in[i] is always NULL); the other inputs
+       share one float dtype. Inputs without the bit must be F32 or F64. */
+    uint32_t index_inputs;
+    /** Optional: the output is TG_I64 (indices or counts, never requiring
+       grad) instead of the float inputs' dtype. */
+    bool index_output;
 } tg_op_def;
 
-/** Records a node running 'def' on n_in >= 1 inputs of one dtype; the output
- * has that dtype and the given shape. 'def' and 'ctx' must outlive the tape's
+/** Records a node running 'def' on n_in >= 1 inputs of one float dtype (and
+ * the I64 index inputs def->index_inputs names); the output has that dtype
+ * (TG_I64 with def->index_output) and the given shape. 'def' and 'ctx' must outlive the tape's
  * recording (until reset or free). A NULL 'vjp' makes the output constant.
  * Returns the tape-owned output, or NULL with TG_ERR_ARG (no forward, no
- * inputs, a NULL input, a bad shape), TG_ERR_DTYPE (inputs differ),
+ * inputs, a NULL input, a bad shape), TG_ERR_DTYPE (float inputs differ,
+ * an I64 input where no index is expected or the reverse),
  * TG_ERR_NOMEM or the status 'forward' returned. */
 TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
                             int out_rank, const int64_t *out_shape, void *ctx);

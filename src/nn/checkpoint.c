@@ -42,7 +42,7 @@ typedef struct ckpt_entry {
     const unsigned char *src; /* load: the tensor's bytes in the file */
 } ckpt_entry;
 
-static const char *st_dtype(tg_dtype dt) { return dt == TG_F64 ? "F64" : "F32"; }
+static const char *st_dtype(tg_dtype dt) { return tg__dt(dt)->tag; }
 
 /* True when s is well-formed UTF-8 as jansson takes it: no overlong forms, no
  * surrogates, nothing past U+10FFFF. Checked here, not left to jansson, whose

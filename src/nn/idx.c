@@ -332,15 +332,26 @@ static tg_status idx_stream(gzFile gz, const char *path, int64_t head, int type,
             goto done;
         }
         idx_decode(raw, type, k, v);
-        if (t->dtype == TG_F64) {
-            double *out = (double *)t->data + first;
-            for (size_t i = 0; i < k; i++)
-                out[i] = v[i] * scale;
-        } else {
-            float *out = (float *)t->data + first;
-            for (size_t i = 0; i < k; i++)
-                out[i] = (float)(v[i] * scale);
+        if (t->dtype == TG_I64) { /* labels: whole numbers only, never rounded */
+            for (size_t i = 0; i < k; i++) {
+                double x = v[i] * scale;
+                if (x != floor(x) || !(fabs(x) < 0x1p63)) {
+                    s = tg__set_error(err, TG_ERR_FORMAT,
+                                      "%s: element %zu is %g, not a whole number that fits i64",
+                                      path, first + i, x);
+                    goto done;
+                }
+                ((int64_t *)t->data)[first + i] = (int64_t)x;
+            }
+            continue;
         }
+#define IDX_STORE(T)                                                   \
+    do {                                                               \
+        T *out = (T *)t->data + first;                                 \
+        for (size_t i = 0; i < k; i++) out[i] = (T)(v[i] * scale);    \
+    } while (0)
+        TG__FLOAT_SWITCH(t->dtype, IDX_STORE, TG_ERR_DTYPE);
+#undef IDX_STORE
     }
     size_t got;
     s = gz_read_all(gz, raw, 1, &got, path, head + (int64_t)want, err);
@@ -353,7 +364,7 @@ done:
 
 tg_status tg_idx_load(const char *path, tg_dtype dt, double scale, tg_tensor **out, tg_error *err)
 {
-    if (!path || !out || (dt != TG_F32 && dt != TG_F64))
+    if (!path || !out || !tg__dtype_valid(dt))
         return tg__set_error(err, TG_ERR_ARG, "idx_load: NULL path or output, or bad dtype");
     /* Our own descriptor, so fstat can size the file before anything is allocated. */
     int fd = open(path, O_RDONLY);

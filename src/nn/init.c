@@ -75,16 +75,12 @@ uint64_t tg_rng_below(tg_rng *r, uint64_t n)
 tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out, tg_rng *r)
 {
     if (!t) return TG_ERR_ARG;
+    if (!tg__dt(t->dtype)->is_float) return TG_ERR_DTYPE;
     double bound; /* half-width of the uniform, or the normal's standard deviation */
     bool normal;
     switch (kind) {
     case TG_INIT_ZEROS:
-        for (int64_t i = 0; i < t->numel; i++) {
-            if (t->dtype == TG_F64)
-                ((double *)t->data)[i] = 0.0;
-            else
-                ((float *)t->data)[i] = 0.0f;
-        }
+        for (int64_t i = 0; i < t->numel; i++) tg__put(t, i, 0.0);
         return TG_OK;
     case TG_INIT_XAVIER_UNIFORM:
     case TG_INIT_XAVIER_NORMAL:
@@ -106,10 +102,7 @@ tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan
      * the F64 tensor's values rounded. */
     for (int64_t i = 0; i < t->numel; i++) {
         double v = normal ? bound * tg_rng_normal(r) : bound * (2.0 * tg_rng_uniform(r) - 1.0);
-        if (t->dtype == TG_F64)
-            ((double *)t->data)[i] = v;
-        else
-            ((float *)t->data)[i] = (float)v;
+        tg__put(t, i, v);
     }
     return TG_OK;
 }

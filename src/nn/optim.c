@@ -156,10 +156,7 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
     /* Flags in locals: a store through 'p' could alias '*o' and stop vectorisation. */
     const bool decay = o->weight_decay != 0, nesterov = o->nesterov;
     int64_t n = s->p->numel;
-    if (s->p->dtype == TG_F64)
-        SGD_UPDATE(double);
-    else
-        SGD_UPDATE(float);
+    TG__FLOAT_SWITCH(s->p->dtype, SGD_UPDATE, );
 }
 
 /* ====== Adam and AdamW: p -= lr mhat / (sqrt(vhat) + eps) ======

@@ -78,7 +78,7 @@ tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
     e->t = tg__tensor_alloc(dt, rank, shape);
     if (!e->name || !e->t) goto fail;
     memcpy(e->name, name, len + 1);
-    e->t->requires_grad = true;
+    e->t->requires_grad = tg__dt(dt)->is_float; /* an I64 entry (a counter) never does */
     tg_tensor_set_name(e->t, name);
     HASH_ADD_KEYPTR(hh, ps->by_name, e->name, len, e);
     if (!e->hh.tbl) goto fail; /* uthash could not allocate its table or a bucket */

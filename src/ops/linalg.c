@@ -75,10 +75,8 @@ static tg_status transpose_forward(tg_tensor *out, tg_tensor *const *in, int n_i
     (void)n_in, (void)ctx;
     int64_t r = in[0]->shape[0], c = in[0]->shape[1];
     if (out->numel == 0) return TG_OK; /* the other dimension may be huge: do not walk it */
-    if (out->dtype == TG_F64)
-        TRANSPOSE_ADD(double, in[0]->data, out->data, r, c, =);
-    else
-        TRANSPOSE_ADD(float, in[0]->data, out->data, r, c, =);
+#define TRANSPOSE_FWD(T) TRANSPOSE_ADD(T, in[0]->data, out->data, r, c, =)
+    TG__FLOAT_SWITCH(out->dtype, TRANSPOSE_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -88,10 +86,8 @@ static tg_status transpose_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
     (void)in, (void)n_in, (void)ctx;
     if (!gin[0] || out->numel == 0) return TG_OK;
     int64_t r = out->shape[0], c = out->shape[1]; /* dX [c,r] += (dG [r,c])^T */
-    if (out->dtype == TG_F64)
-        TRANSPOSE_ADD(double, gout->data, gin[0]->data, r, c, +=);
-    else
-        TRANSPOSE_ADD(float, gout->data, gin[0]->data, r, c, +=);
+#define TRANSPOSE_VJP(T) TRANSPOSE_ADD(T, gout->data, gin[0]->data, r, c, +=)
+    TG__FLOAT_SWITCH(out->dtype, TRANSPOSE_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -126,10 +122,7 @@ static tg_status add_bias_forward(tg_tensor *out, tg_tensor *const *in, int n_in
     (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
     if (out->numel == 0) return TG_OK; /* n may be huge when m is 0: do not walk it */
-    if (out->dtype == TG_F64)
-        BIAS_FWD(double);
-    else
-        BIAS_FWD(float);
+    TG__FLOAT_SWITCH(out->dtype, BIAS_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -155,10 +148,7 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     (void)in, (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
     if (out->numel == 0) return TG_OK; /* nothing flows back, and n may be huge */
-    if (out->dtype == TG_F64)
-        BIAS_VJP(double);
-    else
-        BIAS_VJP(float);
+    TG__FLOAT_SWITCH(out->dtype, BIAS_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 

@@ -26,10 +26,7 @@ static tg_status sqerr_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
 {
     (void)n_in;
     double div = *(const double *)ctx;
-    if (out->dtype == TG_F64)
-        SQERR_FWD(double);
-    else
-        SQERR_FWD(float);
+    TG__FLOAT_SWITCH(out->dtype, SQERR_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -54,10 +51,7 @@ static tg_status sqerr_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
 {
     (void)out, (void)n_in;
     double div = *(const double *)ctx;
-    if (gout->dtype == TG_F64)
-        SQERR_VJP(double);
-    else
-        SQERR_VJP(float);
+    TG__FLOAT_SWITCH(gout->dtype, SQERR_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -117,10 +111,7 @@ static tg_status ce_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void
     (void)n_in;
     int64_t n = in[0]->shape[0], c = in[0]->shape[1];
     tg__log_softmax_rows(out->dtype, in[0]->data, ctx, n, c, false);
-    if (out->dtype == TG_F64)
-        CE_FWD(double);
-    else
-        CE_FWD(float);
+    TG__FLOAT_SWITCH(out->dtype, CE_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -149,10 +140,7 @@ static tg_status ce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
     (void)out, (void)n_in;
     int64_t n = in[0]->shape[0], c = in[0]->shape[1];
     if (c == 0) return TG_OK; /* no logits, and n may be huge: do not walk the rows */
-    if (gout->dtype == TG_F64)
-        CE_VJP(double);
-    else
-        CE_VJP(float);
+    TG__FLOAT_SWITCH(gout->dtype, CE_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 

@@ -21,10 +21,7 @@ static tg_status total_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
 {
     (void)n_in;
     double div = *(const double *)ctx;
-    if (out->dtype == TG_F64)
-        TOTAL(double);
-    else
-        TOTAL(float);
+    TG__FLOAT_SWITCH(out->dtype, TOTAL, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -41,10 +38,7 @@ static tg_status total_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     (void)out, (void)n_in;
     if (!gin[0]) return TG_OK;
     double div = *(const double *)ctx;
-    if (gout->dtype == TG_F64)
-        TOTAL_VJP(double);
-    else
-        TOTAL_VJP(float);
+    TG__FLOAT_SWITCH(gout->dtype, TOTAL_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -96,10 +90,7 @@ static tg_status sum_axis_forward(tg_tensor *out, tg_tensor *const *in, int n_in
 {
     (void)n_in;
     const axis_ctx *c = ctx;
-    if (out->dtype == TG_F64)
-        AXIS_FWD(double);
-    else
-        AXIS_FWD(float);
+    TG__FLOAT_SWITCH(out->dtype, AXIS_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -121,10 +112,7 @@ static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     (void)out, (void)in, (void)n_in;
     if (!gin[0]) return TG_OK;
     const axis_ctx *c = ctx;
-    if (gout->dtype == TG_F64)
-        AXIS_VJP(double);
-    else
-        AXIS_VJP(float);
+    TG__FLOAT_SWITCH(gout->dtype, AXIS_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 

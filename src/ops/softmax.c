@@ -31,10 +31,7 @@ void tg__log_softmax_rows(tg_dtype dt, const void *x, void *y, int64_t rows, int
                           bool as_prob)
 {
     if (cols == 0) return;
-    if (dt == TG_F64)
-        ROWS_LOG_SOFTMAX(double);
-    else
-        ROWS_LOG_SOFTMAX(float);
+    TG__FLOAT_SWITCH(dt, ROWS_LOG_SOFTMAX, );
 }
 
 static void last_axis(const tg_tensor *t, int64_t *rows, int64_t *cols)
@@ -74,10 +71,7 @@ static tg_status softmax_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
     if (!gin[0]) return TG_OK;
     int64_t rows, cols;
     last_axis(out, &rows, &cols);
-    if (out->dtype == TG_F64)
-        SOFTMAX_VJP(double);
-    else
-        SOFTMAX_VJP(float);
+    TG__FLOAT_SWITCH(out->dtype, SOFTMAX_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -116,10 +110,7 @@ static tg_status log_softmax_vjp(const tg_tensor *gout, const tg_tensor *out,
     if (!gin[0]) return TG_OK;
     int64_t rows, cols;
     last_axis(out, &rows, &cols);
-    if (out->dtype == TG_F64)
-        LOG_SOFTMAX_VJP(double);
-    else
-        LOG_SOFTMAX_VJP(float);
+    TG__FLOAT_SWITCH(out->dtype, LOG_SOFTMAX_VJP, TG_ERR_DTYPE);
     return TG_OK;
 }
 
