@@ -39,25 +39,7 @@ TG_API void tg_params_zero_grad(tg_params *ps);
 /** The number of elements over all parameters. */
 TG_API int64_t tg_params_numel(const tg_params *ps);
 
-/* ====== nn: seeded portable RNG and initialisation ====== */
-
-/** xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
- * every machine. A plain struct so it can live on the stack. */
-typedef struct tg_rng {
-    uint64_t s[4]; /**< the generator's state */
-} tg_rng;
-
-/** Sets r's state from one 64-bit seed (through splitmix64). */
-TG_API void tg_rng_seed(tg_rng *r, uint64_t seed);
-/** The next 64 random bits. */
-TG_API uint64_t tg_rng_u64(tg_rng *r);
-/** A uniform double in [0, 1), from 53 random bits. */
-TG_API double tg_rng_uniform(tg_rng *r);
-/** Standard normal by Box-Muller from two uniforms, keeping only the cosine
- * half, so no value is cached outside the four words of state. */
-TG_API double tg_rng_normal(tg_rng *r);
-/** A uniform integer in [0, n), without modulo bias; 0 for n = 0. */
-TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n);
+/* ====== nn: initialisation (the RNG is in tapegrad.h) ====== */
 
 /** How tg_init_tensor fills a tensor. */
 typedef enum tg_init {

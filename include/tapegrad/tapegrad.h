@@ -247,6 +247,152 @@ TG_API tg_tensor *tg_mse_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
  * log-sum-exp; logits and target (probabilities, one-hot for labels) both [n,c]. */
 TG_API tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *target);
 
+/* ====== Seeded portable RNG (dropout's masks, initialisation, shuffles) ====== */
+
+/** xoshiro256**, seeded by splitmix64: the same seed gives the same numbers on
+ * every machine. A plain struct so it can live on the stack. */
+typedef struct tg_rng {
+    uint64_t s[4]; /**< the generator's state */
+} tg_rng;
+
+/** Sets r's state from one 64-bit seed (through splitmix64). */
+TG_API void tg_rng_seed(tg_rng *r, uint64_t seed);
+/** The next 64 random bits. */
+TG_API uint64_t tg_rng_u64(tg_rng *r);
+/** A uniform double in [0, 1), from 53 random bits. */
+TG_API double tg_rng_uniform(tg_rng *r);
+/** Standard normal by Box-Muller from two uniforms, keeping only the cosine
+ * half, so no value is cached outside the four words of state. */
+TG_API double tg_rng_normal(tg_rng *r);
+/** A uniform integer in [0, n), without modulo bias; 0 for n = 0. */
+TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n);
+
+/* ====== Shape and indexing ops (ops/shape.c) ======
+ * Results are copies (no views); each VJP scatters dG back to where the
+ * elements came from. Axes may be negative (counted from the end). */
+
+/** x with a new shape of the same number of elements (row-major order kept);
+ * one entry may be -1 and is inferred. TG_ERR_SHAPE for another element count. */
+TG_API tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape);
+/** torch.permute: output axis i is input axis perm[i]; perm has rank(x) entries,
+ * each axis once (negative allowed). */
+TG_API tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm);
+/** x[..., start:stop:step, ...] along 'axis', with Python's rules for negative
+ * and out-of-range start and stop; step >= 1 (else TG_ERR_ARG). */
+TG_API tg_tensor *tg_slice(tg_tape *tp, tg_tensor *x, int axis, int64_t start, int64_t stop,
+                           int64_t step);
+/** torch.cat of n >= 1 tensors along 'axis'; every other dimension must agree. */
+TG_API tg_tensor *tg_concat(tg_tape *tp, tg_tensor *const *xs, int n, int axis);
+/** torch.stack of n >= 1 tensors of one shape along a new axis; result rank <= 4. */
+TG_API tg_tensor *tg_stack(tg_tape *tp, tg_tensor *const *xs, int n, int axis);
+/** Broadcasts x to 'shape' (NumPy rules; -1 keeps a dimension); the VJP sums
+ * over the stretched axes. */
+TG_API tg_tensor *tg_expand(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape);
+/** Constant padding: before[i] and after[i] elements of 'value' around axis i
+ * (one entry per axis, each >= 0). */
+TG_API tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_t *after,
+                         double value);
+/** The entries idx (I64, rank 1, repeats allowed, negative wraps) of x along
+ * 'axis'; the VJP adds dG back at each index (index_add). */
+TG_API tg_tensor *tg_index_select(tg_tape *tp, tg_tensor *x, int axis, tg_tensor *idx);
+/** Rows of table [V,D] picked by idx (I64 of rank 0..3): idx.shape + [D]. */
+TG_API tg_tensor *tg_embedding(tg_tape *tp, tg_tensor *table, tg_tensor *idx);
+/** cond != 0 ? a : b elementwise, broadcasting over all three; no gradient to cond. */
+TG_API tg_tensor *tg_where(tg_tape *tp, tg_tensor *cond, tg_tensor *a, tg_tensor *b);
+
+/* ====== More elementwise ops (ops/elementwise.c) ====== */
+
+/** x + s for a constant s. */
+TG_API tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, double s);
+/** torch.pow(x, p) with a float exponent. */
+TG_API tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, double p);
+/** |x|; the derivative at 0 is 0. */
+TG_API tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x);
+/** The square root. */
+TG_API tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x);
+/** sin x. */
+TG_API tg_tensor *tg_sin(tg_tape *tp, tg_tensor *x);
+/** cos x. */
+TG_API tg_tensor *tg_cos(tg_tape *tp, tg_tensor *x);
+/** min(max(x, lo), hi); the gradient passes where lo <= x <= hi (torch.clamp). */
+TG_API tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, double lo, double hi);
+/** The larger of a and b, broadcasting; ties split the gradient in half. */
+TG_API tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/** The smaller of a and b, broadcasting; ties split the gradient in half. */
+TG_API tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
+/** x for x > 0, slope x otherwise; the derivative at x <= 0 is 'slope'. */
+TG_API tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, double slope);
+/** x for x > 0, alpha (e^x - 1) otherwise. */
+TG_API tg_tensor *tg_elu(tg_tape *tp, tg_tensor *x, double alpha);
+/** torch's gelu: x Φ(x) exactly, or its tanh approximation. */
+TG_API tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x, bool tanh_approx);
+/** x σ(x). */
+TG_API tg_tensor *tg_silu(tg_tape *tp, tg_tensor *x);
+/** log(1 + e^x), stable for large |x| (beta 1, no threshold cut). */
+TG_API tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x);
+
+/* ====== Reductions along an axis (ops/reduce.c) ====== */
+
+/** The mean over one axis, which disappears or stays as 1 with keepdim. */
+TG_API tg_tensor *tg_mean_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+/** The values of torch.max(x, axis); the gradient goes to the first maximum. */
+TG_API tg_tensor *tg_max_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+/** The values of torch.min(x, axis); the gradient goes to the first minimum. */
+TG_API tg_tensor *tg_min_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+/** The index (I64) of the first maximum along 'axis'; no gradient. */
+TG_API tg_tensor *tg_argmax(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+/** log Σ e^x along 'axis', the maximum subtracted first. */
+TG_API tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
+
+/* ====== Neural-network ops (ops/conv.c, ops/norm.c) ====== */
+
+/** Convolution options; zero fields mean stride 1, padding 0, dilation 1, groups 1. */
+typedef struct tg_conv_opts {
+    int stride[2];   /**< per spatial axis (conv1d uses index 0) */
+    int padding[2];  /**< zeros added on both sides */
+    int dilation[2]; /**< spacing of kernel taps */
+    int groups;      /**< C and O are split into this many groups */
+} tg_conv_opts;
+
+/** x [N,C,L], w [O,C/g,K], b [O] or NULL -> [N,O,L']; o may be NULL. */
+TG_API tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                            const tg_conv_opts *o);
+/** x [N,C,H,W], w [O,C/g,KH,KW], b [O] or NULL -> [N,O,H',W']; o may be NULL. */
+TG_API tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b,
+                            const tg_conv_opts *o);
+/** Max pooling of x [N,C,H,W]; stride NULL means kernel, padding NULL means 0
+ * (padding counts as -inf); ties send the gradient to the first maximum. */
+TG_API tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
+                                const int stride[2], const int padding[2]);
+/** Average pooling of x [N,C,H,W], count_include_pad = true. */
+TG_API tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
+                                const int stride[2], const int padding[2]);
+/** Layer normalisation over the last axis; gamma and beta [D] or NULL. */
+TG_API tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                double eps);
+/** torch.nn.functional.batch_norm for x [N,C] or [N,C,H,W]. In training mode
+ * it normalises with the batch's biased variance and updates running_mean and
+ * running_var (caller-owned, never requiring grad) with the unbiased one, at
+ * recording and at every replay; in eval mode it uses them. */
+TG_API tg_tensor *tg_batch_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                                tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                                double momentum, double eps);
+/** Inverted dropout: zero with probability p, else x / (1 - p); a fresh mask
+ * from rng at recording and at every replay. p = 0 is the identity; p
+ * outside [0, 1) is TG_ERR_ARG. */
+TG_API tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng);
+
+/* ====== More losses (ops/loss.c), rank 0, mean over the batch ====== */
+
+/** Cross-entropy of logits [N,C] against class labels (I64 [N]). */
+TG_API tg_tensor *tg_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *labels);
+/** Binary cross-entropy on logits, same shapes, stable for large |logits|. */
+TG_API tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits, tg_tensor *target);
+/** The mean of |pred - target|. */
+TG_API tg_tensor *tg_l1_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
+/** The mean Huber loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta). */
+TG_API tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target, double delta);
+
 /* ====== Custom ops (how users extend the graph, and how built-ins are defined) ====== */
 
 /** An op as tg_custom records it; every built-in op is one too. Define it
