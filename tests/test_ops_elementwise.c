@@ -1,6 +1,6 @@
 /*
- * The elementwise ops: every VJP against central differences on broadcasting
- * shapes, forward values worked out by hand, the broadcasting walk against a
+ * The elementwise ops (their VJPs are gradchecked from the op list by
+ * test_ops_list.c): forward values worked out by hand, the broadcasting walk against a
  * naive index computation, IEEE edge values, saturation, shape and dtype
  * errors, and replay.
  */
@@ -49,55 +49,12 @@ static tg_tensor *wsum(tg_tape *tp, tg_tensor *y)
     return tg_custom(tp, &wsum_def, &y, 1, 0, NULL, NULL);
 }
 
-/* ====== The ops, one table row each ====== */
+/* ====== The ops as function pointers, for the tables below ====== */
 
 typedef tg_tensor *(*unary_fn)(tg_tape *tp, tg_tensor *x);
 typedef tg_tensor *(*binary_fn)(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 
 static tg_tensor *scale_by_minus_2_5(tg_tape *tp, tg_tensor *x) { return tg_scale(tp, x, -2.5); }
-
-typedef struct op_case {
-    const char *name;
-    unary_fn un; /* exactly one of 'un' and 'bin' */
-    binary_fn bin;
-    double lo, hi;         /* inputs drawn from [lo, hi): log and div stay positive */
-    const char *shapes[7]; /* "a" or "a;b" ("" is rank 0), up to a NULL */
-} op_case;
-
-static const op_case grad_cases[] = {
-    {"add",
-     NULL,
-     tg_add,
-     -2,
-     2,
-     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "1;1x1", "2x3x1x4;3x2x1"}},
-    {"sub",
-     NULL,
-     tg_sub,
-     -2,
-     2,
-     {"3x4;3x4", "4;3x4", "2x1x5;1x3x1", "3x1;1x4", "2x3;", "1x1;1", "2x3x1x4;3x2x1"}},
-    {"mul",
-     NULL,
-     tg_mul,
-     -2,
-     2,
-     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "1;1x1", "2x3x1x4;3x2x1"}},
-    {"div",
-     NULL,
-     tg_div,
-     0.5,
-     2,
-     {"3x4;3x4", "3x4;4", "2x1x5;1x3x1", "3x1;1x4", ";2x3", "2x3;", "1x1;1"}},
-    {"scale", scale_by_minus_2_5, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"neg", tg_neg, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"sigmoid", tg_sigmoid, NULL, -4, 4, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"tanh", tg_tanh, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"relu", tg_relu, NULL, -1, 1, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"exp", tg_exp, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"log", tg_log, NULL, 0.5, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-    {"square", tg_square, NULL, -2, 2, {"3x4", "", "1", "1x1", "2x1x5", "2x3x1x2"}},
-};
 
 /* Splits "a;b" into two shape strings ("a" alone gives b = NULL). */
 static void split_shapes(const char *shapes, char *a, char *b, size_t size)
@@ -107,49 +64,6 @@ static void split_shapes(const char *shapes, char *a, char *b, size_t size)
     snprintf(a, size, "%.*s", (int)n, shapes);
     snprintf(b, size, "%s", semi ? semi + 1 : "");
 }
-
-static tg_tensor *record_case(tg_tape *tp, tg_tensor *const *in, void *ctx)
-{
-    const op_case *c = ctx;
-    return wsum(tp, c->bin ? c->bin(tp, in[0], in[1]) : c->un(tp, in[0]));
-}
-
-/* tg_gradcheck in F64 with the default tolerances, every input requiring grad. */
-static tg_status check_case(const op_case *c, const char *shapes, tg_gradcheck_report *r)
-{
-    char sa[32], sb[32];
-    split_shapes(shapes, sa, sb, sizeof sa);
-    int n = c->bin ? 2 : 1;
-    tg_tensor *in[2] = {tu_random(TG_F64, sa, c->lo, c->hi, 11),
-                        n == 2 ? tu_random(TG_F64, sb, c->lo, c->hi, 12) : NULL};
-    tg_status s = TG_ERR_NOMEM;
-    if (in[0] && (n == 1 || in[1])) {
-        for (int i = 0; i < n; i++)
-            tg_tensor_set_requires_grad(in[i], true);
-        s = tg_gradcheck(record_case, in, n, (void *)c, NULL, r);
-    }
-    tg_tensor_free(in[0]);
-    tg_tensor_free(in[1]);
-    return s;
-}
-
-START_TEST(gradcheck_row)
-{
-    const op_case *c = &grad_cases[_i];
-    int checked = 0;
-    for (int k = 0; k < 7 && c->shapes[k]; k++, checked++) {
-        tg_gradcheck_report r;
-        ck_assert_int_eq(check_case(c, c->shapes[k], &r), TG_OK);
-        ck_assert_msg(r.passed,
-                      "%s on \"%s\": input %d[%lld] analytic %.17g numeric %.17g, "
-                      "max_abs_err %.17g max_rel_err %.17g",
-                      c->name, c->shapes[k], r.worst_input, (long long)r.worst_index, r.analytic,
-                      r.numeric, r.max_abs_err, r.max_rel_err);
-        ck_assert_int_gt(r.n_checked, 0);
-    }
-    ck_assert_int_ge(checked, 3);
-}
-END_TEST
 
 /* ====== Forward values worked out by hand, in F32 and F64 ====== */
 
@@ -670,7 +584,6 @@ static Suite *ops_elementwise_suite(void)
 {
     Suite *s = suite_create("ops_elementwise");
     TCase *tc = tcase_create("elementwise");
-    tcase_add_loop_test(tc, gradcheck_row, 0, N(grad_cases));
     tcase_add_loop_test(tc, forward_values, 0, 2 * N(fwd_cases));
     tcase_add_loop_test(tc, broadcast_matches_naive, 0, 2 * N(walk_shapes));
     tcase_add_loop_test(tc, ieee_edge_values, 0, 2);

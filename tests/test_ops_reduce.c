@@ -1,10 +1,8 @@
 /*
  * Reductions (sum, mean, sum_axis), softmax and log_softmax, and the losses
- * (frobenius, mse, softmax cross-entropy). Every VJP is gradchecked in F64
- * through a Frobenius probe ||op(x) - W||^2 with a fixed, non-uniform W, so
- * dG differs from element to element (a plain sum would give softmax a zero
- * gradient). Forward values and gradients are checked by hand on small
- * literals, and logits of +-1e4 must give finite, exact results.
+ * (frobenius, mse, softmax cross-entropy). Every VJP is gradchecked from the
+ * op list (test_ops_list.c). Forward values and gradients are checked by hand
+ * on small literals, and logits of +-1e4 must give finite, exact results.
  */
 #include "testutil.h"
 
@@ -20,121 +18,6 @@ static double log_in(tg_dtype dt, double x)
 {
     return dt == TG_F64 ? log(x) : (double)logf((float)x);
 }
-
-/* ====== Gradient checks: one row per op, every shape list gradchecked in F64 ====== */
-
-typedef struct grad_case {
-    const char *name;
-    tu_op_fn op;
-    int axis; /* sum_axis only */
-    bool keepdim;
-    unsigned frozen;       /* bit i set: input i does not require grad (its gin is NULL) */
-    const char *shapes[8]; /* operand shapes "a;b", NULL-terminated ("scalar" is rank 0) */
-} grad_case;
-
-static tg_tensor *op_sum(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_sum(tp, in[0]);
-}
-
-static tg_tensor *op_mean(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_mean(tp, in[0]);
-}
-
-static tg_tensor *op_sum_axis(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    const grad_case *c = row;
-    return tg_sum_axis(tp, in[0], c->axis, c->keepdim);
-}
-
-static tg_tensor *op_softmax(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_softmax(tp, in[0]);
-}
-
-static tg_tensor *op_log_softmax(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_log_softmax(tp, in[0]);
-}
-
-static tg_tensor *op_frobenius(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_frobenius_loss(tp, in[0], in[1]);
-}
-
-static tg_tensor *op_mse(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_mse_loss(tp, in[0], in[1]);
-}
-
-static tg_tensor *op_ce(tg_tape *tp, tg_tensor *const *in, const void *row)
-{
-    (void)row;
-    return tg_softmax_cross_entropy(tp, in[0], in[1]);
-}
-
-/* The rank-1..4 shapes each sum_axis row reduces; the axis exists in all of them. */
-#define AXIS0 {"1", "3x4", "1x5", "2x3x4"}
-#define AXIS1 {"3x1", "3x4", "2x3x4", "2x1x3x2"}
-#define AXIS2 {"2x3x4", "1x3x1", "2x1x3x2"}
-#define AXIS3 {"2x1x3x2", "1x1x1x1", "1x2x1x3"}
-#define AXIS_M1 {"1", "3x4", "2x3x1", "2x1x3x2"}
-#define AXIS_M2 {"3x4", "1x1", "2x3x4", "2x1x3x2"}
-#define AXIS_M3 {"2x3x4", "1x3x1", "2x1x3x2"}
-#define AXIS_M4 {"2x1x3x2", "1x1x1x1", "1x2x1x3"}
-#define ROWS {"1x1", "3x4", "2x3x5", "1", "4x1", "1x2x1x3"}
-#define PAIRS {"scalar;scalar", "1;1", "3x4;3x4", "2x1x5;2x1x5"}
-#define LOGITS {"1x1;1x1", "3x4;3x4", "2x5;2x5", "4x1;4x1"}
-
-static const grad_case grad_cases[] = {
-    {"sum", op_sum, 0, false, 0, {"scalar", "1", "3x4", "2x1x5"}},
-    {"mean", op_mean, 0, false, 0, {"scalar", "1", "3x4", "2x1x5"}},
-    {"sum_axis 0", op_sum_axis, 0, false, 0, AXIS0},
-    {"sum_axis 0 keepdim", op_sum_axis, 0, true, 0, AXIS0},
-    {"sum_axis 1", op_sum_axis, 1, false, 0, AXIS1},
-    {"sum_axis 1 keepdim", op_sum_axis, 1, true, 0, AXIS1},
-    {"sum_axis 2", op_sum_axis, 2, false, 0, AXIS2},
-    {"sum_axis 2 keepdim", op_sum_axis, 2, true, 0, AXIS2},
-    {"sum_axis 3", op_sum_axis, 3, false, 0, AXIS3},
-    {"sum_axis 3 keepdim", op_sum_axis, 3, true, 0, AXIS3},
-    {"sum_axis -1", op_sum_axis, -1, false, 0, AXIS_M1},
-    {"sum_axis -1 keepdim", op_sum_axis, -1, true, 0, AXIS_M1},
-    {"sum_axis -2", op_sum_axis, -2, false, 0, AXIS_M2},
-    {"sum_axis -2 keepdim", op_sum_axis, -2, true, 0, AXIS_M2},
-    {"sum_axis -3", op_sum_axis, -3, false, 0, AXIS_M3},
-    {"sum_axis -3 keepdim", op_sum_axis, -3, true, 0, AXIS_M3},
-    {"sum_axis -4", op_sum_axis, -4, false, 0, AXIS_M4},
-    {"sum_axis -4 keepdim", op_sum_axis, -4, true, 0, AXIS_M4},
-    {"softmax", op_softmax, 0, false, 0, ROWS},
-    {"log_softmax", op_log_softmax, 0, false, 0, ROWS},
-    {"frobenius_loss", op_frobenius, 0, false, 0, PAIRS},
-    {"frobenius_loss, pred only", op_frobenius, 0, false, 2, PAIRS},
-    {"frobenius_loss, target only", op_frobenius, 0, false, 1, PAIRS},
-    {"mse_loss", op_mse, 0, false, 0, PAIRS},
-    {"mse_loss, pred only", op_mse, 0, false, 2, PAIRS},
-    {"mse_loss, target only", op_mse, 0, false, 1, PAIRS},
-    {"softmax_cross_entropy", op_ce, 0, false, 0, LOGITS},
-    {"softmax_cross_entropy, logits only", op_ce, 0, false, 2, LOGITS},
-    {"softmax_cross_entropy, target only", op_ce, 0, false, 1, LOGITS},
-};
-
-START_TEST(gradcheck_row)
-{
-    const grad_case *c = &grad_cases[_i];
-    for (int s = 0; c->shapes[s]; s++) {
-        tg_gradcheck_report r;
-        tu_probe_gradcheck(c->name, c->op, c, c->shapes[s], s, c->frozen, &r);
-        ck_assert_msg(r.n_checked > 0, "%s %s: nothing checked", c->name, c->shapes[s]);
-    }
-}
-END_TEST
 
 /* ====== Reductions by hand (F64, then F32) ====== */
 
@@ -579,11 +462,7 @@ END_TEST
 static Suite *reduce_suite(void)
 {
     Suite *s = suite_create("ops_reduce");
-    TCase *tc = tcase_create("gradcheck");
-    tcase_add_loop_test(tc, gradcheck_row, 0, sizeof grad_cases / sizeof *grad_cases);
-    suite_add_tcase(s, tc);
-
-    tc = tcase_create("values"); /* each loop runs F64, then F32 */
+    TCase *tc = tcase_create("values"); /* each loop runs F64, then F32 */
     tcase_add_loop_test(tc, sum_and_mean_by_hand, 0, 2);
     tcase_add_loop_test(tc, empty_sum_and_mean, 0, 2);
     tcase_add_test(tc, f32_sums_accumulate_in_double);

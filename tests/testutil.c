@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include "oplist.h"
+
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -54,8 +56,12 @@ tg_tensor *tu_random(tg_dtype dt, const char *shape_str, double lo, double hi, u
 
 double tu_at(const tg_tensor *t, int64_t k)
 {
-    const void *d = tg_tensor_data((tg_tensor *)t);
-    return tg_tensor_dtype(t) == TG_F64 ? ((const double *)d)[k] : (double)((const float *)d)[k];
+    const void *d = tg_tensor_cdata(t);
+    switch (tg_tensor_dtype(t)) {
+    case TG_F64: return ((const double *)d)[k];
+    case TG_I64: return (double)((const int64_t *)d)[k];
+    default: return (double)((const float *)d)[k];
+    }
 }
 
 int tu_close(const tg_tensor *a, const tg_tensor *b, double tol, int64_t *bad)
@@ -87,14 +93,18 @@ int tu_run(Suite *s)
 
 tg_dtype tu_loop_dtype(int i) { return i ? TG_F32 : TG_F64; }
 
-const char *tu_dtype_name(tg_dtype dt) { return dt == TG_F64 ? "f64" : "f32"; }
+const char *tu_dtype_name(tg_dtype dt)
+{
+    return dt == TG_F64 ? "f64" : dt == TG_I64 ? "i64" : "f32";
+}
 
 void tu_put(tg_tensor *t, int64_t k, double v)
 {
-    if (tg_tensor_dtype(t) == TG_F64)
-        ((double *)tg_tensor_data(t))[k] = v;
-    else
-        ((float *)tg_tensor_data(t))[k] = (float)v;
+    switch (tg_tensor_dtype(t)) {
+    case TG_F64: ((double *)tg_tensor_data(t))[k] = v; break;
+    case TG_I64: ((int64_t *)tg_tensor_data(t))[k] = (int64_t)floor(v); break;
+    default: ((float *)tg_tensor_data(t))[k] = (float)v; break;
+    }
 }
 
 tg_tensor *tu_lit(tg_dtype dt, const char *shape, const double *v)
@@ -172,6 +182,122 @@ void tu_probe_gradcheck(const char *name, tu_op_fn op, const void *row, const ch
     ck_assert_msg(st == TG_OK, "%s %s: gradcheck returned %s", name, shapes, tg_status_str(st));
     ck_assert_msg(r->passed, "%s %s: input %d[%lld] analytic %.17g numeric %.17g", name, shapes,
                   r->worst_input, (long long)r->worst_index, r->analytic, r->numeric);
+}
+
+/* ====== The rows of oplist.h ====== */
+
+/* v moved 0.1 away from the nearer kink on its side, then rounded to a
+ * multiple of the step (see oplist.h). */
+static double shaped(const tu_values *v, double x)
+{
+    if (v->n_kinks) {
+        double k = v->kink[0];
+        if (v->n_kinks == 2 && fabs(x - v->kink[1]) < fabs(x - k)) k = v->kink[1];
+        x += x < k ? -0.1 : 0.1;
+    }
+    return v->step > 0 ? v->step * round(x / v->step) : x;
+}
+
+/* One token "[i:|c:]shape[@a[:b]]" into input *t; false when malformed. */
+static bool op_input(const tu_op *op, char *tok, tg_dtype dt, uint64_t seed, tg_tensor **t)
+{
+    bool index = strncmp(tok, "i:", 2) == 0, frozen = strncmp(tok, "c:", 2) == 0;
+    if (index || frozen) tok += 2;
+    char *at = strchr(tok, '@');
+    tu_values v = op->values;
+    bool own_range = at != NULL;
+    if (at) {
+        *at++ = '\0';
+        char *end;
+        double a = strtod(at, &end), b;
+        if (end == at) return false;
+        if (*end == ':') {
+            char *b_at = end + 1;
+            b = strtod(b_at, &end);
+            if (end == b_at) return false;
+        } else {
+            b = a, a = 0; /* "@n" is [0, n) */
+        }
+        if (*end) return false;
+        v = (tu_values){.lo = a, .hi = b};
+    }
+    if (index && !own_range) return false; /* an index needs its range */
+    *t = tu_random(index ? TG_I64 : TG_F64, tok, v.lo, v.hi, seed);
+    if (!*t) return false;
+    if (index) return true;
+    if (dt != TG_F64) {
+        tg_tensor *f = tg_tensor_new(dt, tg_tensor_rank(*t), tg_tensor_shape(*t));
+        for (int64_t k = 0; f && k < tg_tensor_numel(f); k++) tu_put(f, k, tu_at(*t, k));
+        tg_tensor_free(*t);
+        if (!(*t = f)) return false;
+    }
+    for (int64_t k = 0; k < tg_tensor_numel(*t); k++) tu_put(*t, k, shaped(&v, tu_at(*t, k)));
+    tg_tensor_set_requires_grad(*t, !frozen);
+    return true;
+}
+
+int tu_op_inputs(const tu_op *op, const char *shapes, tg_dtype dt, uint64_t seed, tg_tensor **in)
+{
+    char buf[256];
+    int n = 0;
+    snprintf(buf, sizeof buf, "%s", shapes);
+    for (char *tok = buf, *next; tok; tok = next, n++) {
+        if ((next = strchr(tok, ';'))) *next++ = '\0';
+        if (n == TU_MAX_INPUTS || !op_input(op, tok, dt, seed + (uint64_t)n, &in[n])) {
+            for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+            return -1;
+        }
+    }
+    return n;
+}
+
+static double probe_weight(int64_t k) { return (double)(2 * ((k * 7) % 11) - 9) / 8.0; }
+
+static tg_status probe_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    double y = 0;
+    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++) y += probe_weight(k) * tu_at(in[0], k);
+    tu_put(out, 0, y);
+    return TG_OK;
+}
+
+static tg_status probe_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                           tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (!gin[0]) return TG_OK;
+    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++) /* dy_k += w_k dG */
+        tu_put(gin[0], k, tu_at(gin[0], k) + probe_weight(k) * tu_at(gout, 0));
+    return TG_OK;
+}
+
+static const char *const probe_rules[] = {"{dy} w", NULL};
+static const tg_op_def probe_def = {
+    .name = "probe", .forward = probe_forward, .vjp = probe_vjp, .rules = probe_rules};
+
+tg_tensor *tu_probe(tg_tape *tp, tg_tensor *y)
+{
+    return tg_custom(tp, &probe_def, &y, 1, 0, NULL, NULL);
+}
+
+static tg_tensor *probed(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const tu_op *op = ctx;
+    return tu_probe(tp, op->record(tp, in));
+}
+
+tg_status tu_op_gradcheck(const tu_op *op, int s, tg_gradcheck_report *r)
+{
+    char shapes[256];
+    tg_tensor *in[TU_MAX_INPUTS];
+    int n = tu_op_shape_list(op, s, shapes, sizeof shapes)
+                ? tu_op_inputs(op, shapes, TG_F64, 1000 + 10 * (uint64_t)s, in)
+                : -1;
+    if (n < 0) return TG_ERR_ARG;
+    tg_status st = tg_gradcheck(probed, in, n, (void *)op, NULL, r);
+    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+    return st;
 }
 
 void tu_expect_failed(tg_tape *tp, tg_status want, const char *msg, int case_no)

@@ -49,6 +49,24 @@ typedef tg_tensor *(*tu_op_fn)(tg_tape *tp, tg_tensor *const *in, const void *ro
  * (name and shapes label the failure) and leaves the report in *r. */
 void tu_probe_gradcheck(const char *name, tu_op_fn op, const void *row, const char *shapes, int s,
                         unsigned frozen, tg_gradcheck_report *r);
+/* ====== The rows of oplist.h (include it to read them) ====== */
+
+typedef struct tu_op tu_op;
+/* Makes the inputs of one shape list of op ("3x4;c:4;i:3@5", see oplist.h) in
+ * dtype dt (index inputs are I64 whatever dt is): input i from seed + i,
+ * floats drawn by op's values unless the token gives a range, requiring grad
+ * unless marked c:. Returns the number made, -1 (nothing left allocated) for
+ * a malformed list or a tensor that cannot be made. */
+int tu_op_inputs(const tu_op *op, const char *shapes, tg_dtype dt, uint64_t seed, tg_tensor **in);
+/* The scalar Σ_k w_k y_k with w_k = (2 (7k mod 11) - 9) / 8 (never 0), recorded
+ * as one custom op: differentiating it seeds dy with weights that differ from
+ * element to element, so a transposed or permuted VJP shows. */
+tg_tensor *tu_probe(tg_tape *tp, tg_tensor *y);
+/* tg_gradcheck with default options in F64 of tu_probe(op(x)) on op's shape
+ * list s, inputs from tu_op_inputs with seed 1000 + 10 s. TG_ERR_ARG when op
+ * has no list s or it cannot be made; else what tg_gradcheck returned. */
+tg_status tu_op_gradcheck(const tu_op *op, int s, tg_gradcheck_report *r);
+
 /* Asserts that tp has failed with status want and exactly msg and recorded nothing;
  * case_no labels the failure message. */
 void tu_expect_failed(tg_tape *tp, tg_status want, const char *msg, int case_no);

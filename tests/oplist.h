@@ -1,0 +1,156 @@
+/*
+ * The op list: one row per gradcheck case of every public op. The op tests
+ * (tests/test_ops_list.c), the gradcheck report behind docs/ops.md's
+ * max_abs_err column (tests/gradcheck_report.c), the fuzzer
+ * (tests/fuzz/fuzz_ops.c) and the docs check (tests/oplist_docs.c) all read
+ * it, so adding an op to the tests is adding rows here.
+ *
+ * A row is
+ *
+ *     X(id, "name", values, "shape lists", record expression)
+ *
+ * - id: unique among rows, a C identifier ("sum_axis_m1_keep").
+ * - name: the op's public name, tg_<name> in tapegrad.h and `name` in the
+ *   first column of docs/ops.md. Several rows may share it (one per axis,
+ *   one per frozen input, ...).
+ * - values: how float inputs are drawn, one of
+ *     UNIFORM(lo, hi)        uniform in [lo, hi);
+ *     AWAY(lo, hi, k)        uniform, then moved 0.1 away from the kink k on
+ *                            its side (v < k gives v - 0.1, else v + 0.1);
+ *     AWAY2(lo, hi, k1, k2)  the same for two kinks at least 0.4 apart (each
+ *                            value moves away from the nearer one);
+ *     TIES(lo, hi, step)     uniform, then rounded to a multiple of step, so
+ *                            equal values (ties) occur on purpose.
+ * - shape lists: space-separated; each is the inputs' shapes joined by ';'
+ *   ("3x4;4" is two inputs, ";2x3" a scalar and a [2x3], "scalar" one rank-0
+ *   input). An input's token may carry a prefix and a range:
+ *     3x4@0.5:2   a float input drawn uniform in [0.5, 2) instead;
+ *     c:4@0.5:2   a float input that does not require grad (running
+ *                 statistics, targets of a frozen case);
+ *     i:3@5       an I64 index input of shape [3] with values in [0, 5);
+ *     i:3@-5:5    the same with values in [-5, 5), negatives for ops that wrap.
+ * - record expression: the op recorded on tape 'tp' from inputs in[0..n-1],
+ *   with its parameters written out; it may build arrays and options structs
+ *   (tg_concat(tp, (tg_tensor *[]){in[0], in[1]}, 2, 0),
+ *   &(tg_conv_opts){.stride = {2, 2}}) and draw from tu_rng().
+ *
+ * Shape macros (UN, BIN, ...) are plain strings, so rows can share them and
+ * docs/ops.md can name them.
+ */
+#ifndef TG_OPLIST_H
+#define TG_OPLIST_H
+
+#include <tapegrad/tapegrad.h>
+
+/* ====== How a row's float inputs are drawn ====== */
+
+typedef struct tu_values {
+    double lo, hi;   /* uniform in [lo, hi) */
+    double kink[2];  /* moved 0.1 away from the nearer of the first n_kinks */
+    int n_kinks;
+    double step;     /* > 0: rounded to a multiple of step (ties) */
+} tu_values;
+
+#define UNIFORM(lo, hi)        {(lo), (hi), {0, 0}, 0, 0}
+#define AWAY(lo, hi, k)        {(lo), (hi), {(k), 0}, 1, 0}
+#define AWAY2(lo, hi, k1, k2)  {(lo), (hi), {(k1), (k2)}, 2, 0}
+#define TIES(lo, hi, step)     {(lo), (hi), {0, 0}, 0, (step)}
+
+/* ====== Shape lists several rows share ====== */
+
+#define BIN "3x4;3x4 3x4;4 2x1x5;1x3x1 3x1;1x4 ;2x3 2x3; 1;1x1 1x1;1x1 2x1x3x1;4x1x2"
+#define UN "3x4 1 1x1 scalar 2x1x5 2x3x1x2"
+#define ROWS "1x1 3x4 2x3x5 5 4x1"
+#define PAIRS "3x4;3x4 1;1 1x1;1x1 ; 2x3x2;2x3x2"
+#define LOGITS "3x4;3x4 1x1;1x1 1x5;1x5 4x1;4x1 2x3;2x3"
+#define MATMUL "1x1;1x1 3x1;1x4 2x5;5x3 1x4;4x1 4x3;3x2"
+#define BIAS "3x4;4 1x1;1 1x5;5 5x1;1"
+/* The shapes that have axis a, for sum_axis and the other reductions along an axis. */
+#define AXIS_0 "2x3x4 1x3x1 5 1 3x4"
+#define AXIS_1 "2x3x4 1x3x1 3x4 2x1x5"
+#define AXIS_2 "2x3x4 1x3x1 2x1x5"
+#define AXIS_3 "2x1x3x2 1x1x1x1 2x3x1x4"
+#define AXIS_M1 "2x3x4 3x4 1x1 5 2x1x3x2"
+#define AXIS_M2 "2x3x4 3x4 1x1"
+#define AXIS_M3 "2x3x4 1x3x1 2x1x5"
+#define AXIS_M4 "2x1x3x2 1x1x1x1 3x2x1x2"
+
+/* ====== The rows ====== */
+
+/* clang-format off */
+#define TU_OPLIST(X) \
+    X(add, "add", UNIFORM(-1, 1), BIN, tg_add(tp, in[0], in[1])) \
+    X(sub, "sub", UNIFORM(-1, 1), BIN, tg_sub(tp, in[0], in[1])) \
+    X(mul, "mul", UNIFORM(-1, 1), BIN, tg_mul(tp, in[0], in[1])) \
+    X(div, "div", UNIFORM(0.5, 2), BIN, tg_div(tp, in[0], in[1])) \
+    X(scale, "scale", UNIFORM(-1, 1), UN, tg_scale(tp, in[0], -1.5)) \
+    X(neg, "neg", UNIFORM(-1, 1), UN, tg_neg(tp, in[0])) \
+    X(sigmoid, "sigmoid", UNIFORM(-3, 3), UN, tg_sigmoid(tp, in[0])) \
+    X(tanh, "tanh", UNIFORM(-2, 2), UN, tg_tanh(tp, in[0])) \
+    X(relu, "relu", AWAY(-1, 1, 0), UN, tg_relu(tp, in[0])) \
+    X(exp, "exp", UNIFORM(-1, 1), UN, tg_exp(tp, in[0])) \
+    X(log, "log", UNIFORM(0.5, 2), UN, tg_log(tp, in[0])) \
+    X(square, "square", UNIFORM(-1, 1), UN, tg_square(tp, in[0])) \
+    X(matmul, "matmul", UNIFORM(-1, 1), MATMUL, tg_matmul(tp, in[0], in[1])) \
+    X(matmul_a, "matmul", UNIFORM(-1, 1), "1x1;c:1x1 3x1;c:1x4 2x5;c:5x3", tg_matmul(tp, in[0], in[1])) \
+    X(matmul_b, "matmul", UNIFORM(-1, 1), "c:1x1;1x1 c:3x1;1x4 c:2x5;5x3", tg_matmul(tp, in[0], in[1])) \
+    X(transpose, "transpose", UNIFORM(-1, 1), "3x4 1x1 1x5 5x1", tg_transpose(tp, in[0])) \
+    X(add_bias, "add_bias", UNIFORM(-1, 1), BIAS, tg_add_bias(tp, in[0], in[1])) \
+    X(add_bias_x, "add_bias", UNIFORM(-1, 1), "3x4;c:4 1x1;c:1 1x5;c:5", tg_add_bias(tp, in[0], in[1])) \
+    X(add_bias_b, "add_bias", UNIFORM(-1, 1), "c:3x4;4 c:1x1;1 c:1x5;5", tg_add_bias(tp, in[0], in[1])) \
+    X(sum, "sum", UNIFORM(-1, 1), UN, tg_sum(tp, in[0])) \
+    X(mean, "mean", UNIFORM(-1, 1), UN, tg_mean(tp, in[0])) \
+    X(sum_axis_0, "sum_axis", UNIFORM(-1, 1), AXIS_0, tg_sum_axis(tp, in[0], 0, false)) \
+    X(sum_axis_0_keep, "sum_axis", UNIFORM(-1, 1), AXIS_0, tg_sum_axis(tp, in[0], 0, true)) \
+    X(sum_axis_1, "sum_axis", UNIFORM(-1, 1), AXIS_1, tg_sum_axis(tp, in[0], 1, false)) \
+    X(sum_axis_1_keep, "sum_axis", UNIFORM(-1, 1), AXIS_1, tg_sum_axis(tp, in[0], 1, true)) \
+    X(sum_axis_2, "sum_axis", UNIFORM(-1, 1), AXIS_2, tg_sum_axis(tp, in[0], 2, false)) \
+    X(sum_axis_2_keep, "sum_axis", UNIFORM(-1, 1), AXIS_2, tg_sum_axis(tp, in[0], 2, true)) \
+    X(sum_axis_3, "sum_axis", UNIFORM(-1, 1), AXIS_3, tg_sum_axis(tp, in[0], 3, false)) \
+    X(sum_axis_3_keep, "sum_axis", UNIFORM(-1, 1), AXIS_3, tg_sum_axis(tp, in[0], 3, true)) \
+    X(sum_axis_m1, "sum_axis", UNIFORM(-1, 1), AXIS_M1, tg_sum_axis(tp, in[0], -1, false)) \
+    X(sum_axis_m1_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M1, tg_sum_axis(tp, in[0], -1, true)) \
+    X(sum_axis_m2, "sum_axis", UNIFORM(-1, 1), AXIS_M2, tg_sum_axis(tp, in[0], -2, false)) \
+    X(sum_axis_m2_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M2, tg_sum_axis(tp, in[0], -2, true)) \
+    X(sum_axis_m3, "sum_axis", UNIFORM(-1, 1), AXIS_M3, tg_sum_axis(tp, in[0], -3, false)) \
+    X(sum_axis_m3_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M3, tg_sum_axis(tp, in[0], -3, true)) \
+    X(sum_axis_m4, "sum_axis", UNIFORM(-1, 1), AXIS_M4, tg_sum_axis(tp, in[0], -4, false)) \
+    X(sum_axis_m4_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M4, tg_sum_axis(tp, in[0], -4, true)) \
+    X(softmax, "softmax", UNIFORM(-2, 2), ROWS, tg_softmax(tp, in[0])) \
+    X(log_softmax, "log_softmax", UNIFORM(-2, 2), ROWS, tg_log_softmax(tp, in[0])) \
+    X(frobenius_loss, "frobenius_loss", UNIFORM(-1, 1), PAIRS, tg_frobenius_loss(tp, in[0], in[1])) \
+    X(frobenius_loss_p, "frobenius_loss", UNIFORM(-1, 1), "3x4;c:3x4 1;c:1", tg_frobenius_loss(tp, in[0], in[1])) \
+    X(frobenius_loss_t, "frobenius_loss", UNIFORM(-1, 1), "c:3x4;3x4 c:1;1", tg_frobenius_loss(tp, in[0], in[1])) \
+    X(mse_loss, "mse_loss", UNIFORM(-1, 1), PAIRS, tg_mse_loss(tp, in[0], in[1])) \
+    X(mse_loss_p, "mse_loss", UNIFORM(-1, 1), "3x4;c:3x4 1;c:1", tg_mse_loss(tp, in[0], in[1])) \
+    X(mse_loss_t, "mse_loss", UNIFORM(-1, 1), "c:3x4;3x4 c:1;1", tg_mse_loss(tp, in[0], in[1])) \
+    X(softmax_cross_entropy, "softmax_cross_entropy", UNIFORM(0, 1), LOGITS, tg_softmax_cross_entropy(tp, in[0], in[1])) \
+    X(softmax_cross_entropy_z, "softmax_cross_entropy", UNIFORM(0, 1), "3x4;c:3x4 1x1;c:1x1 1x5;c:1x5", tg_softmax_cross_entropy(tp, in[0], in[1])) \
+    X(softmax_cross_entropy_t, "softmax_cross_entropy", UNIFORM(0, 1), "c:3x4;3x4 c:1x1;1x1 c:1x5;1x5", tg_softmax_cross_entropy(tp, in[0], in[1]))
+/* clang-format on */
+
+/* ====== The rows as a table ====== */
+
+#define TU_MAX_INPUTS 8 /* inputs a row may have */
+
+typedef struct tu_op {
+    const char *id;
+    const char *name;
+    tu_values values;
+    const char *shapes;
+    tg_tensor *(*record)(tg_tape *tp, tg_tensor *const *in);
+} tu_op;
+
+extern const tu_op tu_ops[];
+extern const int tu_n_ops;
+
+/* Copies shape list s (0-based) of op into buf; false when op has fewer lists. */
+bool tu_op_shape_list(const tu_op *op, int s, char *buf, size_t size);
+/* The number of inputs of op (the ';'-separated tokens of its first shape list). */
+int tu_op_arity(const tu_op *op);
+/* A generator reset to one fixed seed at every call: an op that draws from it
+ * (dropout) draws the same numbers at every recording, which gradcheck needs;
+ * a test calls it again before a replay to make the replay draw alike. */
+tg_rng *tu_rng(void);
+
+#endif
