@@ -4,9 +4,9 @@
  *
  * Adding an op here takes one BINARY_KERNEL or UNARY_KERNEL line (its forward
  * and VJP as expressions, the rule in a comment beside them), the
- * 'static const tg_op_def <op>_def' below it, a one-line constructor, its
- * declaration in tapegrad.h, a row in each table of
- * tests/test_ops_elementwise.c and a row in docs/ops.md.
+ * 'static const tg_op_def <op>_def' below it and a one-line constructor in
+ * this file, its declaration in tapegrad.h, a row in tests/oplist.h (which
+ * gradchecks, replays, fuzzes and measures it) and a row in docs/ops.md.
  *
  * Values are never errors here; IEEE 754 decides: log(0) = -inf,
  * log(x < 0) = NaN, x/0 = +inf or -inf by the signs, 0/0 = NaN. Sigmoid and

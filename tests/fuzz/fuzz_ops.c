@@ -10,8 +10,13 @@
  * wrong (and then leaves a status and a message), a result has the shape the
  * op promises, elementwise results match a plain reference loop, gradients
  * have their tensor's shape, and replay reproduces the recording bit for bit.
+ * Besides the ops it knows, it calls every row of the op list
+ * (tests/oplist.h) on operands from its slots, except the ops named in
+ * not_fuzzed, and checks the contract every op keeps.
  */
 #include "fuzzutil.h"
+
+#include "../oplist.h"
 
 #include <tapegrad/tapegrad.h>
 
@@ -68,8 +73,12 @@ static int64_t ref_numel(int rank, const int64_t *shape)
 
 static double get(const tg_tensor *t, int64_t i)
 {
-    const void *d = tg_tensor_data((tg_tensor *)t);
-    return tg_tensor_dtype(t) == TG_F64 ? ((const double *)d)[i] : (double)((const float *)d)[i];
+    const void *d = tg_tensor_cdata(t);
+    switch (tg_tensor_dtype(t)) {
+    case TG_F64: return ((const double *)d)[i];
+    case TG_I64: return (double)((const int64_t *)d)[i];
+    default: return (double)((const float *)d)[i];
+    }
 }
 
 static void set(tg_tensor *t, int64_t i, double v)
@@ -82,7 +91,7 @@ static void set(tg_tensor *t, int64_t i, double v)
 
 static size_t bytes_of(const tg_tensor *t)
 {
-    return (size_t)tg_tensor_numel(t) * (tg_tensor_dtype(t) == TG_F64 ? 8 : 4);
+    return (size_t)tg_tensor_numel(t) * (tg_tensor_dtype(t) == TG_F32 ? 4 : 8);
 }
 
 static bool same(double a, double b) { return a == b || (isnan(a) && isnan(b)); }
@@ -195,11 +204,13 @@ static expect gives(int rank, const int64_t *shape)
     return e;
 }
 
-/* Operands present and of one dtype. */
+/* Operands present and of one float dtype (a listed op may leave an I64 result in a slot). */
 static bool operands(tg_tensor *const *in, int n)
 {
     for (int i = 0; i < n; i++)
-        if (!in[i] || tg_tensor_dtype(in[i]) != tg_tensor_dtype(in[0])) return false;
+        if (!in[i] || tg_tensor_dtype(in[i]) != tg_tensor_dtype(in[0]) ||
+            tg_tensor_dtype(in[i]) == TG_I64)
+            return false;
     return true;
 }
 
@@ -582,6 +593,46 @@ static void op_custom(state *st, prog *pr)
     judge(st, pr, &b, ok ? gives(rank, shape) : fails(), r, ok ? in[0] : NULL);
 }
 
+/* ====== Every op of the list ====== */
+
+/* Listed ops the generic call below leaves out, each with its reason; each
+ * must be a listed op. NULL-terminated. */
+static const char *const not_fuzzed[] = {NULL};
+
+static bool fuzzed(const tu_op *op)
+{
+    for (int i = 0; not_fuzzed[i]; i++)
+        if (strcmp(not_fuzzed[i], op->name) == 0) return false;
+    return true;
+}
+
+/* A row of the op list with its parameters, on operands from the slots. What
+ * holds for every op whatever its shapes: on a failed tape NULL and nothing
+ * new; else a result on a healthy tape, or NULL with a clean error. A row
+ * may record several nodes, so a failure may leave the first ones. */
+static void op_listed(state *st, prog *pr)
+{
+    const tu_op *op = &tu_ops[next(pr) % (unsigned)tu_n_ops];
+    tg_tensor *in[TU_MAX_INPUTS];
+    for (int i = 0; i < TU_MAX_INPUTS; i++) in[i] = pick(st, pr);
+    if (!fuzzed(op)) return;
+    before b = look(st);
+    tg_tensor *r = op->record(st->tp, in);
+    tg_status s = tg_tape_status(st->tp);
+    if (b.status != TG_OK) {
+        FZ_CHECK(!r && s == b.status && strcmp(tg_tape_error(st->tp), b.msg) == 0);
+        FZ_CHECK(tg_tape_size(st->tp) == b.size);
+        return;
+    }
+    if (!r) {
+        FZ_CHECK(s != TG_OK && tg_tape_error(st->tp)[0] != '\0');
+        FZ_CHECK(clean_error(s) || excused(st, s));
+        return;
+    }
+    FZ_CHECK(s == TG_OK && tg_tape_size(st->tp) > b.size);
+    put(st, pr, TAPE, r);
+}
+
 /* ====== Backward, replay, reset ====== */
 
 /* After a sweep every gradient has its tensor's shape and dtype. */
@@ -717,6 +768,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     tg_set_num_threads(1); /* one thread: replay is compared bit for bit, and runs are faster */
     devnull = fopen("/dev/null", "w");
     FZ_CHECK(devnull);
+    for (int i = 0; not_fuzzed[i]; i++) { /* the list of exceptions names listed ops */
+        bool listed = false;
+        for (int j = 0; j < tu_n_ops; j++) listed |= strcmp(not_fuzzed[i], tu_ops[j].name) == 0;
+        FZ_CHECK(listed);
+    }
     return 0;
 }
 
@@ -727,7 +783,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     state st = {.tp = tg_tape_new()};
     FZ_CHECK(st.tp);
     while (pr.n) {
-        switch (next(&pr) % 14) {
+        switch (next(&pr) % 15) {
         case 0:
         case 1: op_leaf(&st, &pr); break;
         case 2: op_unary(&st, &pr); break;
@@ -741,6 +797,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         case 10: op_backward(&st, &pr); break;
         case 11: op_replay(&st); break;
         case 12: op_reset(&st); break;
+        case 13: op_listed(&st, &pr); break;
         default: op_misc(&st, &pr); break;
         }
     }
