@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Gradchecks every shape list of row r into *worst; returns the failures. */
+/* Gradchecks every shape list of op into *worst; returns the failures. */
 static int check_row(const tu_op *op, tg_gradcheck_report *worst)
 {
     int failures = 0;
