@@ -3,10 +3,15 @@
  * element. The function is recorded once; every perturbed evaluation is a
  * replay of that recording, so the check costs 2 forward passes per element
  * and allocates nothing per element.
+ *
+ * A check never reports a pass it did not earn: the report starts as failed
+ * with a message, and only a comparison of every element sets it to passed.
  */
 #include "internal.h"
 
+#include <float.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +20,30 @@ static bool seen_before(tg_tensor *const *inputs, int i)
     for (int j = 0; j < i; j++)
         if (inputs[j] == inputs[i]) return true;
     return false;
+}
+
+/* Records why the check failed in the report and as the thread's last error,
+ * and returns s. */
+TG__PRINTF(3, 4) static tg_status refuse(tg_gradcheck_report *r, tg_status s, const char *fmt, ...)
+{
+    char msg[sizeof r->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (r) {
+        r->passed = false;
+        memcpy(r->msg, msg, sizeof msg);
+    }
+    if (s != TG_OK) tg__fail_call(s, "%s", msg);
+    return s;
+}
+
+/* The tape's message, or the status's text when the tape kept none. */
+static const char *tape_reason(const tg_tape *tp, tg_status s)
+{
+    const char *msg = tg_tape_error(tp);
+    return *msg ? msg : tg_status_str(s);
 }
 
 /* Evaluates the recorded function after a change of input data. */
@@ -29,6 +58,7 @@ static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inpu
                          const tg_gradcheck_opts *o, tg_gradcheck_report *r)
 {
     double worst_excess = -INFINITY;
+    bool passed = true;
     for (int i = 0; i < n_inputs; i++) {
         tg_tensor *x = inputs[i];
         if (!x->requires_grad || seen_before(inputs, i)) continue;
@@ -43,7 +73,11 @@ static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inpu
             double lo = tg__put(x, k, x0 - o->eps);
             if (s == TG_OK) s = eval(tp, y, &fm);
             memcpy((char *)x->data + k * (int64_t)esz, orig, esz);
-            if (s != TG_OK) return s;
+            if (s != TG_OK)
+                return refuse(r, s,
+                              "gradcheck: replaying f with input %d element %lld moved "
+                              "failed: %s",
+                              i, (long long)k, tape_reason(tp, s));
 
             double numeric = (fp - fm) / (hi - lo); /* the step actually taken */
             double analytic = x->grad ? tg__get(x->grad, k) : 0.0;
@@ -51,7 +85,7 @@ static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inpu
             double scale = fmax(fabs(analytic), fabs(numeric));
             double rel = scale > 0 ? err / scale : 0.0;
             double excess = err - (o->atol + o->rtol * fabs(numeric));
-            if (!(excess <= 0)) r->passed = false; /* NaN fails too */
+            if (!(excess <= 0)) passed = false; /* NaN fails too */
             if (err > r->max_abs_err || isnan(err)) r->max_abs_err = err;
             if (rel > r->max_rel_err || isnan(rel)) r->max_rel_err = rel;
             if (excess > worst_excess || (isnan(excess) && !isnan(worst_excess))) {
@@ -64,47 +98,96 @@ static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inpu
             r->n_checked++;
         }
     }
+    if (!passed)
+        return refuse(r, TG_OK,
+                      "gradcheck: input %d element %lld: analytic %.9g, numeric %.9g: |difference| "
+                      "%.3g exceeds atol %.3g + rtol %.3g * |numeric| (eps %.3g)",
+                      r->worst_input, (long long)r->worst_index, r->analytic, r->numeric,
+                      fabs(r->analytic - r->numeric), o->atol, o->rtol, o->eps);
+    r->passed = true;
+    r->msg[0] = '\0';
+    return TG_OK;
+}
+
+/* The options in force: the caller's, with a zero field (not flagged in
+ * 'set') taking the default of the precision checked. F32 arithmetic is about
+ * 1e-7 relative, so the F64 step of 1e-6 would drown the difference in
+ * rounding: the step is cbrt(FLT_EPSILON), which balances the O(eps^2)
+ * truncation error against the O(FLT_EPSILON / eps) rounding error, and the
+ * tolerances widen to match. */
+static tg_status resolve_opts(const tg_gradcheck_opts *in, bool f32, tg_gradcheck_opts *o,
+                              tg_gradcheck_report *r)
+{
+    *o = f32 ? (tg_gradcheck_opts){TG_GRADCHECK_F32_EPS, TG_GRADCHECK_F32_ATOL,
+                                   TG_GRADCHECK_F32_RTOL, 0}
+             : (tg_gradcheck_opts){TG_GRADCHECK_F64_EPS, TG_GRADCHECK_F64_ATOL,
+                                   TG_GRADCHECK_F64_RTOL, 0};
+    if (!in) return TG_OK;
+    if (!(in->eps >= 0) || !(in->atol >= 0) || !(in->rtol >= 0) || !isfinite(in->eps) ||
+        !isfinite(in->atol) || !isfinite(in->rtol))
+        return refuse(r, TG_ERR_ARG,
+                      "gradcheck: eps %g, atol %g, rtol %g: each must be finite and >= 0", in->eps,
+                      in->atol, in->rtol);
+    if (in->set & ~(unsigned)(TG_GRADCHECK_SET_ATOL | TG_GRADCHECK_SET_RTOL))
+        return refuse(r, TG_ERR_ARG, "gradcheck: unknown bits 0x%x in 'set'", in->set);
+    if (in->eps > 0) o->eps = in->eps;
+    if (in->atol > 0 || (in->set & TG_GRADCHECK_SET_ATOL)) o->atol = in->atol;
+    if (in->rtol > 0 || (in->set & TG_GRADCHECK_SET_RTOL)) o->rtol = in->rtol;
     return TG_OK;
 }
 
 tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
                        const tg_gradcheck_opts *opts, tg_gradcheck_report *report)
 {
-    if (!f || !inputs || n_inputs < 1 || !report) return TG_ERR_ARG;
-    bool any = false;
+    if (report)
+        *report = (tg_gradcheck_report){.passed = false, .worst_input = -1, .worst_index = -1};
+    if (!f || !inputs || n_inputs < 1 || !report)
+        return refuse(report, TG_ERR_ARG, "gradcheck: NULL f, inputs or report, or no inputs");
+    bool any = false, f32 = false;
     for (int i = 0; i < n_inputs; i++) {
-        if (!inputs[i] || inputs[i]->tape_owned || inputs[i]->is_grad) return TG_ERR_ARG;
+        if (!inputs[i] || inputs[i]->tape_owned || inputs[i]->is_grad)
+            return refuse(report, TG_ERR_ARG,
+                          "gradcheck: input %d is %s; inputs must be the caller's leaves", i,
+                          !inputs[i]           ? "NULL"
+                          : inputs[i]->is_grad ? "a gradient"
+                                               : "tape-owned");
         any |= inputs[i]->requires_grad;
+        f32 |= inputs[i]->requires_grad && inputs[i]->dtype == TG_F32;
     }
-    if (!any) return TG_ERR_ARG; /* a check of nothing would pass vacuously */
-    tg_gradcheck_opts o = {1e-6, 1e-5, 1e-3};
-    if (opts) {
-        if (opts->eps < 0 || opts->atol < 0 || opts->rtol < 0) return TG_ERR_ARG;
-        if (opts->eps > 0) o.eps = opts->eps;
-        if (opts->atol > 0) o.atol = opts->atol;
-        if (opts->rtol > 0) o.rtol = opts->rtol;
-    }
-    *report = (tg_gradcheck_report){.passed = true, .worst_input = -1, .worst_index = -1};
+    /* A check of nothing would pass vacuously. */
+    if (!any) return refuse(report, TG_ERR_ARG, "gradcheck: no input requires grad");
+    tg_gradcheck_opts o;
+    tg_status s = resolve_opts(opts, f32, &o, report);
+    if (s != TG_OK) return s;
 
     /* Set the inputs' gradients aside so the tape's gradient starts from zero;
      * they are put back untouched at the end. */
     tg_tensor *saved[64];
     tg_tensor **kept = n_inputs <= 64 ? saved : tg__malloc((size_t)n_inputs * sizeof *kept);
-    if (!kept) return TG_ERR_NOMEM;
+    if (!kept) return refuse(report, TG_ERR_NOMEM, "gradcheck: out of memory");
     for (int i = 0; i < n_inputs; i++) {
         kept[i] = inputs[i]->grad;
         if (!seen_before(inputs, i)) inputs[i]->grad = NULL;
     }
 
-    tg_status s = TG_ERR_NOMEM;
     tg_tape *tp = tg_tape_new();
-    if (tp) {
+    if (!tp) {
+        s = refuse(report, TG_ERR_NOMEM, "gradcheck: out of memory for the tape");
+    } else {
         tg_tensor *y = f(tp, inputs, ctx);
-        s = tg_tape_status(tp);
-        if (s == TG_OK && !y) s = TG_ERR_ARG;
-        if (s == TG_OK && y->numel != 1) s = TG_ERR_SHAPE;
-        if (s == TG_OK) s = tg_backward(tp, y);
-        if (s == TG_OK) s = compare(tp, y, inputs, n_inputs, &o, report);
+        char shape[TG__SHAPE_STR_MAX];
+        if ((s = tg_tape_status(tp)) != TG_OK)
+            refuse(report, s, "gradcheck: f failed to record: %s", tg_tape_error(tp));
+        else if (!y)
+            s = refuse(report, TG_ERR_ARG, "gradcheck: f returned NULL on a healthy tape");
+        else if (y->numel != 1)
+            s = refuse(report, TG_ERR_SHAPE,
+                       "gradcheck: f returned a %s tensor; it must have one element",
+                       tg__shape_str(y, shape, sizeof shape));
+        else if ((s = tg_backward(tp, y)) != TG_OK)
+            refuse(report, s, "gradcheck: backward of f failed: %s", tape_reason(tp, s));
+        else
+            s = compare(tp, y, inputs, n_inputs, &o, report);
         tg_tape_free(tp);
     }
     for (int i = 0; i < n_inputs; i++) {

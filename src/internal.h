@@ -87,8 +87,20 @@ struct tg_tape {
 /* Records the first error on the tape (later ones are echoes) and returns the
  * tape's status. Every tape error passes through here. */
 TG__PRINTF(3, 4) tg_status tg__fail(tg_tape *tp, tg_status s, const char *fmt, ...);
-/* Fills 'err' (may be NULL) and returns s. */
+/* ====== Errors of calls without a tape (status.c) ====== */
+
+/* Records a failure of a tape-less call as the thread's tg_last_error and
+ * returns s. Every tape-less function that fails passes through here or
+ * tg__set_error. */
+TG__PRINTF(2, 3) tg_status tg__fail_call(tg_status s, const char *fmt, ...);
+/* Like tg__fail_call, and also fills 'err' (may be NULL) with the same error. */
 TG__PRINTF(3, 4) tg_status tg__set_error(tg_error *err, tg_status s, const char *fmt, ...);
+/* Why a leaf of this dtype and shape could not be made (the caller's
+ * allocation failed): an unknown dtype, a bad rank, a negative dimension, a
+ * size too large, or else no memory. Records it under 'fn' like
+ * tg__fail_call and returns its status. */
+tg_status tg__bad_tensor(const char *fn, tg_dtype dt, int rank, const int64_t *shape);
+
 /* The guard every op opens with: false (and nothing new recorded) on a NULL
  * or failed tape; a NULL input on a healthy tape records TG_ERR_ARG. */
 bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in);

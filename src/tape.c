@@ -9,7 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-tg_tape *tg_tape_new(void) { return tg__calloc(1, sizeof(tg_tape)); }
+tg_tape *tg_tape_new(void)
+{
+    tg_tape *tp = tg__calloc(1, sizeof(tg_tape));
+    if (!tp) tg__fail_call(TG_ERR_NOMEM, "tape_new: out of memory");
+    return tp;
+}
 
 void tg_tape_free(tg_tape *tp)
 {

@@ -90,13 +90,19 @@ tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *
 
 tg_tensor *tg_tensor_new(tg_dtype dt, int rank, const int64_t *shape)
 {
-    return tg__tensor_alloc(dt, rank, shape);
+    tg_tensor *t = tg__tensor_alloc(dt, rank, shape);
+    if (!t) tg__bad_tensor("tensor_new", dt, rank, shape);
+    return t;
 }
 
 tg_tensor *tg_tensor_from(tg_dtype dt, int rank, const int64_t *shape, const void *data)
 {
-    if (!data && tg__numel(rank, shape) > 0) return NULL;
+    if (!data && tg__numel(rank, shape) > 0) {
+        tg__fail_call(TG_ERR_ARG, "tensor_from: NULL data for a non-empty shape");
+        return NULL;
+    }
     tg_tensor *t = tg__tensor_alloc(dt, rank, shape);
+    if (!t) tg__bad_tensor("tensor_from", dt, rank, shape);
     if (t && t->numel) memcpy(t->data, data, (size_t)t->numel * tg__dtype_size(dt));
     return t;
 }
@@ -148,10 +154,16 @@ void tg_tensor_set_name(tg_tensor *t, const char *name)
 
 tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape)
 {
-    if (!t || t->tape_owned || t->is_grad) return TG_ERR_ARG;
+    if (!t || t->tape_owned || t->is_grad)
+        return tg__fail_call(TG_ERR_ARG, "tensor_reshape: %s",
+                             !t           ? "NULL tensor"
+                             : t->is_grad ? "a gradient"
+                                          : "a tape-owned tensor");
     int64_t numel = tg__numel(rank, shape);
-    if (numel < 0) return TG_ERR_ARG;
-    if (numel != t->numel) return TG_ERR_SHAPE;
+    if (numel < 0) return tg__bad_tensor("tensor_reshape", t->dtype, rank, shape);
+    if (numel != t->numel)
+        return tg__fail_call(TG_ERR_SHAPE, "tensor_reshape: %lld elements cannot take %lld",
+                             (long long)t->numel, (long long)numel);
     set_shape(t, t->dtype, rank, shape, numel);
     if (t->grad) set_shape(t->grad, t->dtype, rank, shape, numel);
     return TG_OK;

@@ -120,7 +120,7 @@ static tg_tensor *f_nothing(tg_tape *tp, tg_tensor *const *inputs, void *ctx)
     return NULL;
 }
 
-/* F32 needs a larger step and looser tolerances than the defaults. */
+/* Tighter than the F32 defaults: the cube sum of a few elements is accurate enough. */
 static const tg_gradcheck_opts f32_opts = {.eps = 1e-2, .atol = 1e-3, .rtol = 1e-2};
 
 static tg_tensor *grad_leaf(tg_dtype dt, const char *shape, double lo, double hi, uint64_t seed)
@@ -147,10 +147,11 @@ START_TEST(correct_op_passes_f64)
     ck_assert_int_eq(r.worst_input, 0);
     ck_assert(r.worst_index >= 0 && r.worst_index < tg_tensor_numel(x));
     ck_assert_msg(r.max_abs_err < 1e-7, "max_abs_err %.17g", r.max_abs_err);
+    ck_assert_str_eq(r.msg, "");
 
     /* Zeroed options mean the defaults, so the report is the same. */
     tg_gradcheck_report r0;
-    const tg_gradcheck_opts zero = {0, 0, 0};
+    const tg_gradcheck_opts zero = {0, 0, 0, 0};
     ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &zero, &r0), TG_OK);
     ck_assert_mem_eq(&r0.max_abs_err, &r.max_abs_err, sizeof r.max_abs_err);
     ck_assert_int_eq(r0.passed, r.passed);
@@ -186,6 +187,11 @@ START_TEST(wrong_vjp_is_caught)
     ck_assert_msg(fabs(r.max_abs_err - x * x) <= tol * x * x, "max_abs_err %.17g, want %.17g",
                   r.max_abs_err, x * x);
     ck_assert_msg(fabs(r.max_rel_err - 1.0 / 3) <= tol, "max_rel_err %.17g", r.max_rel_err);
+    char want_msg[64];
+    snprintf(want_msg, sizeof want_msg, "gradcheck: input %d element %lld: analytic ", w->input,
+             (long long)w->index);
+    ck_assert_msg(strstr(r.msg, want_msg) == r.msg, "message '%s'", r.msg);
+    ck_assert_msg(strstr(r.msg, "exceeds atol"), "message '%s'", r.msg);
     tg_tensor_free(in[0]);
     tg_tensor_free(in[1]);
 }
@@ -338,6 +344,187 @@ START_TEST(failure_inside_f_is_returned)
 }
 END_TEST
 
+/* ====== A check that cannot run never reports a pass ====== */
+
+/* An op whose forward works when recorded and fails from its second call on,
+ * so the failure comes during the perturbed replays. */
+static tg_status flaky_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    int *calls = ctx;
+    if ((*calls)++ > 0) return TG_ERR_STATE;
+    return cubesum_forward(out, in, n_in, NULL);
+}
+
+static const tg_op_def flaky_def = {.name = "flaky", .forward = flaky_forward, .vjp = cubesum_vjp};
+
+static tg_tensor *f_flaky(tg_tape *tp, tg_tensor *const *inputs, void *ctx)
+{
+    return tg_custom(tp, &flaky_def, inputs, 1, 0, NULL, ctx);
+}
+
+/* A scalar that ignores the inputs: ctx is a constant leaf. */
+static tg_tensor *f_constant(tg_tape *tp, tg_tensor *const *inputs, void *ctx)
+{
+    (void)inputs;
+    tg_tensor *c = ctx;
+    return tg_custom(tp, &cubesum_def, &c, 1, 0, NULL, NULL);
+}
+
+typedef struct refusal {
+    const char *name;
+    tg_fn f;
+    tg_status want;
+    const char *msg; /* the start of report.msg */
+} refusal;
+
+static const refusal refusals[] = {
+    {"f fails to record", f_refuse, TG_ERR_DTYPE, "gradcheck: f failed to record: refuse"},
+    {"f returns NULL", f_nothing, TG_ERR_ARG, "gradcheck: f returned NULL on a healthy tape"},
+    {"result of 6 elements", f_cube, TG_ERR_SHAPE,
+     "gradcheck: f returned a [2x3] tensor; it must have one element"},
+    {"backward fails", f_constant, TG_ERR_STATE, "gradcheck: backward of f failed: "},
+    {"replay fails", f_flaky, TG_ERR_STATE,
+     "gradcheck: replaying f with input 0 element 0 moved failed: "},
+};
+
+START_TEST(refusals_fail_the_report)
+{
+    const refusal *c = &refusals[_i];
+    tg_tensor *x = grad_leaf(TG_F64, "2x3", -1, 1, 30);
+    tg_tensor *k = tu_random(TG_F64, "2", -1, 1, 31);
+    int calls = 0;
+    void *ctx = c->f == f_constant ? (void *)k : c->f == f_flaky ? (void *)&calls : NULL;
+    double before[6];
+    memcpy(before, tg_tensor_data(x), sizeof before);
+    tg_gradcheck_report r;
+    memset(&r, 0xff, sizeof r); /* whatever was there, passed included, is overwritten */
+    tg_status s = tg_gradcheck(c->f, &x, 1, ctx, NULL, &r);
+    ck_assert_msg(s == c->want, "%s: status %s", c->name, tg_status_str(s));
+    ck_assert_msg(!r.passed, "%s: passed", c->name);
+    ck_assert_msg(strstr(r.msg, c->msg) == r.msg, "%s: message '%s'", c->name, r.msg);
+    ck_assert_int_eq(tg_last_error()->status, c->want);
+    ck_assert_str_eq(tg_last_error()->msg, r.msg);
+    ck_assert_mem_eq(tg_tensor_data(x), before, sizeof before);
+    ck_assert_ptr_null(tg_tensor_grad(x));
+    tg_tensor_free(x);
+    tg_tensor_free(k);
+}
+END_TEST
+
+START_TEST(bad_arguments_fail_the_report)
+{
+    tg_tensor *x = grad_leaf(TG_F64, "3", -1, 1, 32), *c = tu_random(TG_F64, "3", -1, 1, 33);
+    cubesum_args args = {1, NULL};
+    tg_gradcheck_report r;
+    static const struct {
+        tg_gradcheck_opts o;
+        const char *msg;
+    } bad[] = {
+        {{.eps = NAN}, "gradcheck: eps nan, atol"},
+        {{.atol = INFINITY}, "gradcheck: eps 0, atol inf"},
+        {{.rtol = -1}, "gradcheck: eps 0, atol 0, rtol -1: each must be finite and >= 0"},
+        {{.set = 4}, "gradcheck: unknown bits 0x4 in 'set'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        r.passed = true;
+        ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &bad[i].o, &r), TG_ERR_ARG);
+        ck_assert(!r.passed);
+        ck_assert_msg(strstr(r.msg, bad[i].msg) == r.msg, "message '%s'", r.msg);
+    }
+    r.passed = true;
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &c, 1, &args, NULL, &r), TG_ERR_ARG);
+    ck_assert(!r.passed);
+    ck_assert_str_eq(r.msg, "gradcheck: no input requires grad");
+    tg_tensor *in[2] = {x, NULL};
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 2, &args, NULL, &r), TG_ERR_ARG);
+    ck_assert_str_eq(r.msg, "gradcheck: input 1 is NULL; inputs must be the caller's leaves");
+    /* Without a report the reason is still in tg_last_error. */
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, NULL, NULL), TG_ERR_ARG);
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "gradcheck: NULL f, inputs or report, or no inputs");
+    tg_tensor_free(x);
+    tg_tensor_free(c);
+}
+END_TEST
+
+/* ====== Defaults follow the dtype; 0 tolerances can be asked for ====== */
+
+/* A small network's loss through public ops: softmax_cross_entropy(tanh(x W + b), t),
+ * t in ctx; every input is checked. */
+static tg_tensor *f_net(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    tg_tensor *h = tg_tanh(tp, tg_add_bias(tp, tg_matmul(tp, in[0], in[1]), in[2]));
+    return tg_softmax_cross_entropy(tp, tg_scale(tp, h, 3.0), ctx);
+}
+
+START_TEST(f32_defaults_pass_correct_gradients)
+{
+    uint64_t seed = 40 + 4 * (uint64_t)_i;
+    tg_tensor *in[3] = {grad_leaf(TG_F32, "5x3", -1, 1, seed),
+                        grad_leaf(TG_F32, "3x4", -1, 1, seed + 1),
+                        grad_leaf(TG_F32, "4", -0.5, 0.5, seed + 2)};
+    tg_tensor *t = tu_random(TG_F32, "5x4", 0, 1, seed + 3);
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(f_net, in, 3, t, NULL, &r), TG_OK);
+    ck_assert_msg(r.passed, "%s", r.msg);
+    ck_assert_int_eq(r.n_checked, 15 + 12 + 4);
+    /* The F64 step would not do in F32: rounding swamps a difference over 1e-6. */
+    const tg_gradcheck_opts f64_step = {.eps = TG_GRADCHECK_F64_EPS};
+    ck_assert_int_eq(tg_gradcheck(f_net, in, 3, t, &f64_step, &r), TG_OK);
+    ck_assert_msg(!r.passed, "passed with eps 1e-6 in f32: max_abs_err %g", r.max_abs_err);
+
+    /* A cube sum in F32 of every shape, at the defaults. */
+    tg_tensor *x = grad_leaf(TG_F32, pass_shapes[_i], -1.5, 1.5, seed + 5);
+    cubesum_args args = {1, NULL};
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, NULL, &r), TG_OK);
+    ck_assert_msg(r.passed, "%s: %s", pass_shapes[_i], r.msg);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(in[i]);
+    tg_tensor_free(t);
+    tg_tensor_free(x);
+}
+END_TEST
+
+START_TEST(f32_defaults_catch_a_wrong_gradient)
+{
+    const wrong_at *w = &wrong_cases[_i];
+    tg_tensor *in[2] = {grad_leaf(TG_F32, "2x3", 0.5, 2, 50), grad_leaf(TG_F32, "4", 0.5, 2, 51)};
+    cubesum_args args = {2, w};
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, in, 2, &args, NULL, &r), TG_OK);
+    ck_assert(!r.passed);
+    ck_assert_int_eq(r.worst_input, w->input);
+    ck_assert_int_eq(r.worst_index, w->index);
+    ck_assert_msg(strstr(r.msg, "atol 0.01 + rtol 0.01 * |numeric| (eps 0.00492)"), "message '%s'",
+                  r.msg);
+    tg_tensor_free(in[0]);
+    tg_tensor_free(in[1]);
+}
+END_TEST
+
+START_TEST(zero_tolerances_can_be_asked_for)
+{
+    tg_tensor *x = grad_leaf(TG_F64, "2x3", -2, 2, 60);
+    cubesum_args args = {1, NULL};
+    tg_gradcheck_report r;
+    /* Left 0, the tolerances are the defaults and the correct op passes... */
+    const tg_gradcheck_opts dflt = {.atol = 0, .rtol = 0};
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &dflt, &r), TG_OK);
+    ck_assert(r.passed);
+    ck_assert(r.max_abs_err > 0); /* central differences are never exact here */
+    /* ...flagged, they are 0, and the rounding of the difference fails it. */
+    const tg_gradcheck_opts exact = {.set = TG_GRADCHECK_SET_ATOL | TG_GRADCHECK_SET_RTOL};
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &exact, &r), TG_OK);
+    ck_assert(!r.passed);
+    ck_assert_msg(strstr(r.msg, "exceeds atol 0 + rtol 0 * |numeric|"), "message '%s'", r.msg);
+    /* atol 0 alone: the relative tolerance still passes it. */
+    const tg_gradcheck_opts rel_only = {.rtol = 1e-6, .set = TG_GRADCHECK_SET_ATOL};
+    ck_assert_int_eq(tg_gradcheck(f_cubesum, &x, 1, &args, &rel_only, &r), TG_OK);
+    ck_assert_msg(r.passed, "%s", r.msg);
+    tg_tensor_free(x);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("gradcheck");
@@ -354,6 +541,16 @@ int main(void)
     tcase_add_test(te, bad_arguments);
     tcase_add_test(te, result_must_have_one_element);
     tcase_add_test(te, failure_inside_f_is_returned);
+    tcase_add_loop_test(te, refusals_fail_the_report, 0, sizeof refusals / sizeof *refusals);
+    tcase_add_test(te, bad_arguments_fail_the_report);
     suite_add_tcase(s, te);
+
+    TCase *td = tcase_create("defaults");
+    tcase_add_loop_test(td, f32_defaults_pass_correct_gradients, 0,
+                        sizeof pass_shapes / sizeof *pass_shapes);
+    tcase_add_loop_test(td, f32_defaults_catch_a_wrong_gradient, 0,
+                        sizeof wrong_cases / sizeof *wrong_cases);
+    tcase_add_test(td, zero_tolerances_can_be_asked_for);
+    suite_add_tcase(s, td);
     return tu_run(s);
 }

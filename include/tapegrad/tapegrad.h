@@ -88,6 +88,18 @@ typedef struct tg_error {
     char msg[512];    /**< what failed, with the path and the line or byte offset */
 } tg_error;
 
+/** The reason for the calling thread's last failed call of a function that
+ * has no tape: every one of them (tg_tensor_new, tg_tensor_from,
+ * tg_tensor_reshape, tg_tape_new, tg_gradcheck, and in nn.h the registries,
+ * initialisation, tg_mlp_new, the optimizers, the data readers, tg_one_hot,
+ * tg_split, the batcher and the checkpoints) records its status and a message
+ * naming the function and what was wrong here when it returns NULL, -1 or a
+ * status other than TG_OK. Calls that succeed leave it alone, as with errno,
+ * so read it right after the failure. Never NULL; { TG_OK, "" } before any
+ * failure. Thread-local: threads do not see each other's errors. Ops report
+ * on their tape instead (tg_tape_error). */
+TG_API const tg_error *tg_last_error(void);
+
 /* ====== Tensors ====== */
 
 /** Element type: TG_F32 (float), TG_F64 (double), or TG_I64 (int64_t) for
@@ -100,9 +112,12 @@ typedef enum tg_dtype { TG_F32, TG_F64, TG_I64 } tg_dtype;
 typedef struct tg_tensor tg_tensor;
 
 /** A new zero-filled leaf owned by the caller; NULL for a bad rank (0..4), a
- * negative dimension or an impossible size. */
+ * negative dimension, an impossible size (TG_ERR_ARG), an unknown dtype
+ * (TG_ERR_DTYPE) or no memory (TG_ERR_NOMEM), with the reason in
+ * tg_last_error. */
 TG_API tg_tensor *tg_tensor_new(tg_dtype dt, int rank, const int64_t *shape);
-/** Like tg_tensor_new, then copies numel elements of dtype 'dt' from 'data'. */
+/** Like tg_tensor_new, then copies numel elements of dtype 'dt' from 'data'
+ * (NULL 'data' for a non-empty shape is TG_ERR_ARG in tg_last_error). */
 TG_API tg_tensor *tg_tensor_from(tg_dtype dt, int rank, const int64_t *shape, const void *data);
 /** Frees a leaf and its gradient. NULL is fine; tape-owned tensors and
  * gradients are left alone (a harmless no-op). */
@@ -137,7 +152,8 @@ TG_API tg_tensor *tg_tensor_grad(const tg_tensor *t);
 TG_API void tg_tensor_zero_grad(tg_tensor *t);
 /** Gives a leaf a new shape with the same number of elements (no data moves).
  * TG_ERR_ARG for a tape-owned tensor or a bad rank, TG_ERR_SHAPE for another
- * element count. Do not reshape a leaf a live tape has recorded. */
+ * element count, with the reason in tg_last_error. Do not reshape a leaf a
+ * live tape has recorded. */
 TG_API tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape);
 /** Optional name used in messages and explanations; copied (truncated to 63
  * bytes). NULL clears it. */
@@ -151,7 +167,8 @@ TG_API const char *tg_tensor_name(const tg_tensor *t);
  * sticky error; opaque. Use one from one thread at a time. */
 typedef struct tg_tape tg_tape;
 
-/** A new empty tape, the caller's to free with tg_tape_free; NULL when out of memory. */
+/** A new empty tape, the caller's to free with tg_tape_free; NULL when out of
+ * memory (TG_ERR_NOMEM in tg_last_error). */
 TG_API tg_tape *tg_tape_new(void);
 /** Frees the tape and everything it owns (op results, their gradients, the
  * nodes); the leaves it recorded are the caller's and stay. NULL is fine. */
@@ -468,16 +485,36 @@ TG_API tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *l
 /** The function tg_gradcheck differentiates: records ops on 'inputs' and returns a scalar. */
 typedef tg_tensor *(*tg_fn)(tg_tape *tp, tg_tensor *const *inputs, void *ctx);
 
-/** Tolerances of tg_gradcheck; a zero field takes its default. */
+/* The defaults of tg_gradcheck, by the precision checked: the F32 ones when
+ * any input that requires grad is TG_F32, else the F64 ones. F32 arithmetic
+ * is about 1e-7 relative, so a step of 1e-6 would leave only rounding noise
+ * in the difference; its step, cbrt(FLT_EPSILON) ~ 4.9e-3, balances the
+ * O(eps^2) error of the central difference against the O(FLT_EPSILON / eps)
+ * error of rounding, and the tolerances widen to match. */
+#define TG_GRADCHECK_F64_EPS  1e-6                /**< default step for F64 inputs */
+#define TG_GRADCHECK_F64_ATOL 1e-5                /**< default atol for F64 inputs */
+#define TG_GRADCHECK_F64_RTOL 1e-3                /**< default rtol for F64 inputs */
+#define TG_GRADCHECK_F32_EPS  4.92156660115185e-3 /**< cbrt(FLT_EPSILON), for F32 inputs */
+#define TG_GRADCHECK_F32_ATOL 1e-2                /**< default atol for F32 inputs */
+#define TG_GRADCHECK_F32_RTOL 1e-2                /**< default rtol for F32 inputs */
+
+#define TG_GRADCHECK_SET_ATOL 1u /**< tg_gradcheck_opts.set: take atol as written, 0 included */
+#define TG_GRADCHECK_SET_RTOL 2u /**< tg_gradcheck_opts.set: take rtol as written, 0 included */
+
+/** Tolerances of tg_gradcheck. A field left 0 takes the default of the
+ * precision checked (TG_GRADCHECK_F64_* or TG_GRADCHECK_F32_*); atol and rtol
+ * can be asked to be 0 by setting their bit in 'set'. A step of 0 is never
+ * valid, so eps has no bit. Negative or non-finite values are TG_ERR_ARG. */
 typedef struct tg_gradcheck_opts {
-    double eps;  /**< central-difference step; 0 means 1e-6 */
-    double atol; /**< 0 means 1e-5 */
-    double rtol; /**< 0 means 1e-3 */
+    double eps;   /**< central-difference step; 0: 1e-6 (F64), cbrt(FLT_EPSILON) (F32) */
+    double atol;  /**< 0: 1e-5 (F64), 1e-2 (F32), unless TG_GRADCHECK_SET_ATOL */
+    double rtol;  /**< 0: 1e-3 (F64), 1e-2 (F32), unless TG_GRADCHECK_SET_RTOL */
+    unsigned set; /**< TG_GRADCHECK_SET_* bits: those fields are taken as written, 0 included */
 } tg_gradcheck_opts;
 
 /** What tg_gradcheck found. */
 typedef struct tg_gradcheck_report {
-    bool passed;         /**< every element passed */
+    bool passed;         /**< every element passed; false whenever the check could not run */
     int worst_input;     /**< index into inputs */
     int64_t worst_index; /**< flat element index */
     double analytic;     /**< the tape's gradient at the worst element */
@@ -485,14 +522,23 @@ typedef struct tg_gradcheck_report {
     double max_abs_err;  /**< over every element checked */
     double max_rel_err;  /**< over every element checked */
     int64_t n_checked;   /**< elements compared */
+    /** "" when passed; otherwise why not: the input, element, both values and
+     * the tolerance for a failed comparison, or the error that stopped the
+     * check (f failed to record, returned NULL or a result of several
+     * elements, backward or a replay failed, a bad argument) */
+    char msg[256];
 } tg_gradcheck_report;
 
 /** Compares the tape's gradient of f with central differences for every
  * element of every input that requires grad. Returns TG_OK when it could run
  * (pass or fail is in 'report'); the inputs' data and gradients are left
- * exactly as they were. opts may be NULL. TG_ERR_ARG for NULL f, inputs or
- * report; otherwise the status of a failed recording. Runs f 2 N + 1 times
- * for N checked elements. */
+ * exactly as they were. opts may be NULL. When it cannot run it returns the
+ * reason, with report->passed false and the message in report->msg (and in
+ * tg_last_error): TG_ERR_ARG for NULL f, inputs or report, an input that is
+ * NULL, tape-owned or a gradient, no input requiring grad, bad options, or f
+ * returning NULL on a healthy tape; TG_ERR_SHAPE for a result of other than
+ * one element; otherwise the status of a failed recording, backward or
+ * replay. Runs f 2 N + 1 times for N checked elements. */
 TG_API tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
                               const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
 
