@@ -216,6 +216,15 @@ END_TEST
 
 static const step_case adam_cases[] = {
     {
+        .what = "adam eps 0, asked for",
+        .dt = TG_F64,
+        .opts = {.kind = TG_OPTIM_ADAM, .lr = 0.01, .set = TG_OPTIM_SET_EPS},
+        .steps = 1,
+        /* One step gives mhat = g and sqrt(vhat) = |g|; with eps 0, p -= lr sign(g). */
+        .want = {1.0 - 0.01, -2.0 + 0.01, 0.5 - 0.01},
+        .tol = 1e-15,
+    },
+    {
         .what = "adam eps",
         .dt = TG_F64,
         .opts = {.kind = TG_OPTIM_ADAM, .lr = 0.01, .beta1 = 0.5, .beta2 = 0.75, .eps = 0.1},
@@ -292,30 +301,74 @@ START_TEST(params_without_gradient_are_skipped)
 }
 END_TEST
 
+START_TEST(zero_betas_can_be_asked_for)
+{
+    tg_params *ps = tg_params_new();
+    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
+    /* beta1 = beta2 = 0: m = g and v = g^2 of the step alone, no bias correction left. */
+    const tg_optim_opts opts = {
+        .kind = TG_OPTIM_ADAM, .lr = 0.01, .set = TG_OPTIM_SET_BETA1 | TG_OPTIM_SET_BETA2};
+    tg_optim *o = run(ps, w, &opts, 2);
+    double want[3];
+    for (int k = 0; k < 3; k++) {
+        double p1 = w0[k] - 0.01 * g1[k] / (fabs(g1[k]) + 1e-8);
+        want[k] = p1 - 0.01 * g2[k] / (fabs(g2[k]) + 1e-8);
+    }
+    expect(w, want, 1e-15, "adam betas 0");
+    expect(tg_params_get(tg_optim_state(o), "optim.adam.m.w"), g2, 0, "m = g");
+    tg_optim_free(o);
+
+    /* The same fields left 0 without their bits take the defaults, 0.9 and 0.999. */
+    tg_tensor *m_default;
+    for (int k = 0; k < 3; k++)
+        tu_put(w, k, w0[k]);
+    o = run(ps, w, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 0.01, .beta1 = 0, .beta2 = 0}, 2);
+    m_default = tg_params_get(tg_optim_state(o), "optim.adam.m.w");
+    for (int k = 0; k < 3; k++)
+        ck_assert_double_eq_tol(tu_at(m_default, k), 0.9 * 0.1 * g1[k] + 0.1 * g2[k], 1e-16);
+    tg_optim_free(o);
+    tg_params_free(ps);
+}
+END_TEST
+
 static const struct {
     const char *what;
     tg_optim_opts o;
+    const char *msg;
 } bad_opts[] = {
-    {"lr 0", {.kind = TG_OPTIM_SGD, .lr = 0}},
-    {"negative lr", {.kind = TG_OPTIM_ADAM, .lr = -0.1}},
-    {"NaN lr", {.kind = TG_OPTIM_SGD, .lr = NAN}},
-    {"infinite lr", {.kind = TG_OPTIM_ADAMW, .lr = INFINITY}},
-    {"negative momentum", {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = -0.5}},
-    {"NaN momentum", {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = NAN}},
-    {"nesterov without momentum", {.kind = TG_OPTIM_SGD, .lr = 0.1, .nesterov = true}},
+    {"negative lr", {.kind = TG_OPTIM_ADAM, .lr = -0.1}, "optim_new: learning rate -0.1"},
+    {"NaN lr", {.kind = TG_OPTIM_SGD, .lr = NAN}, "optim_new: learning rate nan"},
+    {"infinite lr", {.kind = TG_OPTIM_ADAMW, .lr = INFINITY}, "optim_new: learning rate inf"},
+    {"negative momentum", {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = -0.5}, "momentum -0.5"},
+    {"NaN momentum", {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = NAN}, "momentum nan"},
+    {"nesterov without momentum",
+     {.kind = TG_OPTIM_SGD, .lr = 0.1, .nesterov = true},
+     "Nesterov needs momentum > 0"},
     {"nesterov with dampening",
-     {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true}},
-    {"NaN dampening", {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = NAN}},
-    {"negative weight decay", {.kind = TG_OPTIM_SGD, .lr = 0.1, .weight_decay = -0.01}},
-    {"NaN weight decay", {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .weight_decay = NAN}},
-    {"beta1 1", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta1 = 1.0}},
-    {"beta1 negative", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta1 = -0.1}},
-    {"beta1 NaN", {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .beta1 = NAN}},
-    {"beta2 above 1", {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .beta2 = 1.5}},
-    {"beta2 1", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta2 = 1.0}},
-    {"negative eps", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .eps = -1e-8}},
-    {"NaN eps", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .eps = NAN}},
-    {"unknown kind", {.kind = (tg_optim_kind)7, .lr = 0.1}},
+     {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = 0.1, .nesterov = true},
+     "dampening 0.1"},
+    {"NaN dampening",
+     {.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .dampening = NAN},
+     "dampening nan is not finite"},
+    {"negative weight decay",
+     {.kind = TG_OPTIM_SGD, .lr = 0.1, .weight_decay = -0.01},
+     "weight decay -0.01"},
+    {"NaN weight decay",
+     {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .weight_decay = NAN},
+     "weight decay nan"},
+    {"beta1 1", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta1 = 1.0}, "betas 1 and 0.999"},
+    {"beta1 negative", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta1 = -0.1}, "betas -0.1 and"},
+    {"beta1 NaN", {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .beta1 = NAN}, "betas nan and"},
+    {"beta2 above 1", {.kind = TG_OPTIM_ADAMW, .lr = 0.1, .beta2 = 1.5}, "betas 0.9 and 1.5"},
+    {"beta2 1", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta2 = 1.0}, "betas 0.9 and 1,"},
+    {"negative eps", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .eps = -1e-8}, "eps -1e-08"},
+    {"NaN eps", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .eps = NAN}, "eps nan"},
+    {"infinite eps", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .eps = INFINITY}, "eps inf"},
+    {"flagged beta1 1",
+     {.kind = TG_OPTIM_ADAM, .lr = 0.1, .beta1 = 1, .set = TG_OPTIM_SET_BETA1},
+     "betas 1 and"},
+    {"unknown bit", {.kind = TG_OPTIM_ADAM, .lr = 0.1, .set = 8}, "unknown bits 0x8 in 'set'"},
+    {"unknown kind", {.kind = (tg_optim_kind)7, .lr = 0.1}, "optim_new: unknown kind 7"},
 };
 
 START_TEST(bad_options_are_refused)
@@ -323,6 +376,9 @@ START_TEST(bad_options_are_refused)
     tg_params *ps = tg_params_new();
     add_param(ps, "w", TG_F64, 3, w0);
     ck_assert_msg(!tg_optim_new(ps, &bad_opts[_i].o), "%s accepted", bad_opts[_i].what);
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_last_error()->msg, bad_opts[_i].msg), "%s: message '%s'",
+                  bad_opts[_i].what, tg_last_error()->msg);
     tg_params_free(ps);
 }
 END_TEST
@@ -332,10 +388,14 @@ START_TEST(null_arguments)
     tg_params *ps = tg_params_new();
     tg_optim_opts opts = {.kind = TG_OPTIM_SGD, .lr = 0.1};
     ck_assert_ptr_null(tg_optim_new(NULL, &opts));
+    ck_assert_str_eq(tg_last_error()->msg, "optim_new: NULL registry");
     ck_assert_ptr_null(tg_optim_new(ps, NULL));
+    ck_assert_str_eq(tg_last_error()->msg, "optim_new: NULL options");
     ck_assert_int_eq(tg_optim_step(NULL), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "optim_step: NULL optimizer");
     ck_assert_ptr_null(tg_optim_state(NULL));
-    tg_optim_set_lr(NULL, 0.1);
+    ck_assert_int_eq(tg_optim_set_lr(NULL, 0.1), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "optim_set_lr: NULL optimizer");
     tg_optim_free(NULL);
     /* An empty registry gives an optimizer with nothing to do. */
     tg_optim *o = tg_optim_new(ps, &opts);
@@ -351,18 +411,77 @@ START_TEST(set_lr_changes_the_step)
     tg_params *ps = tg_params_new();
     tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
     tg_optim *o = tg_optim_new(ps, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1});
-    tg_optim_set_lr(o, 0.5);
+    ck_assert_int_eq(tg_optim_set_lr(o, 0.5), TG_OK);
     set_grad(w, g1);
     ck_assert_int_eq(tg_optim_step(o), TG_OK);
     const double want1[3] = {1.0 - 0.5 * 0.1, -2.0 + 0.5 * 0.3, 0.5 - 0.5 * 0.2};
     expect(w, want1, 0, "lr 0.5");
-    /* Learning rates tg_optim_new would refuse are ignored. */
-    tg_optim_set_lr(o, 0);
-    tg_optim_set_lr(o, -1);
-    tg_optim_set_lr(o, NAN);
+    /* Negative, infinite and NaN rates are refused and change nothing. */
+    const double refused[] = {-1, -0.0 - 1e-300, INFINITY, -INFINITY, NAN};
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        ck_assert_int_eq(tg_optim_set_lr(o, refused[i]), TG_ERR_ARG);
+        ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+        ck_assert_msg(strstr(tg_last_error()->msg, "optim_set_lr: learning rate "), "message '%s'",
+                      tg_last_error()->msg);
+    }
     ck_assert_int_eq(tg_optim_step(o), TG_OK);
     const double want2[3] = {want1[0] - 0.5 * 0.1, want1[1] + 0.5 * 0.3, want1[2] - 0.5 * 0.2};
     expect(w, want2, 0, "lr still 0.5");
+    /* 0 is a rate like any other: the step after it moves nothing. */
+    ck_assert_int_eq(tg_optim_set_lr(o, 0), TG_OK);
+    ck_assert_int_eq(tg_optim_step(o), TG_OK);
+    expect(w, want2, 0, "lr 0");
+    tg_optim_free(o);
+    tg_params_free(ps);
+}
+END_TEST
+
+/* A warm-up from 0: the optimizer is made with lr 0, its first step moves
+ * nothing (the state still advances, as in PyTorch), the next runs at the rate set. */
+START_TEST(warm_up_from_zero)
+{
+    tg_optim_kind kind = (tg_optim_kind)_i;
+    tg_params *ps = tg_params_new();
+    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
+    tg_optim *o = tg_optim_new(ps, &(tg_optim_opts){.kind = kind, .lr = 0, .momentum = 0.5});
+    ck_assert_ptr_nonnull(o);
+    set_grad(w, g1);
+    ck_assert_int_eq(tg_optim_step(o), TG_OK);
+    expect(w, w0, 0, "lr 0");
+    ck_assert(tg_tensor_item(tg_params_get(tg_optim_state(o), "optim.step")) == 1.0);
+    ck_assert_int_eq(tg_optim_set_lr(o, 0.1), TG_OK);
+    ck_assert_int_eq(tg_optim_step(o), TG_OK);
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(tu_at(w, k) != w0[k], "w[%d] did not move at lr 0.1", k);
+    tg_optim_free(o);
+    tg_params_free(ps);
+}
+END_TEST
+
+/* A parameter registered after tg_optim_new would never be updated: the step
+ * refuses, updates nothing, and names it. */
+START_TEST(parameter_added_later_is_refused)
+{
+    tg_params *ps = tg_params_new();
+    tg_tensor *w = add_param(ps, "w", TG_F64, 3, w0);
+    tg_optim *o = tg_optim_new(ps, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1});
+    tg_tensor *late = add_param(ps, "late.bias", TG_F64, 3, w0);
+    set_grad(w, g1);
+    set_grad(late, g1);
+    ck_assert_int_eq(tg_optim_step(o), TG_ERR_STATE);
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_STATE);
+    ck_assert_str_eq(tg_last_error()->msg,
+                     "optim_step: the registry has 2 parameters, the optimizer was made for 1 "
+                     "('late.bias' was added after tg_optim_new and would never be updated); "
+                     "make a new optimizer");
+    expect(w, w0, 0, "w untouched");
+    expect(late, w0, 0, "late untouched");
+    ck_assert(tg_tensor_item(tg_params_get(tg_optim_state(o), "optim.step")) == 0.0);
+    tg_optim_free(o);
+    /* A new optimizer covers both. */
+    o = tg_optim_new(ps, &(tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1});
+    ck_assert_int_eq(tg_optim_step(o), TG_OK);
+    ck_assert(tu_at(late, 0) != w0[0]);
     tg_optim_free(o);
     tg_params_free(ps);
 }
@@ -483,6 +602,7 @@ static Suite *nn_optim_suite(void)
     tcase_add_loop_test(tc, adam_two_steps, 0, 2); /* F64, F32 */
     tcase_add_loop_test(tc, adam_by_hand, 0, sizeof adam_cases / sizeof *adam_cases);
     tcase_add_loop_test(tc, adamw_two_steps, 0, 2);
+    tcase_add_test(tc, zero_betas_can_be_asked_for);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("common");
@@ -490,6 +610,8 @@ static Suite *nn_optim_suite(void)
     tcase_add_loop_test(tc, bad_options_are_refused, 0, sizeof bad_opts / sizeof *bad_opts);
     tcase_add_test(tc, null_arguments);
     tcase_add_test(tc, set_lr_changes_the_step);
+    tcase_add_loop_test(tc, warm_up_from_zero, TG_OPTIM_SGD, TG_OPTIM_ADAMW + 1);
+    tcase_add_test(tc, parameter_added_later_is_refused);
     tcase_add_loop_test(tc, state_has_expected_names, 0, sizeof state_cases / sizeof *state_cases);
     tcase_add_loop_test(tc, restored_state_continues_exactly, 0, 3);
     suite_add_tcase(s, tc);

@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,15 +69,29 @@ static const struct {
     tg_dtype dt;
     int rank;
     int64_t shape[TG_MAX_RANK + 1];
+    tg_status want;
+    const char *msg;
 } bad_adds[] = {
-    {"duplicate name", "w", TG_F64, 1, {2}},
-    {"empty name", "", TG_F64, 1, {2}},
-    {"NULL name", NULL, TG_F64, 1, {2}},
-    {"rank 5", "r5", TG_F64, 5, {1, 1, 1, 1, 1}},
-    {"negative rank", "rneg", TG_F64, -1, {1}},
-    {"negative dimension", "neg", TG_F32, 2, {2, -1}},
-    {"impossible size", "huge", TG_F64, 2, {INT64_MAX / 4, 4}},
-    {"bad dtype", "dt", (tg_dtype)7, 1, {2}},
+    {"duplicate name", "w", TG_F64, 1, {2}, TG_ERR_ARG, "params_add: 'w' is already registered"},
+    {"empty name", "", TG_F64, 1, {2}, TG_ERR_ARG, "params_add: NULL or empty name"},
+    {"NULL name", NULL, TG_F64, 1, {2}, TG_ERR_ARG, "params_add: NULL or empty name"},
+    {"rank 5", "r5", TG_F64, 5, {1, 1, 1, 1, 1}, TG_ERR_ARG, "params_add: rank 5 outside 0..4"},
+    {"negative rank", "rneg", TG_F64, -1, {1}, TG_ERR_ARG, "params_add: rank -1 outside 0..4"},
+    {"negative dimension",
+     "neg",
+     TG_F32,
+     2,
+     {2, -1},
+     TG_ERR_ARG,
+     "params_add: negative dimension in [2x-1]"},
+    {"impossible size",
+     "huge",
+     TG_F64,
+     2,
+     {INT64_MAX / 4, 4},
+     TG_ERR_ARG,
+     "params_add: [2305843009213693951x4] f64 is too large to allocate"},
+    {"bad dtype", "dt", (tg_dtype)7, 1, {2}, TG_ERR_DTYPE, "params_add: unknown dtype 7"},
 };
 
 START_TEST(bad_add_is_null)
@@ -87,6 +102,8 @@ START_TEST(bad_add_is_null)
     ck_assert_msg(!tg_params_add(ps, bad_adds[_i].name, bad_adds[_i].dt, bad_adds[_i].rank,
                                  bad_adds[_i].shape),
                   "%s accepted", bad_adds[_i].what);
+    ck_assert_int_eq(tg_last_error()->status, bad_adds[_i].want);
+    ck_assert_str_eq(tg_last_error()->msg, bad_adds[_i].msg);
     ck_assert_uint_eq(tg_params_count(ps), 1);
     ck_assert_ptr_eq(tg_params_get(ps, "w"), w);
     ck_assert_ptr_null(tg_params_add(NULL, "x", TG_F64, 1, (int64_t[]){2}));
@@ -432,12 +449,121 @@ START_TEST(init_bad_arguments)
     ck_assert_int_eq(tg_init_tensor(t, TG_INIT_HE_UNIFORM, 0, 2, &r), TG_ERR_ARG);
     ck_assert_int_eq(tg_init_tensor(t, TG_INIT_HE_NORMAL, 3, 0, &r), TG_ERR_ARG);
     ck_assert_int_eq(tg_init_tensor(t, (tg_init)42, 3, 2, &r), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "init_tensor: unknown kind 42");
+    ck_assert_int_eq(tg_init_tensor(t, TG_INIT_HE_NORMAL, 3, 0, &r), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "init_tensor: fans 3 and 0, both must be >= 1");
+    ck_assert_int_eq(tg_init_tensor(t, TG_INIT_HE_NORMAL, 3, 2, NULL), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "init_tensor: NULL rng");
+    ck_assert_int_eq(tg_init_tensor(NULL, TG_INIT_ZEROS, 3, 2, &r), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "init_tensor: NULL tensor");
+    tg_tensor *labels = tg_tensor_new(TG_I64, 1, (int64_t[]){3});
+    ck_assert_int_eq(tg_init_tensor(labels, TG_INIT_ZEROS, 3, 2, &r), TG_ERR_DTYPE);
+    ck_assert_str_eq(tg_last_error()->msg, "init_tensor: i64 tensor, not a float one");
+    tg_tensor_free(labels);
     ck_assert(tu_close(t, orig, 0, NULL)); /* untouched */
     tg_rng fresh;
     tg_rng_seed(&fresh, 1);
     ck_assert(tg_rng_u64(&r) == tg_rng_u64(&fresh)); /* and no draw was taken */
     tg_tensor_free(t);
     tg_tensor_free(orig);
+}
+END_TEST
+
+/* ====== tg_last_error: every tape-less call says why it failed ====== */
+
+static void expect_last(tg_status want, const char *msg)
+{
+    ck_assert_int_eq(tg_last_error()->status, want);
+    ck_assert_str_eq(tg_last_error()->msg, msg);
+}
+
+START_TEST(tensor_constructors_say_why)
+{
+    ck_assert_ptr_null(tg_tensor_new(TG_F64, 5, (int64_t[]){1, 1, 1, 1, 1}));
+    expect_last(TG_ERR_ARG, "tensor_new: rank 5 outside 0..4");
+    ck_assert_ptr_null(tg_tensor_new(TG_F64, 2, NULL));
+    expect_last(TG_ERR_ARG, "tensor_new: NULL shape for rank 2");
+    ck_assert_ptr_null(tg_tensor_new(TG_F32, 3, (int64_t[]){2, -3, 1}));
+    expect_last(TG_ERR_ARG, "tensor_new: negative dimension in [2x-3x1]");
+    ck_assert_ptr_null(tg_tensor_new(TG_I64, 2, (int64_t[]){INT64_MAX / 2, 2}));
+    expect_last(TG_ERR_ARG, "tensor_new: [4611686018427387903x2] i64 is too large to allocate");
+    ck_assert_ptr_null(tg_tensor_new((tg_dtype)9, 1, (int64_t[]){2}));
+    expect_last(TG_ERR_DTYPE, "tensor_new: unknown dtype 9");
+    ck_assert_ptr_null(tg_tensor_from(TG_F64, 1, (int64_t[]){2}, NULL));
+    expect_last(TG_ERR_ARG, "tensor_from: NULL data for a non-empty shape");
+    ck_assert_ptr_null(tg_tensor_from(TG_F64, -1, NULL, (double[]){1}));
+    expect_last(TG_ERR_ARG, "tensor_from: rank -1 outside 0..4");
+
+    /* Out of memory, at each allocation a constructor makes. */
+    tg__alloc_fail_after = 0;
+    tg_tensor *t = tg_tensor_new(TG_F32, 2, (int64_t[]){2, 3});
+    tg_tape *tp = tg_tape_new();
+    tg_params *ps = tg_params_new();
+    tg__alloc_fail_after = -1;
+    ck_assert_ptr_null(t);
+    ck_assert_ptr_null(tp);
+    ck_assert_ptr_null(ps);
+    expect_last(TG_ERR_NOMEM, "params_new: out of memory");
+    tg__alloc_fail_after = 0;
+    tp = tg_tape_new();
+    tg__alloc_fail_after = -1;
+    expect_last(TG_ERR_NOMEM, "tape_new: out of memory");
+    tg__alloc_fail_after = 1; /* the tensor's struct, not its data */
+    t = tg_tensor_new(TG_F32, 2, (int64_t[]){2, 3});
+    tg__alloc_fail_after = -1;
+    ck_assert_ptr_null(t);
+    expect_last(TG_ERR_NOMEM, "tensor_new: out of memory for [2x3] f32");
+
+    tg_tensor *x = tg_tensor_new(TG_F64, 2, (int64_t[]){2, 3});
+    ck_assert_int_eq(tg_tensor_reshape(x, 1, (int64_t[]){5}), TG_ERR_SHAPE);
+    expect_last(TG_ERR_SHAPE, "tensor_reshape: 6 elements cannot take 5");
+    ck_assert_int_eq(tg_tensor_reshape(x, 7, (int64_t[]){6}), TG_ERR_ARG);
+    expect_last(TG_ERR_ARG, "tensor_reshape: rank 7 outside 0..4");
+    ck_assert_int_eq(tg_tensor_reshape(NULL, 1, (int64_t[]){6}), TG_ERR_ARG);
+    expect_last(TG_ERR_ARG, "tensor_reshape: NULL tensor");
+    /* Success leaves the last error alone, as errno does. */
+    ck_assert_int_eq(tg_tensor_reshape(x, 1, (int64_t[]){6}), TG_OK);
+    expect_last(TG_ERR_ARG, "tensor_reshape: NULL tensor");
+    tg_tensor_free(x);
+}
+END_TEST
+
+START_TEST(registry_lookups_say_why)
+{
+    tg_params *ps = tg_params_new();
+    ck_assert_ptr_nonnull(tg_params_add(ps, "w", TG_F64, 1, (int64_t[]){2}));
+    ck_assert_ptr_null(tg_params_get(ps, "v"));
+    expect_last(TG_ERR_ARG, "params_get: no parameter 'v'");
+    ck_assert_ptr_null(tg_params_get(NULL, "v"));
+    expect_last(TG_ERR_ARG, "params_get: NULL registry");
+    const char *name = "x";
+    ck_assert_ptr_null(tg_params_at(ps, 1, &name));
+    ck_assert_ptr_null(name);
+    expect_last(TG_ERR_ARG, "params_at: index out of range");
+    ck_assert_ptr_null(tg_params_add(NULL, "x", TG_F64, 1, (int64_t[]){2}));
+    expect_last(TG_ERR_ARG, "params_add: NULL registry");
+    tg_params_free(ps);
+}
+END_TEST
+
+static void *fail_in_thread(void *arg)
+{
+    (void)arg;
+    /* A fresh thread starts clean, and its failure stays its own. */
+    bool clean = tg_last_error()->status == TG_OK && tg_last_error()->msg[0] == '\0';
+    tg_tensor_new(TG_F64, -2, NULL);
+    return clean ? (void *)1 : NULL;
+}
+
+START_TEST(last_error_is_per_thread)
+{
+    ck_assert_ptr_null(tg_tensor_new(TG_F64, 9, NULL));
+    pthread_t th;
+    void *clean = NULL;
+    ck_assert_int_eq(pthread_create(&th, NULL, fail_in_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(th, &clean), 0);
+    ck_assert_ptr_nonnull(clean);
+    expect_last(TG_ERR_ARG, "tensor_new: rank 9 outside 0..4");
 }
 END_TEST
 
@@ -451,6 +577,9 @@ static Suite *nn_params_suite(void)
     tcase_add_test(tc, zero_grad_clears_every_gradient);
     tcase_add_test(tc, truncate_undoes_registrations);
     tcase_add_test(tc, null_registry_is_harmless);
+    tcase_add_test(tc, tensor_constructors_say_why);
+    tcase_add_test(tc, registry_lookups_say_why);
+    tcase_add_test(tc, last_error_is_per_thread);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("rng");

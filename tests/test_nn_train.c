@@ -101,6 +101,12 @@ START_TEST(mlp_registers_and_initialises)
 }
 END_TEST
 
+static void expect_last_error(tg_status want, const char *msg)
+{
+    ck_assert_int_eq(tg_last_error()->status, want);
+    ck_assert_str_eq(tg_last_error()->msg, msg);
+}
+
 START_TEST(mlp_bad_arguments_register_nothing)
 {
     const tg_activation acts[] = {TG_ACT_TANH, TG_ACT_SIGMOID, TG_ACT_NONE};
@@ -112,18 +118,40 @@ START_TEST(mlp_bad_arguments_register_nothing)
     /* A name the third layer would need already exists: the first two roll back. */
     tg_tensor *clash = tg_params_add(ps, "net.2.bias", TG_F64, 1, (int64_t[]){2});
     ck_assert_ptr_null(tg_mlp_new(ps, "net", 3, sizes_2432, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG,
+                      "mlp_new: layer 2: params_add: 'net.2.bias' is already registered");
     ck_assert_uint_eq(tg_params_count(ps), 1);
     ck_assert_ptr_eq(tg_params_get(ps, "net.2.bias"), clash);
+    static const char null_msg[] =
+        "mlp_new: NULL registry, sizes, activations or rng, or an empty prefix";
     ck_assert_ptr_null(tg_mlp_new(NULL, "a", 3, sizes_2432, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, null_msg);
     ck_assert_ptr_null(tg_mlp_new(ps, NULL, 3, sizes_2432, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, null_msg);
     ck_assert_ptr_null(tg_mlp_new(ps, "", 3, sizes_2432, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, null_msg);
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 0, sizes_2432, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, "mlp_new: 0 layers, at least 1 needed");
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, NULL, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, null_msg);
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, zero_size, acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, "mlp_new: sizes[2] is 0, must be >= 1");
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, sizes_2432, NULL, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, null_msg);
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, sizes_2432, bad_acts, TG_F64, &r));
+    expect_last_error(TG_ERR_ARG, "mlp_new: acts[1] is -1, not an activation");
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, sizes_2432, acts, (tg_dtype)5, &r));
+    expect_last_error(TG_ERR_DTYPE, "mlp_new: dtype 5, not f32 or f64");
     ck_assert_ptr_null(tg_mlp_new(ps, "a", 3, sizes_2432, acts, TG_F64, NULL));
+    expect_last_error(TG_ERR_ARG, null_msg);
+    /* A layer too large to allocate says which layer and why. */
+    const int64_t huge[] = {2, INT64_MAX / 4, 2};
+    ck_assert_ptr_null(tg_mlp_new(ps, "big", 2, huge, acts, TG_F64, &r));
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_last_error()->msg, "mlp_new: layer 0: params_add: [2x"), "message '%s'",
+                  tg_last_error()->msg);
+    ck_assert_msg(strstr(tg_last_error()->msg, "is too large to allocate"), "message '%s'",
+                  tg_last_error()->msg);
     ck_assert_uint_eq(tg_params_count(ps), 1);
     tg_params_free(ps);
 }

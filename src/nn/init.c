@@ -4,10 +4,18 @@
 
 #include <math.h>
 
+static tg_status bad_fans(int64_t fan_in, int64_t fan_out)
+{
+    return tg__fail_call(TG_ERR_ARG, "init_tensor: fans %lld and %lld, both must be >= 1",
+                         (long long)fan_in, (long long)fan_out);
+}
+
 tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out, tg_rng *r)
 {
-    if (!t) return TG_ERR_ARG;
-    if (!tg__dt(t->dtype)->is_float) return TG_ERR_DTYPE;
+    if (!t) return tg__fail_call(TG_ERR_ARG, "init_tensor: NULL tensor");
+    if (!tg__dt(t->dtype)->is_float)
+        return tg__fail_call(TG_ERR_DTYPE, "init_tensor: %s tensor, not a float one",
+                             tg__dt(t->dtype)->name);
     double bound; /* half-width of the uniform, or the normal's standard deviation */
     bool normal;
     switch (kind) {
@@ -16,20 +24,20 @@ tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan
         return TG_OK;
     case TG_INIT_XAVIER_UNIFORM:
     case TG_INIT_XAVIER_NORMAL:
-        if (fan_in < 1 || fan_out < 1) return TG_ERR_ARG;
+        if (fan_in < 1 || fan_out < 1) return bad_fans(fan_in, fan_out);
         normal = kind == TG_INIT_XAVIER_NORMAL;
         bound = sqrt((normal ? 2.0 : 6.0) / ((double)fan_in + (double)fan_out));
         break;
     case TG_INIT_HE_UNIFORM:
     case TG_INIT_HE_NORMAL:
-        if (fan_in < 1 || fan_out < 1) return TG_ERR_ARG;
+        if (fan_in < 1 || fan_out < 1) return bad_fans(fan_in, fan_out);
         normal = kind == TG_INIT_HE_NORMAL;
         bound = sqrt((normal ? 2.0 : 6.0) / (double)fan_in);
         break;
     default:
-        return TG_ERR_ARG;
+        return tg__fail_call(TG_ERR_ARG, "init_tensor: unknown kind %d", (int)kind);
     }
-    if (!r) return TG_ERR_ARG;
+    if (!r) return tg__fail_call(TG_ERR_ARG, "init_tensor: NULL rng");
     /* Draws are taken in element order in both dtypes, so an F32 tensor holds
      * the F64 tensor's values rounded. */
     for (int64_t i = 0; i < t->numel; i++) {

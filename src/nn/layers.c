@@ -47,32 +47,61 @@ static bool valid_act(tg_activation act) { return (unsigned)act <= TG_ACT_SIGMOI
 tg_mlp *tg_mlp_new(tg_params *ps, const char *prefix, int n_layers, const int64_t *sizes,
                    const tg_activation *acts, tg_dtype dt, tg_rng *r)
 {
-    if (!ps || !prefix || !*prefix || n_layers < 1 || !sizes || !acts || !r) return NULL;
-    if (dt != TG_F32 && dt != TG_F64) return NULL;
+    if (!ps || !prefix || !*prefix || !sizes || !acts || !r) {
+        tg__fail_call(TG_ERR_ARG, "mlp_new: NULL registry, sizes, activations or rng, or an "
+                                  "empty prefix");
+        return NULL;
+    }
+    if (n_layers < 1) {
+        tg__fail_call(TG_ERR_ARG, "mlp_new: %d layers, at least 1 needed", n_layers);
+        return NULL;
+    }
+    if (dt != TG_F32 && dt != TG_F64) {
+        tg__fail_call(TG_ERR_DTYPE, "mlp_new: dtype %d, not f32 or f64", (int)dt);
+        return NULL;
+    }
     for (int l = 0; l <= n_layers; l++)
-        if (sizes[l] < 1) return NULL;
+        if (sizes[l] < 1) {
+            tg__fail_call(TG_ERR_ARG, "mlp_new: sizes[%d] is %lld, must be >= 1", l,
+                          (long long)sizes[l]);
+            return NULL;
+        }
     for (int l = 0; l < n_layers; l++)
-        if (!valid_act(acts[l])) return NULL;
+        if (!valid_act(acts[l])) {
+            tg__fail_call(TG_ERR_ARG, "mlp_new: acts[%d] is %d, not an activation", l,
+                          (int)acts[l]);
+            return NULL;
+        }
 
     /* Room for "<prefix>.<l>.weight" with l of up to 10 digits. */
     size_t name_size = strlen(prefix) + sizeof ".2147483647.weight";
     char *name = tg__malloc(name_size);
     tg_mlp *m = tg__calloc(1, sizeof *m + (size_t)n_layers * sizeof(mlp_layer));
     size_t n_before = tg_params_count(ps);
-    if (!name || !m) goto fail;
+    if (!name || !m) {
+        tg__fail_call(TG_ERR_NOMEM, "mlp_new: out of memory");
+        goto fail;
+    }
     m->n_layers = n_layers;
     for (int l = 0; l < n_layers; l++) {
         mlp_layer *ly = &m->layer[l];
         snprintf(name, name_size, "%s.%d.weight", prefix, l);
         ly->w = tg_params_add(ps, name, dt, 2, (int64_t[]){sizes[l], sizes[l + 1]});
         snprintf(name, name_size, "%s.%d.bias", prefix, l);
-        ly->b = tg_params_add(ps, name, dt, 1, &sizes[l + 1]); /* zero-filled */
+        ly->b = ly->w ? tg_params_add(ps, name, dt, 1, &sizes[l + 1]) : NULL; /* zero-filled */
         ly->act = acts[l];
-        if (!ly->w || !ly->b) goto fail;
+        /* tg_params_add said why (a name taken, a size too large, no memory);
+         * the message is kept, with this function's name in front. */
+        if (!ly->b) {
+            tg_error inner = *tg_last_error();
+            tg__fail_call(inner.status, "mlp_new: layer %d: %s", l, inner.msg);
+            goto fail;
+        }
         /* He keeps the variance of ReLU layers (which zero half their inputs);
-         * Xavier suits the symmetric tanh and sigmoid and a linear output. */
+         * Xavier suits the symmetric tanh and sigmoid and a linear output.
+         * With the arguments checked above it cannot fail. */
         tg_init kind = ly->act == TG_ACT_RELU ? TG_INIT_HE_UNIFORM : TG_INIT_XAVIER_UNIFORM;
-        if (tg_init_tensor(ly->w, kind, sizes[l], sizes[l + 1], r) != TG_OK) goto fail;
+        tg_init_tensor(ly->w, kind, sizes[l], sizes[l + 1], r);
     }
     free(name);
     return m;

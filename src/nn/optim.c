@@ -25,7 +25,8 @@ typedef struct optim_slot {
 } optim_slot;
 
 struct tg_optim {
-    tg_optim_opts o; /* defaults filled in */
+    tg_optim_opts o;     /* defaults filled in */
+    const tg_params *ps; /* the caller's registry, to notice parameters added later */
     tg_params *state;
     tg_tensor *step; /* "optim.step" in 'state' */
     size_t n_slots;
@@ -36,24 +37,53 @@ static const char *const kind_name[] = {
     [TG_OPTIM_SGD] = "sgd", [TG_OPTIM_ADAM] = "adam", [TG_OPTIM_ADAMW] = "adamw"};
 _Static_assert(sizeof kind_name / sizeof *kind_name == TG_OPTIM_ADAMW + 1, "one name per kind");
 
-static bool valid_lr(double lr) { return lr > 0 && isfinite(lr); }
-static bool valid_beta(double b) { return b >= 0 && b < 1; } /* false for NaN */
+/* Every rate PyTorch takes: 0 included, for schedules that warm up from 0. */
+static bool valid_lr(double lr) { return lr >= 0 && isfinite(lr); } /* false for NaN */
+static bool valid_beta(double b) { return b >= 0 && b < 1; }        /* false for NaN */
 
-/* Copies 'in' with the Adam defaults filled in; false for options PyTorch
- * would refuse, plus a zero learning rate (which can only be a mistake). */
-static bool check_opts(const tg_optim_opts *in, tg_optim_opts *o)
+/* The value of an Adam field: as written when nonzero or flagged in 'set', else its default. */
+static double field(double v, unsigned set, unsigned bit, double dflt)
+{
+    return v != 0 || (set & bit) ? v : dflt;
+}
+
+/* Copies 'in' with the Adam defaults filled in; TG_ERR_ARG, with the reason
+ * in tg_last_error, for options PyTorch would refuse. */
+static tg_status check_opts(const tg_optim_opts *in, tg_optim_opts *o)
 {
     *o = *in;
-    if ((unsigned)o->kind > TG_OPTIM_ADAMW || !valid_lr(o->lr)) return false;
-    if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay)) return false;
+    if ((unsigned)o->kind > TG_OPTIM_ADAMW)
+        return tg__fail_call(TG_ERR_ARG, "optim_new: unknown kind %d", (int)o->kind);
+    if (!valid_lr(o->lr))
+        return tg__fail_call(TG_ERR_ARG, "optim_new: learning rate %g, must be finite and >= 0",
+                             o->lr);
+    if (!(o->weight_decay >= 0) || !isfinite(o->weight_decay))
+        return tg__fail_call(TG_ERR_ARG, "optim_new: weight decay %g, must be finite and >= 0",
+                             o->weight_decay);
+    if (o->set & ~(unsigned)(TG_OPTIM_SET_BETA1 | TG_OPTIM_SET_BETA2 | TG_OPTIM_SET_EPS))
+        return tg__fail_call(TG_ERR_ARG, "optim_new: unknown bits 0x%x in 'set'", o->set);
     if (o->kind == TG_OPTIM_SGD) {
-        if (!(o->momentum >= 0) || !isfinite(o->momentum) || !isfinite(o->dampening)) return false;
-        return !o->nesterov || (o->momentum > 0 && o->dampening == 0);
+        if (!(o->momentum >= 0) || !isfinite(o->momentum))
+            return tg__fail_call(TG_ERR_ARG, "optim_new: momentum %g, must be finite and >= 0",
+                                 o->momentum);
+        if (!isfinite(o->dampening))
+            return tg__fail_call(TG_ERR_ARG, "optim_new: dampening %g is not finite", o->dampening);
+        if (o->nesterov && !(o->momentum > 0 && o->dampening == 0))
+            return tg__fail_call(TG_ERR_ARG,
+                                 "optim_new: Nesterov needs momentum > 0 and zero "
+                                 "dampening (momentum %g, dampening %g)",
+                                 o->momentum, o->dampening);
+        return TG_OK;
     }
-    if (o->beta1 == 0) o->beta1 = 0.9;
-    if (o->beta2 == 0) o->beta2 = 0.999;
-    if (o->eps == 0) o->eps = 1e-8;
-    return valid_beta(o->beta1) && valid_beta(o->beta2) && o->eps > 0 && isfinite(o->eps);
+    o->beta1 = field(o->beta1, o->set, TG_OPTIM_SET_BETA1, 0.9);
+    o->beta2 = field(o->beta2, o->set, TG_OPTIM_SET_BETA2, 0.999);
+    o->eps = field(o->eps, o->set, TG_OPTIM_SET_EPS, 1e-8);
+    if (!valid_beta(o->beta1) || !valid_beta(o->beta2))
+        return tg__fail_call(TG_ERR_ARG, "optim_new: betas %g and %g, each must be in [0, 1)",
+                             o->beta1, o->beta2);
+    if (!(o->eps >= 0) || !isfinite(o->eps))
+        return tg__fail_call(TG_ERR_ARG, "optim_new: eps %g, must be finite and >= 0", o->eps);
+    return TG_OK;
 }
 
 /* A zeroed state buffer shaped like 'p', named "optim.<kind>.<what>.<param name>". */
@@ -74,12 +104,21 @@ static tg_tensor *state_buffer(tg_optim *opt, const char *what, const char *pnam
 tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts)
 {
     tg_optim_opts o;
-    if (!ps || !opts || !check_opts(opts, &o)) return NULL;
+    if (!ps || !opts) {
+        tg__fail_call(TG_ERR_ARG, "optim_new: NULL %s", !ps ? "registry" : "options");
+        return NULL;
+    }
+    if (check_opts(opts, &o) != TG_OK) return NULL;
     size_t n = tg_params_count(ps);
-    if (n > (SIZE_MAX - sizeof(tg_optim)) / sizeof(optim_slot)) return NULL;
-    tg_optim *opt = tg__calloc(1, sizeof *opt + n * sizeof(optim_slot));
-    if (!opt) return NULL;
+    tg_optim *opt = n <= (SIZE_MAX - sizeof(tg_optim)) / sizeof(optim_slot)
+                        ? tg__calloc(1, sizeof *opt + n * sizeof(optim_slot))
+                        : NULL;
+    if (!opt) {
+        tg__fail_call(TG_ERR_NOMEM, "optim_new: out of memory for %zu parameters", n);
+        return NULL;
+    }
     opt->o = o;
+    opt->ps = ps;
     opt->n_slots = n;
     if (!(opt->state = tg_params_new())) goto fail;
     if (!(opt->step = tg_params_add(opt->state, "optim.step", TG_F64, 0, NULL))) goto fail;
@@ -99,6 +138,7 @@ tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts)
     }
     return opt;
 fail:
+    tg__fail_call(TG_ERR_NOMEM, "optim_new: out of memory for the state of %zu parameters", n);
     tg_optim_free(opt);
     return NULL;
 }
@@ -110,9 +150,14 @@ void tg_optim_free(tg_optim *o)
     free(o);
 }
 
-void tg_optim_set_lr(tg_optim *o, double lr)
+tg_status tg_optim_set_lr(tg_optim *o, double lr)
 {
-    if (o && valid_lr(lr)) o->o.lr = lr;
+    if (!o) return tg__fail_call(TG_ERR_ARG, "optim_set_lr: NULL optimizer");
+    if (!valid_lr(lr))
+        return tg__fail_call(TG_ERR_ARG, "optim_set_lr: learning rate %g, must be finite and >= 0",
+                             lr);
+    o->o.lr = lr;
+    return TG_OK;
 }
 
 tg_params *tg_optim_state(tg_optim *o) { return o ? o->state : NULL; }
@@ -224,7 +269,19 @@ ADAM_CLONES static void adam_update(const tg_optim_opts *o, optim_slot *s, doubl
 
 tg_status tg_optim_step(tg_optim *o)
 {
-    if (!o) return TG_ERR_ARG;
+    if (!o) return tg__fail_call(TG_ERR_ARG, "optim_step: NULL optimizer");
+    /* A registry only grows (tg_params has no removal), so a count that moved
+     * means parameters this optimizer has no state for and would never update. */
+    size_t n = tg_params_count(o->ps);
+    if (n != o->n_slots) {
+        const char *name = NULL;
+        tg_params_at(o->ps, o->n_slots, &name);
+        return tg__fail_call(TG_ERR_STATE,
+                             "optim_step: the registry has %zu parameters, the optimizer was "
+                             "made for %zu ('%.300s' was added after tg_optim_new and would "
+                             "never be updated); make a new optimizer",
+                             n, o->n_slots, name ? name : "");
+    }
     double *step = o->step->data;
     bool first = *step == 0;
     double t = *step + 1;

@@ -28,7 +28,12 @@ struct tg_params {
     size_t n, cap;
 };
 
-tg_params *tg_params_new(void) { return tg__calloc(1, sizeof(tg_params)); }
+tg_params *tg_params_new(void)
+{
+    tg_params *ps = tg__calloc(1, sizeof(tg_params));
+    if (!ps) tg__fail_call(TG_ERR_NOMEM, "params_new: out of memory");
+    return ps;
+}
 
 static void entry_free(param_entry *e)
 {
@@ -70,20 +75,38 @@ static bool grow_order(tg_params *ps)
 tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
                          const int64_t *shape)
 {
-    if (!ps || !name || !*name || tg_params_get(ps, name) || !grow_order(ps)) return NULL;
-    param_entry *e = tg__calloc(1, sizeof *e);
-    if (!e) return NULL;
+    if (!ps || !name || !*name) {
+        tg__fail_call(TG_ERR_ARG, "params_add: %s", !ps ? "NULL registry" : "NULL or empty name");
+        return NULL;
+    }
+    param_entry *found;
+    HASH_FIND_STR(ps->by_name, name, found);
+    if (found) {
+        tg__fail_call(TG_ERR_ARG, "params_add: '%.400s' is already registered", name);
+        return NULL;
+    }
+    param_entry *e = grow_order(ps) ? tg__calloc(1, sizeof *e) : NULL;
+    if (!e) {
+        tg__fail_call(TG_ERR_NOMEM, "params_add: '%.400s': out of memory", name);
+        return NULL;
+    }
     size_t len = strlen(name);
     e->name = tg__malloc(len + 1);
     e->t = tg__tensor_alloc(dt, rank, shape);
-    if (!e->name || !e->t) goto fail;
+    if (!e->t) {
+        tg__bad_tensor("params_add", dt, rank, shape);
+        goto fail;
+    }
+    if (!e->name) goto nomem;
     memcpy(e->name, name, len + 1);
     e->t->requires_grad = tg__dt(dt)->is_float; /* an I64 entry (a counter) never does */
     tg_tensor_set_name(e->t, name);
     HASH_ADD_KEYPTR(hh, ps->by_name, e->name, len, e);
-    if (!e->hh.tbl) goto fail; /* uthash could not allocate its table or a bucket */
+    if (!e->hh.tbl) goto nomem; /* uthash could not allocate its table or a bucket */
     ps->order[ps->n++] = e;
     return e->t;
+nomem:
+    tg__fail_call(TG_ERR_NOMEM, "params_add: '%.400s': out of memory", name);
 fail:
     entry_free(e);
     return NULL;
@@ -91,9 +114,13 @@ fail:
 
 tg_tensor *tg_params_get(const tg_params *ps, const char *name)
 {
-    if (!ps || !name) return NULL;
+    if (!ps || !name) {
+        tg__fail_call(TG_ERR_ARG, "params_get: NULL %s", !ps ? "registry" : "name");
+        return NULL;
+    }
     param_entry *e;
     HASH_FIND_STR(ps->by_name, name, e);
+    if (!e) tg__fail_call(TG_ERR_ARG, "params_get: no parameter '%.400s'", name);
     return e ? e->t : NULL;
 }
 
@@ -103,6 +130,8 @@ tg_tensor *tg_params_at(const tg_params *ps, size_t i, const char **name)
 {
     bool ok = ps && i < ps->n;
     if (name) *name = ok ? ps->order[i]->name : NULL;
+    if (!ok)
+        tg__fail_call(TG_ERR_ARG, "params_at: %s", !ps ? "NULL registry" : "index out of range");
     return ok ? ps->order[i]->t : NULL;
 }
 
