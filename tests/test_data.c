@@ -1,6 +1,8 @@
 /* Data: IDX and CSV files, one-hot labels, the seeded split and the mini-batch iterator. */
 #include "testutil.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -342,6 +344,42 @@ static const csv_case csv_good[] = {
     {"tabs", "1\t2\n3\t4\n", OPTS('\t', 0, -1), 2, 2, {1, 2, 3, 4}, false, {0}},
     {"blank lines skipped", "\n1,2\n\n  \n3,4\n\n", OPTS(0, 0, -1), 2, 2, {1, 2, 3, 4}, false, {0}},
     {"one column", "0.1\n0.2\n", OPTS(0, 0, -1), 2, 1, {0.1, 0.2}, false, {0}},
+    {"BOM, numbers",
+     "\xEF\xBB\xBF"
+     "1,2\n3,4\n",
+     OPTS(0, -1, -1),
+     2,
+     2,
+     {1, 2, 3, 4},
+     false,
+     {0}},
+    {"BOM, header detected",
+     "\xEF\xBB\xBF"
+     "a,b\n1,2\n",
+     OPTS(0, -1, -1),
+     1,
+     2,
+     {1, 2},
+     false,
+     {0}},
+    {"BOM, no header",
+     "\xEF\xBB\xBF"
+     "5;6\n",
+     OPTS(';', 0, -1),
+     1,
+     2,
+     {5, 6},
+     false,
+     {0}},
+    {"header of empty and text cells",
+     "a,,c\n1,2,3\n",
+     OPTS(0, -1, -1),
+     1,
+     3,
+     {1, 2, 3},
+     false,
+     {0}},
+    {"underflow rounds to 0", "1e-400,-1e-400\n", OPTS(0, -1, -1), 1, 2, {0, 0}, false, {0}},
 };
 enum { N_CSV_GOOD = sizeof csv_good / sizeof *csv_good };
 
@@ -386,7 +424,35 @@ static const csv_bad csv_bads[] = {
      ":3: column 2: not a number: 'x'"},
     {"header given, bad first row", "a,b\n1,b\n", OPTS(0, 1, -1), TG_ERR_FORMAT,
      ":2: column 2: not a number: 'b'"},
-    {"empty cell", "1,,3\n", OPTS(0, 0, -1), TG_ERR_FORMAT, ":1: column 2: not a number: ''"},
+    {"empty cell", "1,,3\n", OPTS(0, 0, -1), TG_ERR_FORMAT, ":1: column 2: empty cell: ''"},
+    {"space-only cell", "1,  ,3\n", OPTS(0, 0, -1), TG_ERR_FORMAT, ":1: column 2: empty cell: ''"},
+    /* With header detection, a first line with a number is data, so one bad
+     * cell is an error there, not a header silently dropped. */
+    {"first row with a bad cell", "1,abc,3\n4,5,6\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 2: not a number: 'abc'"},
+    {"first row with an empty cell", "1,,3\n4,5,6\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 2: empty cell: ''"},
+    {"first row with an empty last cell", "1,2,\n4,5,6\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 3: empty cell: ''"},
+    {"BOM then a bad cell",
+     "\xEF\xBB\xBF"
+     "1,x\n",
+     OPTS(0, -1, -1), TG_ERR_FORMAT, ":1: column 2: not a number: 'x'"},
+    {"header with a numeric name", "x,2024\n1,2\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 1: not a number: 'x'"},
+    {"hexadecimal", "1,0x10\n", OPTS(0, 0, -1), TG_ERR_FORMAT,
+     ":1: column 2: hexadecimal numbers are not read: '0x10'"},
+    {"negative hexadecimal, detected", "-0X1p3,1\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 1: hexadecimal numbers are not read: '-0X1p3'"},
+    {"overflow", "1,1e999\n", OPTS(0, 0, -1), TG_ERR_FORMAT,
+     ":1: column 2: '1e999' is out of range for f64"},
+    {"negative overflow, detected", "-1e999\n", OPTS(0, -1, -1), TG_ERR_FORMAT,
+     ":1: column 1: '-1e999' is out of range for f64"},
+    {"f32 overflow",
+     "1\n1e39\n",
+     {.header = 0, .label_col = -1, .dtype = TG_F32},
+     TG_ERR_FORMAT,
+     ":2: column 1: '1e39' is out of range for f32"},
     {"trailing junk", "1,2.5x\n", OPTS(0, 0, -1), TG_ERR_FORMAT,
      ":1: column 2: not a number: '2.5x'"},
     {"ragged", "1,2\n3\n", OPTS(0, 0, -1), TG_ERR_FORMAT, ":2: 1 columns, expected 2"},
@@ -414,6 +480,34 @@ START_TEST(csv_errors)
     char want[600];
     snprintf(want, sizeof want, "%s%s", path, c->msg);
     ck_assert_msg(strstr(err.msg, want), "%s: message '%s' lacks '%s'", c->name, err.msg, want);
+    ck_assert_int_eq(tg_last_error()->status, s);
+    ck_assert_str_eq(tg_last_error()->msg, err.msg);
+}
+END_TEST
+
+/* inf, infinity and nan are read as numpy.savetxt writes them; the largest
+ * f32 is accepted in f32, and half an ulp past it is not. */
+START_TEST(csv_special_values)
+{
+    const char *path = tu_in_scratch("special.csv");
+    const char *text = "inf,-Infinity,NaN\n-nan,+INF,3.4028235e38\n";
+    write_file(path, text, strlen(text), false);
+    tg_tensor *x = NULL;
+    tg_error err = {0};
+    tg_csv_opts o = {.header = -1, .label_col = -1, .dtype = TG_F32};
+    ck_assert_msg(tg_csv_load(path, &o, &x, NULL, &err) == TG_OK, "%s", err.msg);
+    ck_assert_int_eq(tg_tensor_shape(x)[0], 2);
+    ck_assert(isinf(tu_at(x, 0)) && tu_at(x, 0) > 0);
+    ck_assert(isinf(tu_at(x, 1)) && tu_at(x, 1) < 0);
+    ck_assert(isnan(tu_at(x, 2)) && isnan(tu_at(x, 3)));
+    ck_assert(isinf(tu_at(x, 4)) && tu_at(x, 4) > 0);
+    ck_assert(tu_at(x, 5) == (double)FLT_MAX);
+    tg_tensor_free(x);
+    text = "3.40282357e38\n";
+    write_file(path, text, strlen(text), false);
+    ck_assert_int_eq(tg_csv_load(path, &o, &x, NULL, &err), TG_ERR_FORMAT);
+    ck_assert_msg(strstr(err.msg, ":1: column 1: '3.40282357e38' is out of range for f32"), "%s",
+                  err.msg);
 }
 END_TEST
 
@@ -484,8 +578,16 @@ START_TEST(one_hot)
         ck_assert(tu_at(h, k) == want[k]);
     tg_tensor_free(h);
     ck_assert_ptr_null(tg_one_hot(labels, 2, dt)); /* label 2 out of range */
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "one_hot: label 0 is 2, not a whole number in [0, 2)");
     ck_assert_ptr_null(tg_one_hot(labels, 0, dt));
+    ck_assert_str_eq(tg_last_error()->msg, "one_hot: n_classes must be >= 1");
     ck_assert_ptr_null(tg_one_hot(NULL, 3, dt));
+    ck_assert_str_eq(tg_last_error()->msg, "one_hot: NULL labels");
+    ck_assert_ptr_null(tg_one_hot(labels, INT64_MAX / 2, dt));
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+    ck_assert_msg(strstr(tg_last_error()->msg, "is too large to allocate"), "%s",
+                  tg_last_error()->msg);
     tg_tensor_free(labels);
     static const double bad[][2] = {{0, -1}, {0, 0.5}, {0, NAN}};
     for (int r = 0; r < 3; r++) {
@@ -495,6 +597,7 @@ START_TEST(one_hot)
     }
     labels = tu_from(TG_F32, "2x1", (double[]){0, 1});
     ck_assert_ptr_null(tg_one_hot(labels, 3, dt)); /* rank 1 only */
+    ck_assert_str_eq(tg_last_error()->msg, "one_hot: labels must have rank 1");
     tg_tensor_free(labels);
 }
 END_TEST
@@ -584,14 +687,20 @@ START_TEST(split_shuffles_by_seed_and_checks_arguments)
 
     tg_tensor *o1 = untouched, *o2 = untouched, *o3 = untouched, *o4 = untouched;
     ck_assert_int_eq(tg_split(x, y, 1.5, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: holdout 1.5 outside [0, 1]");
     ck_assert_int_eq(tg_split(x, y, -0.1, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
     ck_assert_int_eq(tg_split(x, y, NAN, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: holdout nan outside [0, 1]");
     ck_assert_int_eq(tg_split(x, y, 0.5, 1, &o1, NULL, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: NULL y output");
     ck_assert_int_eq(tg_split(NULL, y, 0.5, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: NULL x or x output");
     tg_tensor *y_short = tg_tensor_new(TG_F32, 1, (int64_t[]){49});
     ck_assert_int_eq(tg_split(x, y_short, 0.5, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: y has 49 rows, x 50");
     tg_tensor *s = tg_tensor_new(TG_F32, 0, NULL);
     ck_assert_int_eq(tg_split(s, NULL, 0.5, 1, &o1, &o2, &o3, &o4), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "split: x has no rows (rank 0)");
     ck_assert(o1 == untouched && o2 == untouched && o3 == untouched && o4 == untouched);
     tg_tensor_free(s);
     tg_tensor_free(y_short);
@@ -675,19 +784,36 @@ START_TEST(batcher_refuses_mismatches)
     };
     for (int w = 0; w < 4; w++) {
         ck_assert_int_eq(tg_batcher_next(b, wrong[w], yb), -1);
+        ck_assert_int_eq(tg_last_error()->status, TG_ERR_ARG);
+        ck_assert_msg(strstr(tg_last_error()->msg, "batcher_next: xb is ["), "%s",
+                      tg_last_error()->msg);
         ck_assert_int_eq(tg_batcher_next(b, xb, wrong[w]), -1);
+        ck_assert_msg(strstr(tg_last_error()->msg, "batcher_next: yb is ["), "%s",
+                      tg_last_error()->msg);
         tg_tensor_free(wrong[w]);
     }
     ck_assert_int_eq(tg_batcher_next(no_y, xb, yb), -1); /* no y to copy */
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_next: yb given, but the batcher has no y");
     ck_assert_int_eq(tg_batcher_next(NULL, xb, yb), -1);
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_next: NULL batcher");
     ck_assert_int_eq(tg_batcher_next(b, NULL, yb), -1);
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_next: NULL xb");
+    tg_tensor *x32 = tg_tensor_new(TG_F32, 2, (int64_t[]){4, 3});
+    ck_assert_int_eq(tg_batcher_next(b, x32, yb), -1);
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_next: xb is [4x3] f32, want a leaf of 4 rows "
+                                           "shaped like the rows of [10x3] f64");
+    tg_tensor_free(x32);
     ck_assert_int_eq(tg_batcher_next(b, xb, NULL), 4); /* yb may be left out */
     ck_assert_int_eq(tg_batcher_batches(NULL), 0);
 
     tg_tensor *y_short = tg_tensor_new(TG_F32, 1, (int64_t[]){9});
     ck_assert_ptr_null(tg_batcher_new(x, y_short, 4, true, 1));
+    ck_assert_str_eq(tg_last_error()->msg,
+                     "batcher_new: y has no rows or another row count than x");
     ck_assert_ptr_null(tg_batcher_new(x, y, 0, true, 1));
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_new: batch must be >= 1");
     ck_assert_ptr_null(tg_batcher_new(NULL, y, 4, true, 1));
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_new: NULL x");
     tg_tensor_free(y_short);
 
     tg_tensor *empty = tg_tensor_new(TG_F64, 2, (int64_t[]){0, 3});
@@ -703,6 +829,59 @@ START_TEST(batcher_refuses_mismatches)
     tg_batcher_free(no_y);
     tg_tensor_free(xb);
     tg_tensor_free(yb);
+    tg_tensor_free(x);
+    tg_tensor_free(y);
+}
+END_TEST
+
+/* Row weights: batch / rows on the rows of the batch just copied, 0 after them. */
+START_TEST(batcher_weights)
+{
+    tg_tensor *x, *y;
+    rows_fixture(10, &x, &y);
+    tg_batcher *b = tg_batcher_new(x, NULL, 4, false, 1);
+    tg_tensor *xb = tg_tensor_new(TG_F64, 2, (int64_t[]){4, 3});
+    tg_tensor *w = tg_tensor_new(_i ? TG_F32 : TG_F64, 2, (int64_t[]){4, 1});
+    ck_assert_int_eq(tg_batcher_weights(b, w), TG_OK); /* before the first batch: all 0 */
+    for (int k = 0; k < 4; k++)
+        ck_assert(tu_at(w, k) == 0);
+    static const int64_t rows[] = {4, 4, 2, 0, 4};
+    for (int i = 0; i < 5; i++) {
+        ck_assert_int_eq(tg_batcher_next(b, xb, NULL), rows[i]);
+        ck_assert_int_eq(tg_batcher_weights(b, w), TG_OK);
+        for (int64_t k = 0; k < 4; k++) {
+            double want = k < rows[i] ? 4.0 / (double)rows[i] : 0.0;
+            ck_assert_msg(tu_at(w, k) == want, "batch %d row %lld: %g, want %g", i, (long long)k,
+                          tu_at(w, k), want);
+        }
+    }
+    /* Any float leaf of 'batch' elements; nothing else. */
+    tg_tensor *flat = tg_tensor_new(TG_F64, 1, (int64_t[]){4});
+    ck_assert_int_eq(tg_batcher_weights(b, flat), TG_OK);
+    tg_tensor *bad[] = {tg_tensor_new(TG_F64, 2, (int64_t[]){5, 1}),
+                        tg_tensor_new(TG_I64, 1, (int64_t[]){4})};
+    ck_assert_int_eq(tg_batcher_weights(b, bad[0]), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg,
+                     "batcher_weights: w is [5x1] f64, want a float leaf of 4 elements");
+    ck_assert_int_eq(tg_batcher_weights(b, bad[1]), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg,
+                     "batcher_weights: w is [4] i64, want a float leaf of 4 elements");
+    ck_assert_int_eq(tg_batcher_weights(NULL, w), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_weights: NULL batcher");
+    ck_assert_int_eq(tg_batcher_weights(b, NULL), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg, "batcher_weights: NULL w");
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *owned = tg_scale(tp, flat, 1.0);
+    ck_assert_int_eq(tg_batcher_weights(b, owned), TG_ERR_ARG);
+    ck_assert_str_eq(tg_last_error()->msg,
+                     "batcher_weights: w is [4] f64 (not a leaf), want a float leaf of 4 elements");
+    tg_tape_free(tp);
+    tg_tensor_free(bad[0]);
+    tg_tensor_free(bad[1]);
+    tg_tensor_free(flat);
+    tg_tensor_free(w);
+    tg_tensor_free(xb);
+    tg_batcher_free(b);
     tg_tensor_free(x);
     tg_tensor_free(y);
 }
@@ -726,6 +905,7 @@ int main(void)
     tcase_add_loop_test(csv, csv_loads, 0, N_CSV_GOOD);
     tcase_add_loop_test(csv, csv_errors, 0, N_CSV_BAD);
     tcase_add_test(csv, csv_long_lines_and_defaults);
+    tcase_add_test(csv, csv_special_values);
     suite_add_tcase(s, csv);
 
     TCase *rows = tcase_create("rows");
@@ -734,6 +914,7 @@ int main(void)
     tcase_add_test(rows, split_shuffles_by_seed_and_checks_arguments);
     tcase_add_test(rows, batcher_epochs);
     tcase_add_test(rows, batcher_refuses_mismatches);
+    tcase_add_loop_test(rows, batcher_weights, 0, 2);
     suite_add_tcase(s, rows);
     return tu_run(s);
 }

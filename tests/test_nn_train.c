@@ -415,6 +415,123 @@ START_TEST(replay_equals_rerecording)
 }
 END_TEST
 
+/* ====== A short last batch gives the exact mean over its rows ====== */
+
+enum { BATCH = 4, N_ROWS = 7, N_IN = 3, N_OUT = 4, N_PARAMS = 4 };
+
+/* The loss the documented pattern records on 'batch' rows: each row's terms
+ * weighted by w (tg_batcher_weights), softmax cross-entropy through its
+ * target, the squared error before its mean. NULL w: the plain loss. */
+static tg_tensor *batch_loss(tg_tape *tp, bool ce, tg_tensor *pred, tg_tensor *y, tg_tensor *w)
+{
+    if (ce) return tg_softmax_cross_entropy(tp, pred, w ? tg_mul(tp, y, w) : y);
+    if (!w) return tg_mse_loss(tp, pred, y);
+    return tg_mean(tp, tg_mul(tp, tg_square(tp, tg_sub(tp, pred, y)), w));
+}
+
+/* Backward from loss on tp after a replay, returning the loss; the
+ * parameters' gradients (zeroed first) are copied into g. */
+static double grads_of(tg_tape *tp, tg_tensor *loss, tg_params *ps, tg_tensor **g, bool replay)
+{
+    if (replay) ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_params_zero_grad(ps);
+    ck_assert_msg(tg_backward(tp, loss) == TG_OK, "%s", tg_tape_error(tp));
+    for (int i = 0; i < N_PARAMS; i++) {
+        const tg_tensor *gi = tg_tensor_grad(tg_params_at(ps, (size_t)i, NULL));
+        if (!g[i])
+            g[i] = tg_tensor_new(tg_tensor_dtype(gi), tg_tensor_rank(gi), tg_tensor_shape(gi));
+        memcpy(tg_tensor_data(g[i]), tg_tensor_cdata(gi),
+               (size_t)tg_tensor_numel(gi) * (tg_tensor_dtype(gi) == TG_F64 ? 8 : 4));
+    }
+    return tg_tensor_item(loss);
+}
+
+START_TEST(short_batch_gives_the_exact_mean)
+{
+    bool ce = _i % 2 == 0;
+    tg_dtype dt = tu_loop_dtype(_i / 2);
+    double tol = dt == TG_F64 ? 1e-13 : 2e-6;
+    const int64_t sizes[] = {N_IN, 5, N_OUT};
+    const tg_activation acts[] = {TG_ACT_TANH, TG_ACT_NONE};
+    tg_params *ps = tg_params_new();
+    tg_rng r;
+    tg_rng_seed(&r, 11);
+    tg_mlp *m = tg_mlp_new(ps, "net", 2, sizes, acts, dt, &r);
+    ck_assert_ptr_nonnull(m);
+    tg_tensor *x = tu_random(dt, "7x3", -1, 1, 12), *y = tu_random(dt, "7x4", 0, 1, 13);
+    if (ce) /* one-hot rows */
+        for (int64_t k = 0; k < N_ROWS * N_OUT; k++)
+            tu_put(y, k, k % N_OUT == (k / N_OUT) % N_OUT);
+
+    /* One tape, recorded once for BATCH rows, serves the full and the short batch. */
+    tg_batcher *b = tg_batcher_new(x, y, BATCH, true, 14);
+    tg_tensor *xb = tg_tensor_new(dt, 2, (int64_t[]){BATCH, N_IN});
+    tg_tensor *yb = tg_tensor_new(dt, 2, (int64_t[]){BATCH, N_OUT});
+    tg_tensor *w = tg_tensor_new(dt, 2, (int64_t[]){BATCH, 1});
+    tg_tape *tp = tg_tape_new(), *plain_tp = tg_tape_new();
+    tg_tensor *loss = batch_loss(tp, ce, tg_mlp_forward(tp, m, xb), yb, w);
+    tg_tensor *plain = batch_loss(plain_tp, ce, tg_mlp_forward(plain_tp, m, xb), yb, NULL);
+    ck_assert_msg(loss && plain, "%s %s", tg_tape_error(tp), tg_tape_error(plain_tp));
+
+    tg_tensor *g[N_PARAMS] = {0}, *want[N_PARAMS] = {0}, *g_plain[N_PARAMS] = {0};
+    int64_t rows, seen = 0;
+    while ((rows = tg_batcher_next(b, xb, yb)) > 0) {
+        ck_assert_int_eq(tg_batcher_weights(b, w), TG_OK);
+        double got = grads_of(tp, loss, ps, g, true);
+
+        /* The reference: a tape recorded on exactly the batch's rows. */
+        tg_tensor *xr = tg_tensor_new(dt, 2, (int64_t[]){rows, N_IN});
+        tg_tensor *yr = tg_tensor_new(dt, 2, (int64_t[]){rows, N_OUT});
+        for (int64_t k = 0; k < rows * N_IN; k++)
+            tu_put(xr, k, tu_at(xb, k));
+        for (int64_t k = 0; k < rows * N_OUT; k++)
+            tu_put(yr, k, tu_at(yb, k));
+        tg_tape *ref = tg_tape_new();
+        tg_tensor *ref_loss = batch_loss(ref, ce, tg_mlp_forward(ref, m, xr), yr, NULL);
+        double exact = grads_of(ref, ref_loss, ps, want, false);
+        ck_assert_msg(fabs(got - exact) <= tol * fabs(exact), "rows %lld: loss %.17g, want %.17g",
+                      (long long)rows, got, exact);
+        for (int i = 0; i < N_PARAMS; i++) {
+            int64_t bad = -1;
+            ck_assert_msg(tu_close(g[i], want[i], tol, &bad),
+                          "rows %lld, parameter %d[%lld]: %.17g, want %.17g", (long long)rows, i,
+                          (long long)bad, tu_at(g[i], bad), tu_at(want[i], bad));
+        }
+        /* Without the weights the short batch's cross-entropy divides by BATCH:
+         * its gradient is rows / BATCH of the exact one. */
+        if (ce && rows < BATCH) {
+            grads_of(plain_tp, plain, ps, g_plain, true);
+            for (int64_t k = 0; k < tg_tensor_numel(want[0]); k++)
+                ck_assert_msg(fabs(tu_at(g_plain[0], k) - 0.75 * tu_at(want[0], k)) <=
+                                  tol * fmax(1, fabs(tu_at(want[0], k))),
+                              "plain[%lld] %.17g, exact %.17g", (long long)k, tu_at(g_plain[0], k),
+                              tu_at(want[0], k));
+        }
+        tg_tape_free(ref);
+        tg_tensor_free(xr);
+        tg_tensor_free(yr);
+        seen += rows;
+    }
+    ck_assert_int_eq(rows, 0);
+    ck_assert_int_eq(seen, N_ROWS); /* a batch of 4, then one of 3 */
+    for (int i = 0; i < N_PARAMS; i++) {
+        tg_tensor_free(g[i]);
+        tg_tensor_free(want[i]);
+        tg_tensor_free(g_plain[i]);
+    }
+    tg_tape_free(tp);
+    tg_tape_free(plain_tp);
+    tg_batcher_free(b);
+    tg_tensor_free(xb);
+    tg_tensor_free(yb);
+    tg_tensor_free(w);
+    tg_tensor_free(x);
+    tg_tensor_free(y);
+    tg_mlp_free(m);
+    tg_params_free(ps);
+}
+END_TEST
+
 static Suite *nn_train_suite(void)
 {
     Suite *s = suite_create("nn_train");
@@ -435,6 +552,7 @@ static Suite *nn_train_suite(void)
     tcase_set_timeout(tc, 60); /* the default 4 s is tight under valgrind */
     tcase_add_loop_test(tc, mlp_learns_xor, 0, sizeof train_acts / sizeof *train_acts);
     tcase_add_test(tc, same_seed_same_parameters);
+    tcase_add_loop_test(tc, short_batch_gives_the_exact_mean, 0, 4);
     tcase_add_loop_test(tc, replay_equals_rerecording, 0, sizeof train_acts / sizeof *train_acts);
     suite_add_tcase(s, tc);
     return s;

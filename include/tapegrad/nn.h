@@ -19,20 +19,29 @@ extern "C" {
 /** A registry name -> parameter tensor, in insertion order, owning its tensors. */
 typedef struct tg_params tg_params;
 
+/* Every function below that has no tape and fails (returns NULL, -1 or a
+ * status other than TG_OK) leaves its status and a message naming it and what
+ * was wrong in tg_last_error() (tapegrad.h); the file functions also fill
+ * their 'err' argument with the same error. */
+
 /** An empty registry, the caller's to free with tg_params_free; NULL when out of memory. */
 TG_API tg_params *tg_params_new(void);
 /** Frees the registry and every parameter it owns, with their gradients; NULL is fine. */
 TG_API void tg_params_free(tg_params *ps);
 /** A new zero-filled parameter owned by the registry, requiring grad. NULL for a
- * duplicate or empty name, a bad shape, or no memory. The registry keeps its
- * own copy of the name and frees the tensor and its gradient with itself. */
+ * duplicate or empty name, a bad shape (TG_ERR_ARG), a bad dtype
+ * (TG_ERR_DTYPE), or no memory (TG_ERR_NOMEM), with the reason in
+ * tg_last_error. The registry keeps its own copy of the name and frees the
+ * tensor and its gradient with itself. */
 TG_API tg_tensor *tg_params_add(tg_params *ps, const char *name, tg_dtype dt, int rank,
                                 const int64_t *shape);
-/** The parameter called 'name', owned by the registry; NULL if absent. O(1). */
+/** The parameter called 'name', owned by the registry; NULL if absent (then
+ * TG_ERR_ARG "no parameter" in tg_last_error). O(1). */
 TG_API tg_tensor *tg_params_get(const tg_params *ps, const char *name);
 /** The number of parameters; 0 for NULL. */
 TG_API size_t tg_params_count(const tg_params *ps);
-/** The i-th parameter in insertion order (stable), and its name if 'name' is not NULL. */
+/** The i-th parameter in insertion order (stable), and its name if 'name' is
+ * not NULL; NULL (and name NULL) when i is out of range. */
 TG_API tg_tensor *tg_params_at(const tg_params *ps, size_t i, const char **name);
 /** Zeroes the gradient of every parameter that has one; call it between steps. */
 TG_API void tg_params_zero_grad(tg_params *ps);
@@ -52,7 +61,8 @@ typedef enum tg_init {
 
 /** Fills t, drawing in element order (an F32 tensor gets the F64 values
  * rounded); TG_ERR_ARG for a NULL tensor or rng, a fan below 1 or an unknown
- * kind, and then t is untouched; TG_ERR_DTYPE for an I64 tensor. TG_INIT_ZEROS
+ * kind, and then t is untouched; TG_ERR_DTYPE for an I64 tensor (the reason
+ * in tg_last_error). TG_INIT_ZEROS
  * needs neither fans nor rng. */
 TG_API tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan_out,
                                 tg_rng *r);
@@ -73,7 +83,8 @@ typedef struct tg_mlp tg_mlp;
 
 /** Registers "<prefix>.<l>.weight" [sizes[l], sizes[l+1]] and "<prefix>.<l>.bias"
  * for l = 0..n_layers-1 in 'ps' (He init before ReLU, Xavier otherwise, zero
- * biases) and remembers acts[l], applied after layer l. NULL on bad arguments.
+ * biases) and remembers acts[l], applied after layer l. NULL on bad arguments
+ * (TG_ERR_ARG or TG_ERR_DTYPE) or no memory, with the reason in tg_last_error.
  * Weights are TG_INIT_HE_UNIFORM when acts[l] is TG_ACT_RELU and
  * TG_INIT_XAVIER_UNIFORM otherwise, with fans sizes[l] and sizes[l+1], drawn
  * from 'r' layer by layer. On failure (bad arguments, a name already taken, no
@@ -91,30 +102,43 @@ TG_API tg_tensor *tg_mlp_forward(tg_tape *tp, const tg_mlp *m, tg_tensor *x);
 /** The update rule of a tg_optim. */
 typedef enum tg_optim_kind { TG_OPTIM_SGD, TG_OPTIM_ADAM, TG_OPTIM_ADAMW } tg_optim_kind;
 
+#define TG_OPTIM_SET_BETA1 1u /**< tg_optim_opts.set: take beta1 as written, 0 included */
+#define TG_OPTIM_SET_BETA2 2u /**< tg_optim_opts.set: take beta2 as written, 0 included */
+#define TG_OPTIM_SET_EPS   4u /**< tg_optim_opts.set: take eps as written, 0 included */
+
 /** PyTorch's semantics. SGD: g = grad + wd p; buf = mu buf + (1 - dampening) g
  * (buf = g at the first step); g = nesterov ? g + mu buf : buf; p -= lr g.
- * Adam: g = grad + wd p; AdamW: p -= lr wd p, then Adam with wd = 0. */
+ * Adam: g = grad + wd p; AdamW: p -= lr wd p, then Adam with wd = 0.
+ *
+ * Written with designated initializers, fields left out are 0, which is the
+ * value for every field except Adam's beta1, beta2 and eps: those take
+ * PyTorch's defaults (0.9, 0.999, 1e-8) when left 0, and the value written
+ * otherwise. To ask for 0 itself, set the field's bit in 'set':
+ * (tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 1e-3, .set = TG_OPTIM_SET_BETA1}
+ * is Adam with beta1 = 0 (RMSProp-like), the other two at their defaults. */
 typedef struct tg_optim_opts {
     tg_optim_kind kind;  /**< SGD, Adam or AdamW */
-    double lr;           /**< the learning rate, > 0 */
+    double lr;           /**< the learning rate, finite and >= 0 (0 updates nothing) */
     double momentum;     /**< SGD; 0 for none */
     double dampening;    /**< SGD */
     bool nesterov;       /**< SGD; needs momentum > 0 and dampening = 0 */
     double weight_decay; /**< L2 term (SGD, Adam) or decoupled decay (AdamW); 0 for none */
-    double beta1;        /**< Adam(W); 0 means 0.9 */
-    double beta2;        /**< Adam(W); 0 means 0.999 */
-    double eps;          /**< Adam(W); 0 means 1e-8 */
+    double beta1;        /**< Adam(W), in [0, 1); left 0, 0.9 (see 'set') */
+    double beta2;        /**< Adam(W), in [0, 1); left 0, 0.999 (see 'set') */
+    double eps;          /**< Adam(W), finite and >= 0; left 0, 1e-8 (see 'set') */
+    unsigned set;        /**< TG_OPTIM_SET_* bits: those fields are taken as written, 0 included */
 } tg_optim_opts;
 
 /** An optimizer: its options, the parameters it updates and their state. */
 typedef struct tg_optim tg_optim;
 
 /** An optimizer over every parameter of 'ps' present now; NULL on bad options
- * (lr <= 0 or not finite, negative or NaN momentum or weight decay, Nesterov
- * without momentum or with dampening, a beta outside [0, 1), eps < 0, an
- * unknown kind) or a NULL argument. 'ps' must outlive the optimizer. Its state
- * buffers are created here; a step allocates nothing. Updates run in each
- * parameter's dtype (float math for F32). */
+ * (lr < 0 or not finite, negative or NaN momentum or weight decay, Nesterov
+ * without momentum or with dampening, a beta outside [0, 1), eps < 0 or not
+ * finite, an unknown kind or 'set' bit) or a NULL argument (TG_ERR_ARG), or
+ * no memory (TG_ERR_NOMEM), with the reason in tg_last_error. 'ps' must
+ * outlive the optimizer. Its state buffers are created here; a step allocates
+ * nothing. Updates run in each parameter's dtype (float math for F32). */
 TG_API tg_optim *tg_optim_new(tg_params *ps, const tg_optim_opts *opts);
 /** Frees the optimizer and its state (not the parameters); NULL is fine. */
 TG_API void tg_optim_free(tg_optim *o);
@@ -122,10 +146,16 @@ TG_API void tg_optim_free(tg_optim *o);
  * state, are left alone. "optim.step" counts calls, and is the t of Adam's bias
  * correction and the first-step test of SGD momentum for every parameter (one
  * counter, where PyTorch keeps one per parameter; the two agree whenever every
- * parameter has a gradient at every step). TG_ERR_ARG for NULL. */
+ * parameter has a gradient at every step). TG_ERR_ARG for NULL. TG_ERR_STATE,
+ * updating nothing, when parameters were added to the registry after
+ * tg_optim_new: the optimizer has no state for them and would silently leave
+ * them untrained, so it refuses; make a new optimizer (or register every
+ * parameter first). */
 TG_API tg_status tg_optim_step(tg_optim *o);
-/** Ignored for a NULL optimizer or a rate tg_optim_new would refuse. */
-TG_API void tg_optim_set_lr(tg_optim *o, double lr);
+/** Sets the learning rate of the next steps: any finite lr >= 0, 0 included
+ * (a warm-up from 0). TG_ERR_ARG, and the rate unchanged, for a NULL
+ * optimizer or a negative, infinite or NaN rate. */
+TG_API tg_status tg_optim_set_lr(tg_optim *o, double lr);
 /** The optimizer's state (moments, step count) as a registry it owns, so a
  * checkpoint can save and restore it; names start with "optim.". They are
  * "optim.step" (rank 0, F64) and, per parameter `<name>`, shaped like it:
@@ -153,8 +183,11 @@ TG_API tg_status tg_idx_save(const char *path, const tg_tensor *t, int type_code
 
 /** Options of tg_csv_load. */
 typedef struct tg_csv_opts {
-    char delimiter; /**< 0 means ',' */
-    /** 1: first line is a header, 0: no header, -1: detect (non-numeric first line) */
+    /** 0 means ','; NUL ends a C string, so it can never be a delimiter and
+     * the default costs no value that could be asked for */
+    char delimiter;
+    /** 1: first line is a header, 0: no header, -1: detect: the first line is
+     * the header only when none of its cells reads as a number */
     int header;
     /** column moved into *y, -1 for none; negative values below -1 count from the end */
     int label_col;
@@ -164,23 +197,35 @@ typedef struct tg_csv_opts {
 /** Reads numeric CSV into x [rows, cols] (without the label column) and, if
  * label_col >= 0, y [rows]. Outputs set only on success.
  * opts NULL means ',', header detected, no label column, TG_F32. Blank lines
- * are skipped; "\r\n" and a missing final newline are fine. With a label
- * column (label_col other than -1) *y gets its values (y may be NULL to drop
- * them); without one *y is set to NULL. TG_ERR_FORMAT names the path, line
- * and column (a cell that is not a number, a row with another column count,
- * no data rows); TG_ERR_ARG for a label column outside the file's columns. */
+ * are skipped; "\r\n", a missing final newline and a UTF-8 byte order mark
+ * at the start are fine. A detected header is a first line where no cell is
+ * a number; a first line with numbers and one empty or malformed cell is an
+ * error, like any other row. Numbers are decimal, as strtod reads them in
+ * the C locale, with spaces around them allowed; "inf", "infinity" and "nan"
+ * (any case, with a sign) are read as such, as numpy.savetxt writes them.
+ * Refused, with TG_ERR_FORMAT: hexadecimal numbers ("0x10", which strtod
+ * would take), numbers that overflow the dtype ("1e999"; "1e39" in F32)
+ * rather than becoming inf; a value that underflows becomes 0 or a denormal.
+ * With a label column (label_col other than -1) *y gets its values (y may be
+ * NULL to drop them); without one *y is set to NULL. TG_ERR_FORMAT names the
+ * path, line and column (an empty cell, a cell that is not a number, a row
+ * with another column count, no data rows); TG_ERR_ARG for a label column
+ * outside the file's columns. */
 TG_API tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x,
                              tg_tensor **y, tg_error *err);
 
-/** Integer class labels [n] -> one-hot [n, n_classes]; NULL if a label is out of range.
- * Labels: a rank-1 tensor of whole numbers in [0, n_classes). The caller frees the result. */
+/** Integer class labels [n] -> one-hot [n, n_classes]; NULL (TG_ERR_ARG in
+ * tg_last_error, naming the label) if a label is out of range or not whole,
+ * TG_ERR_NOMEM. Labels: a rank-1 tensor of whole numbers in [0, n_classes).
+ * The caller frees the result. */
 TG_API tg_tensor *tg_one_hot(const tg_tensor *labels, int64_t n_classes, tg_dtype dt);
 
 /** Splits rows (axis 0) after a seeded shuffle: the last round(holdout * n)
  * rows go to *x_held / *y_held. y may be NULL (then y outputs are too).
  * Rows of x and y stay paired; the four outputs are new tensors the caller
  * frees, set only on success. TG_ERR_ARG for holdout outside [0, 1], rank-0
- * inputs or y with another row count; TG_ERR_NOMEM. */
+ * inputs or y with another row count; TG_ERR_NOMEM (the reason in
+ * tg_last_error). */
 TG_API tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout, uint64_t seed,
                           tg_tensor **x_train, tg_tensor **y_train, tg_tensor **x_held,
                           tg_tensor **y_held);
@@ -191,7 +236,8 @@ typedef struct tg_batcher tg_batcher;
 /** Iterates over rows of x (and y, which may be NULL) in batches; reshuffles
  * every epoch from 'seed' when 'shuffle'.
  * x and y are read at every tg_batcher_next, so they must outlive the batcher.
- * NULL for batch < 1, rank-0 tensors or y with another row count. */
+ * NULL for batch < 1, rank-0 tensors or y with another row count (TG_ERR_ARG),
+ * or no memory. */
 TG_API tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch,
                                   bool shuffle, uint64_t seed);
 /** Frees the batcher (not x or y); NULL is fine. */
@@ -201,8 +247,23 @@ TG_API void tg_batcher_free(tg_batcher *b);
  * than 'batch' for a last partial batch, 0 at the end of the epoch (the next
  * call starts a new, reshuffled epoch). -1 for mismatched shapes.
  * Also -1 for another dtype, or yb when the batcher has no y. The rows a
- * partial batch leaves over are zeroed. */
+ * partial batch leaves over are zeroed; a loss that averages over all 'batch'
+ * rows would still divide by 'batch', so use tg_batcher_weights for the exact
+ * mean over the rows copied. */
 TG_API int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb);
+/** Writes the row weights of the batch tg_batcher_next last returned into w,
+ * a float leaf of 'batch' elements (such as [batch, 1], which broadcasts over
+ * a row): batch / rows for each of its rows and 0 for the rows a partial
+ * batch leaves over, so all 1 for a full batch (and all 0 before the first
+ * batch and at an epoch's end). A loss averaged over the 'batch' rows with
+ * each row's terms multiplied by its weight is the exact mean over the real
+ * rows, in value and gradient, and one recorded tape serves full and short
+ * batches: softmax cross-entropy is linear in its target, so
+ * tg_softmax_cross_entropy(tp, logits, tg_mul(tp, y, w)); a squared error
+ * tg_mean(tp, tg_mul(tp, tg_square(tp, tg_sub(tp, pred, y)), w)).
+ * Call it after each tg_batcher_next, before the replay. TG_ERR_ARG for NULL
+ * or another w. */
+TG_API tg_status tg_batcher_weights(const tg_batcher *b, tg_tensor *w);
 /** Batches per epoch, the last partial one included. */
 TG_API int64_t tg_batcher_batches(const tg_batcher *b);
 

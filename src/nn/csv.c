@@ -7,6 +7,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,16 +32,14 @@ static bool values_push(csv_values *a, double x)
     return true;
 }
 
-/* True when the NUL-terminated cell is one number with optional spaces around it. */
-static bool parse_cell(const char *s, double *v)
-{
-    char *end;
-    *v = strtod(s, &end);
-    if (end == s) return false; /* also catches an empty or all-space cell */
-    while (*end == ' ' || *end == '\t')
-        end++;
-    return *end == '\0';
-}
+/* What parse_cell made of a cell. */
+typedef enum cell_kind {
+    CELL_NUMBER, /* a number in range */
+    CELL_EMPTY,  /* nothing but spaces */
+    CELL_TEXT,   /* not a number */
+    CELL_HEX,    /* a hexadecimal number, which strtod takes but a CSV of data never means */
+    CELL_RANGE,  /* a decimal number too large for the dtype (1e999; 1e39 in f32) */
+} cell_kind;
 
 static const char *skip_spaces(const char *s)
 {
@@ -49,11 +48,34 @@ static const char *skip_spaces(const char *s)
     return s;
 }
 
+/* Reads one NUL-terminated cell, spaces allowed around the number. Numbers
+ * are what strtod reads in the C locale, except hexadecimal ones (refused)
+ * and ones that overflow the dtype (refused, where strtod would give inf);
+ * "inf", "infinity" and "nan" in any case, as numpy.savetxt writes them,
+ * are accepted. A value that underflows rounds to 0 or a denormal. */
+static cell_kind parse_cell(const char *s, tg_dtype dt, double *v)
+{
+    const char *p = skip_spaces(s);
+    if (*p == '\0') return CELL_EMPTY;
+    errno = 0;
+    char *end;
+    *v = strtod(p, &end);
+    bool overflow = errno == ERANGE && isinf(*v);
+    if (end == p) return CELL_TEXT;
+    if (*skip_spaces(end) != '\0') return CELL_TEXT;
+    const char *digits = p + (*p == '+' || *p == '-');
+    if (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) return CELL_HEX;
+    /* From FLT_MAX plus half an ulp up, a double rounds to an infinite float. */
+    if (overflow || (dt == TG_F32 && isfinite(*v) && fabs(*v) >= 0x1.ffffffp127)) return CELL_RANGE;
+    return CELL_NUMBER;
+}
+
 /* Splits 'line' in place at 'delim' and appends its cells to 'vals'. Returns
- * the number of cells, -1 when a cell is not a number (its 1-based column and
- * text in *bad_col and *bad_cell), -2 when out of memory. */
-static int64_t parse_row(char *line, char delim, csv_values *vals, int64_t *bad_col,
-                         const char **bad_cell)
+ * the number of cells, -1 when a cell is not a number in range (its 1-based
+ * column, kind and text in *bad_col, *bad_kind and *bad_cell), -2 when out of
+ * memory. */
+static int64_t parse_row(char *line, char delim, tg_dtype dt, csv_values *vals, int64_t *bad_col,
+                         cell_kind *bad_kind, const char **bad_cell)
 {
     int64_t col = 0;
     for (char *cell = line;;) {
@@ -61,13 +83,30 @@ static int64_t parse_row(char *line, char delim, csv_values *vals, int64_t *bad_
         if (next) *next = '\0';
         double v;
         col++;
-        if (!parse_cell(cell, &v)) {
+        cell_kind kind = parse_cell(cell, dt, &v);
+        if (kind != CELL_NUMBER) {
             *bad_col = col;
+            *bad_kind = kind;
             *bad_cell = skip_spaces(cell);
             return -1;
         }
         if (!values_push(vals, v)) return -2;
         if (!next) return col;
+        cell = next + 1;
+    }
+}
+
+/* True when some cell of 'line' (split in place) reads as a number, in range
+ * or not: a line with one is data, however malformed its other cells. */
+static bool has_number(char *line, char delim)
+{
+    for (char *cell = line;;) {
+        char *next = strchr(cell, delim);
+        if (next) *next = '\0';
+        double v;
+        cell_kind kind = parse_cell(cell, TG_F64, &v);
+        if (kind == CELL_NUMBER || kind == CELL_HEX || kind == CELL_RANGE) return true;
+        if (!next) return false;
         cell = next + 1;
     }
 }
@@ -82,6 +121,23 @@ static int64_t label_index(int label_col, int64_t cols)
     return k >= 0 && k < cols ? k : -2;
 }
 
+/* The error for a cell parse_row refused. */
+static tg_status bad_cell_error(tg_error *err, const char *path, long long lineno, int64_t col,
+                                cell_kind kind, const char *cell, tg_dtype dt)
+{
+    static const char *const what[] = {
+        [CELL_EMPTY] = "empty cell",
+        [CELL_TEXT] = "not a number",
+        [CELL_HEX] = "hexadecimal numbers are not read",
+    };
+    if (kind == CELL_RANGE)
+        return tg__set_error(err, TG_ERR_FORMAT,
+                             "%s:%lld: column %lld: '%.40s' is out of range for %s", path, lineno,
+                             (long long)col, cell, tg__dt(dt)->name);
+    return tg__set_error(err, TG_ERR_FORMAT, "%s:%lld: column %lld: %s: '%.40s'", path, lineno,
+                         (long long)col, what[kind], cell);
+}
+
 tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x, tg_tensor **y,
                       tg_error *err)
 {
@@ -94,7 +150,7 @@ tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x, 
     if (!f) return tg__set_error(err, TG_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
 
     csv_values vals = {0};
-    char *line = NULL;
+    char *line = NULL, *copy = NULL;
     size_t line_cap = 0;
     long long lineno = 0;
     int64_t cols = -1, rows = 0, label = -1;
@@ -108,28 +164,40 @@ tg_status tg_csv_load(const char *path, const tg_csv_opts *opts, tg_tensor **x, 
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        if (blank(line)) continue;
+        char *text = line;
+        /* A UTF-8 byte order mark (spreadsheets write one) is not part of the first cell. */
+        if (lineno == 1 && len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) text += 3;
+        if (blank(text)) continue;
         if (first && o.header == 1) {
             first = false;
             continue;
         }
-        size_t mark = vals.n;
-        int64_t bad_col = 0;
-        const char *bad_cell = "";
-        int64_t n = parse_row(line, delim, &vals, &bad_col, &bad_cell);
-        if (first && o.header == -1 && n == -1) {
-            vals.n = mark; /* a first line that is not all numbers is the header */
-            first = false;
-            continue;
+        if (first && o.header == -1) {
+            /* The first line is the header only when it cannot be data: when no
+             * cell reads as a number. A row of numbers with one bad or empty
+             * cell is an error below, never a header silently dropped. */
+            free(copy);
+            if (!(copy = tg__malloc(strlen(text) + 1))) {
+                s = tg__set_error(err, TG_ERR_NOMEM, "%s:%lld: out of memory", path, lineno);
+                goto done;
+            }
+            strcpy(copy, text);
+            if (!has_number(copy, delim)) {
+                first = false;
+                continue;
+            }
         }
         first = false;
+        int64_t bad_col = 0;
+        cell_kind bad_kind = CELL_TEXT;
+        const char *bad_cell = "";
+        int64_t n = parse_row(text, delim, o.dtype, &vals, &bad_col, &bad_kind, &bad_cell);
         if (n == -2) {
             s = tg__set_error(err, TG_ERR_NOMEM, "%s:%lld: out of memory", path, lineno);
             goto done;
         }
         if (n == -1) {
-            s = tg__set_error(err, TG_ERR_FORMAT, "%s:%lld: column %lld: not a number: '%.40s'",
-                              path, lineno, (long long)bad_col, bad_cell);
+            s = bad_cell_error(err, path, lineno, bad_col, bad_kind, bad_cell, o.dtype);
             goto done;
         }
         if (cols < 0) {
@@ -181,6 +249,7 @@ done:
     tg_tensor_free(tx);
     tg_tensor_free(ty);
     free(vals.v);
+    free(copy);
     free(line);
     fclose(f);
     return s;

@@ -12,14 +12,27 @@
 
 tg_tensor *tg_one_hot(const tg_tensor *labels, int64_t n_classes, tg_dtype dt)
 {
-    if (!labels || labels->rank != 1 || n_classes < 1) return NULL;
+    if (!labels || labels->rank != 1 || n_classes < 1) {
+        tg__fail_call(TG_ERR_ARG, "one_hot: %s",
+                      !labels             ? "NULL labels"
+                      : labels->rank != 1 ? "labels must have rank 1"
+                                          : "n_classes must be >= 1");
+        return NULL;
+    }
     int64_t n = labels->shape[0];
     for (int64_t i = 0; i < n; i++) {
         double v = tg__get(labels, i);
-        if (!(v >= 0 && v < (double)n_classes) || v != trunc(v)) return NULL;
+        if (!(v >= 0 && v < (double)n_classes) || v != trunc(v)) {
+            tg__fail_call(TG_ERR_ARG, "one_hot: label %lld is %g, not a whole number in [0, %lld)",
+                          (long long)i, v, (long long)n_classes);
+            return NULL;
+        }
     }
     tg_tensor *t = tg__tensor_alloc(dt, 2, (int64_t[]){n, n_classes});
-    if (!t) return NULL;
+    if (!t) {
+        tg__bad_tensor("one_hot", dt, 2, (int64_t[]){n, n_classes});
+        return NULL;
+    }
     for (int64_t i = 0; i < n; i++)
         tg__put(t, i * n_classes + (int64_t)tg__get(labels, i), 1.0);
     return t;
@@ -81,13 +94,19 @@ static bool has_rows(const tg_tensor *t, int64_t n)
 tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout, uint64_t seed,
                    tg_tensor **x_train, tg_tensor **y_train, tg_tensor **x_held, tg_tensor **y_held)
 {
-    if (!x || !x_train || !x_held || !has_rows(x, -1) || !(holdout >= 0 && holdout <= 1))
-        return TG_ERR_ARG;
+    if (!x || !x_train || !x_held) return tg__fail_call(TG_ERR_ARG, "split: NULL x or x output");
+    if (!has_rows(x, -1)) return tg__fail_call(TG_ERR_ARG, "split: x has no rows (rank 0)");
+    if (!(holdout >= 0 && holdout <= 1))
+        return tg__fail_call(TG_ERR_ARG, "split: holdout %g outside [0, 1]", holdout);
     int64_t n = x->shape[0];
-    if (y && (!y_train || !y_held || !has_rows(y, n))) return TG_ERR_ARG;
+    if (y && (!y_train || !y_held)) return tg__fail_call(TG_ERR_ARG, "split: NULL y output");
+    if (y && !has_rows(y, n))
+        return tg__fail_call(TG_ERR_ARG, "split: y has %lld rows, x %lld",
+                             (long long)(y->rank ? y->shape[0] : 0), (long long)n);
     int64_t n_held = llround(holdout * (double)n), n_train = n - n_held;
     int64_t *perm = perm_new(n);
-    if (!perm) return TG_ERR_NOMEM;
+    if (!perm)
+        return tg__fail_call(TG_ERR_NOMEM, "split: out of memory for %lld rows", (long long)n);
     tg_rng r;
     tg_rng_seed(&r, seed);
     shuffle(perm, n, &r);
@@ -100,7 +119,7 @@ tg_status tg_split(const tg_tensor *x, const tg_tensor *y, double holdout, uint6
         tg_tensor_free(xh);
         tg_tensor_free(yt);
         tg_tensor_free(yh);
-        return TG_ERR_NOMEM;
+        return tg__fail_call(TG_ERR_NOMEM, "split: out of memory for the %lld rows", (long long)n);
     }
     *x_train = xt;
     *x_held = xh;
@@ -115,18 +134,30 @@ struct tg_batcher {
     bool shuffle;
     tg_rng rng;
     int64_t *perm; /* this epoch's row order */
+    int64_t last; /* rows the last tg_batcher_next copied (0 before the first, at an epoch's end) */
 };
 
 tg_batcher *tg_batcher_new(const tg_tensor *x, const tg_tensor *y, int64_t batch, bool shuffle_rows,
                            uint64_t seed)
 {
-    if (!x || batch < 1 || !has_rows(x, -1) || (y && !has_rows(y, x->shape[0]))) return NULL;
+    if (!x || batch < 1 || !has_rows(x, -1) || (y && !has_rows(y, x->shape[0]))) {
+        tg__fail_call(TG_ERR_ARG, "batcher_new: %s",
+                      !x                 ? "NULL x"
+                      : batch < 1        ? "batch must be >= 1"
+                      : !has_rows(x, -1) ? "x has no rows (rank 0)"
+                                         : "y has no rows or another row count than x");
+        return NULL;
+    }
     tg_batcher *b = tg__malloc(sizeof *b);
-    if (!b) return NULL;
-    *b = (tg_batcher){.x = x, .y = y, .n = x->shape[0], .batch = batch, .shuffle = shuffle_rows};
-    b->perm = perm_new(b->n);
-    if (!b->perm) {
+    if (b) {
+        *b =
+            (tg_batcher){.x = x, .y = y, .n = x->shape[0], .batch = batch, .shuffle = shuffle_rows};
+        b->perm = perm_new(b->n);
+    }
+    if (!b || !b->perm) {
         free(b);
+        tg__fail_call(TG_ERR_NOMEM, "batcher_new: out of memory for %lld rows",
+                      (long long)x->shape[0]);
         return NULL;
     }
     tg_rng_seed(&b->rng, seed);
@@ -162,11 +193,29 @@ static void fill_batch(tg_tensor *dst, const tg_tensor *src, const int64_t *perm
 
 int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb)
 {
-    if (!b || !xb || !batch_fits(xb, b->x, b->batch) ||
-        (yb && (!b->y || !batch_fits(yb, b->y, b->batch))))
+    if (!b || !xb) {
+        tg__fail_call(TG_ERR_ARG, "batcher_next: NULL %s", !b ? "batcher" : "xb");
         return -1;
+    }
+    if (!batch_fits(xb, b->x, b->batch) || (yb && (!b->y || !batch_fits(yb, b->y, b->batch)))) {
+        const char *what = !batch_fits(xb, b->x, b->batch) ? "xb" : "yb";
+        const tg_tensor *dst = what[0] == 'x' ? xb : yb, *src = what[0] == 'x' ? b->x : b->y;
+        char sd[TG__SHAPE_STR_MAX], ss[TG__SHAPE_STR_MAX];
+        if (!src)
+            tg__fail_call(TG_ERR_ARG, "batcher_next: yb given, but the batcher has no y");
+        else
+            tg__fail_call(TG_ERR_ARG,
+                          "batcher_next: %s is %s %s%s, want a leaf of %lld rows shaped like "
+                          "the rows of %s %s",
+                          what, tg__shape_str(dst, sd, sizeof sd), tg__dt(dst->dtype)->name,
+                          dst->tape_owned || dst->is_grad ? " (not a leaf)" : "",
+                          (long long)b->batch, tg__shape_str(src, ss, sizeof ss),
+                          tg__dt(src->dtype)->name);
+        return -1;
+    }
     if (b->pos == b->n) { /* the end of the epoch: the next call starts a new one */
         b->pos = 0;
+        b->last = 0;
         if (b->shuffle) shuffle(b->perm, b->n, &b->rng);
         return 0;
     }
@@ -174,7 +223,28 @@ int64_t tg_batcher_next(tg_batcher *b, tg_tensor *xb, tg_tensor *yb)
     fill_batch(xb, b->x, b->perm + b->pos, k);
     if (yb) fill_batch(yb, b->y, b->perm + b->pos, k);
     b->pos += k;
+    b->last = k;
     return k;
+}
+
+tg_status tg_batcher_weights(const tg_batcher *b, tg_tensor *w)
+{
+    if (!b || !w)
+        return tg__fail_call(TG_ERR_ARG, "batcher_weights: NULL %s", !b ? "batcher" : "w");
+    if (w->tape_owned || w->is_grad || !tg__dt(w->dtype)->is_float || w->numel != b->batch) {
+        char sw[TG__SHAPE_STR_MAX];
+        return tg__fail_call(
+            TG_ERR_ARG, "batcher_weights: w is %s %s%s, want a float leaf of %lld elements",
+            tg__shape_str(w, sw, sizeof sw), tg__dt(w->dtype)->name,
+            w->tape_owned || w->is_grad ? " (not a leaf)" : "", (long long)b->batch);
+    }
+    /* batch / rows on the rows of the batch, 0 on the rows it leaves over: a
+     * loss that averages over all 'batch' rows, each row's term multiplied by
+     * its weight, is then the mean over the real rows, and so is its gradient. */
+    double real = b->last ? (double)b->batch / (double)b->last : 0.0;
+    for (int64_t i = 0; i < b->batch; i++)
+        tg__put(w, i, i < b->last ? real : 0.0);
+    return TG_OK;
 }
 
 int64_t tg_batcher_batches(const tg_batcher *b)
