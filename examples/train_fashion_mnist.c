@@ -7,7 +7,9 @@
  * "x -> logits -> loss" is RECORDED ONCE on a tape for the batch shape; every
  * mini-batch after that is copied into the tape's input leaves and the tape is
  * REPLAYED (no allocation), followed by backward and an optimizer step. The
- * test set is evaluated by replaying a second tape recorded for 1000 rows.
+ * last, short batch of an epoch runs on the same tape: the batcher's row
+ * weights make its loss and gradient the mean over its real rows. The test set
+ * is evaluated by replaying a second tape recorded for 1000 rows.
  *
  * Each epoch prints a line on stdout and saves a safetensors checkpoint (the
  * parameters, Adam's state and the epochs done with their log), so --resume
@@ -40,11 +42,12 @@ typedef struct options {
     bool resume;
 } options;
 
-/* One recorded step: input leaves x [rows, features] and y [rows, classes] (one-hot),
- * the network's logits and the mean cross-entropy 'loss', all on tape 'tp'. */
+/* One recorded step: input leaves x [rows, features], y [rows, classes] (one-hot) and
+ * the row weights w [rows, 1] (tg_batcher_weights), the network's logits and 'loss',
+ * the cross-entropy averaged over the batch's real rows, all on tape 'tp'. */
 typedef struct step {
     tg_tape *tp;
-    tg_tensor *x, *y, *logits, *loss;
+    tg_tensor *x, *y, *w, *logits, *loss;
 } step;
 
 typedef struct run {
@@ -53,7 +56,7 @@ typedef struct run {
     tg_params *params;
     tg_mlp *mlp;
     tg_optim *opt;
-    step train, tail, eval;
+    step train, eval;
     double (*hist)[N_COLS]; /* one row per epoch done */
     int n_done;
 } run;
@@ -242,12 +245,6 @@ fail:
     return false;
 }
 
-static void copy_rows(tg_tensor *dst, tg_tensor *src, int64_t rows)
-{
-    size_t row_bytes = (size_t)tg_tensor_shape(src)[1] * sizeof(float);
-    memcpy(tg_tensor_data(dst), tg_tensor_data(src), (size_t)rows * row_bytes);
-}
-
 static int argmax(const float *v, int n)
 {
     int best = 0;
@@ -264,12 +261,16 @@ static bool step_record(step *s, const char *what, const tg_mlp *mlp, int64_t ro
     s->tp = tg_tape_new();
     s->x = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, features});
     s->y = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, N_CLASSES});
-    if (!s->tp || !s->x || !s->y) {
-        fprintf(stderr, "error: recording the %s step: out of memory\n", what);
+    s->w = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, 1});
+    if (!s->tp || !s->x || !s->y || !s->w) {
+        fprintf(stderr, "error: recording the %s step: %s\n", what, tg_last_error()->msg);
         return false;
     }
     s->logits = tg_mlp_forward(s->tp, mlp, s->x);
-    s->loss = tg_softmax_cross_entropy(s->tp, s->logits, s->y);
+    /* Cross-entropy is linear in its target: weighting a row's target weights its
+     * term, so rows / batch of real rows at weight batch / rows give their exact mean,
+     * and the zeroed rows a short batch leaves over, at weight 0, count for nothing. */
+    s->loss = tg_softmax_cross_entropy(s->tp, s->logits, tg_mul(s->tp, s->y, s->w));
     if (tg_tape_status(s->tp) != TG_OK) {
         fprintf(stderr, "error: recording the %s step: %s\n", what, tg_tape_error(s->tp));
         return false;
@@ -282,6 +283,7 @@ static void step_free(step *s)
     tg_tape_free(s->tp);
     tg_tensor_free(s->x);
     tg_tensor_free(s->y);
+    tg_tensor_free(s->w);
 }
 
 /* Cosine decay from --lr to 0 over the whole run, set before every batch. */
@@ -313,21 +315,21 @@ static bool train_epoch(run *r, int epoch, double *mean_loss)
     tg_batcher *bt =
         tg_batcher_new(r->x_train, r->y_train, o->batch, true, o->seed + (uint64_t)epoch);
     if (!bt) {
-        fprintf(stderr, "error: out of memory for the batcher\n");
+        fprintf(stderr, "error: %s\n", tg_last_error()->msg);
         return false;
     }
     int64_t n_batches = tg_batcher_batches(bt);
-    while ((rows = tg_batcher_next(bt, r->train.x, r->train.y)) > 0) {
-        step *s = &r->train;
-        if (rows < o->batch) {
-            /* The last, short batch is not dropped: it runs on the small tape recorded for
-             * its row count, since the full tape would average over stale rows. */
-            copy_rows(r->tail.x, r->train.x, rows);
-            copy_rows(r->tail.y, r->train.y, rows);
-            s = &r->tail;
+    step *s = &r->train;
+    while ((rows = tg_batcher_next(bt, s->x, s->y)) > 0) {
+        /* The last, short batch is not dropped: its weights make the loss the mean over
+         * its real rows (the full batch's are all 1). */
+        tg_status st = tg_batcher_weights(bt, s->w);
+        if (st == TG_OK) st = tg_optim_set_lr(r->opt, learning_rate(o, epoch, i++, n_batches));
+        if (st != TG_OK) {
+            fprintf(stderr, "\nerror: epoch %d: %s\n", epoch + 1, tg_last_error()->msg);
+            goto out;
         }
-        tg_optim_set_lr(r->opt, learning_rate(o, epoch, i++, n_batches));
-        tg_status st = tg_tape_replay(s->tp); /* the forward pass on this batch */
+        st = tg_tape_replay(s->tp); /* the forward pass on this batch */
         if (st == TG_OK) {
             tg_params_zero_grad(r->params);
             st = tg_backward(s->tp, s->loss);
@@ -350,7 +352,7 @@ static bool train_epoch(run *r, int epoch, double *mean_loss)
         }
     }
     if (rows < 0) {
-        fprintf(stderr, "\nerror: the batcher rejected the step's leaves\n");
+        fprintf(stderr, "\nerror: %s\n", tg_last_error()->msg);
         goto out;
     }
     double secs = now_seconds() - start;
@@ -366,9 +368,9 @@ out:
     return ok;
 }
 
-/* Test loss and accuracy by replaying the evaluation tape; no backward. The batcher zeroes
- * the target rows a short last batch leaves over, and a zero row adds nothing to the summed
- * cross-entropy, so loss * rows-in-tape summed over batches, over n, is the exact mean. */
+/* Test loss and accuracy by replaying the evaluation tape; no backward. With the row
+ * weights each batch's loss is the mean over its real rows, so loss * rows summed over
+ * the batches, over n, is the exact mean. */
 static bool evaluate(run *r, double *loss, double *acc)
 {
     step *ev = &r->eval;
@@ -377,12 +379,12 @@ static bool evaluate(run *r, double *loss, double *acc)
     double sum = 0;
     tg_batcher *bt = tg_batcher_new(r->x_test, r->y_test, cap, false, 0);
     if (!bt) {
-        fprintf(stderr, "error: out of memory for the batcher\n");
+        fprintf(stderr, "error: %s\n", tg_last_error()->msg);
         return false;
     }
     while ((rows = tg_batcher_next(bt, ev->x, ev->y)) > 0) {
-        if (tg_tape_replay(ev->tp) != TG_OK) break;
-        sum += tg_tensor_item(ev->loss) * (double)cap;
+        if (tg_batcher_weights(bt, ev->w) != TG_OK || tg_tape_replay(ev->tp) != TG_OK) break;
+        sum += tg_tensor_item(ev->loss) * (double)rows;
         const float *z = tg_tensor_data(ev->logits);
         for (int64_t k = 0; k < rows; k++)
             correct += argmax(z + k * N_CLASSES, N_CLASSES) == argmax(y + k * N_CLASSES, N_CLASSES);
@@ -390,7 +392,7 @@ static bool evaluate(run *r, double *loss, double *acc)
     tg_batcher_free(bt);
     if (rows != 0) {
         fprintf(stderr, "error: evaluation: %s\n",
-                rows < 0 ? "the batcher rejected the leaves" : tg_tape_error(ev->tp));
+                tg_tape_status(ev->tp) != TG_OK ? tg_tape_error(ev->tp) : tg_last_error()->msg);
         return false;
     }
     *loss = sum / (double)n;
@@ -595,7 +597,6 @@ static bool write_svg(const char *path, const char *title, double (*hist)[N_COLS
 static void run_free(run *r)
 {
     step_free(&r->train);
-    step_free(&r->tail);
     step_free(&r->eval);
     tg_optim_free(r->opt);
     tg_mlp_free(r->mlp);
@@ -658,15 +659,13 @@ int main(int argc, char **argv)
     r.opt =
         r.mlp ? tg_optim_new(r.params, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = o->lr}) : NULL;
     if (!r.opt) {
-        fprintf(stderr, "error: cannot build the network: out of memory\n");
+        fprintf(stderr, "error: cannot build the network: %s\n", tg_last_error()->msg);
         goto out;
     }
 
-    /* Record each step ONCE: training on 'batch' rows, the last short batch of an epoch
-     * (if the batch size does not divide the set), and evaluation on up to 1000 rows. */
-    int64_t tail_rows = n_train % o->batch;
+    /* Record each step ONCE: training on 'batch' rows (a short last batch included) and
+     * evaluation on up to 1000 rows. */
     if (!step_record(&r.train, "training", r.mlp, o->batch, features) ||
-        (tail_rows && !step_record(&r.tail, "last batch", r.mlp, tail_rows, features)) ||
         !step_record(&r.eval, "evaluation", r.mlp, n_test < EVAL_ROWS ? n_test : EVAL_ROWS,
                      features))
         goto out;
