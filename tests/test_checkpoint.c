@@ -433,6 +433,12 @@ START_TEST(corrupt_file_changes_nothing)
     ck_assert(before_n == after_n && memcmp(before, after, before_n) == 0);
     ck_assert_msg(strncmp(err.msg, path, strlen(path)) == 0 && strstr(err.msg, c->msg),
                   "%s: message '%s' lacks the path or '%s'", c->name, err.msg, c->msg);
+    /* The thread's last error is the same error, and is there without 'err' too. */
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_FORMAT);
+    ck_assert_str_eq(tg_last_error()->msg, err.msg);
+    tg_status again = tg_checkpoint_load(path, &ps, 1, NULL);
+    ck_assert_int_eq(again, TG_ERR_FORMAT);
+    ck_assert_str_eq(tg_last_error()->msg, err.msg);
     free(before);
     free(after);
     tg_params_free(ps);
@@ -490,6 +496,9 @@ START_TEST(io_errors)
     ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
     ck_assert_int_eq(tg_checkpoint_load(nodir, &ps, 1, &err), TG_ERR_IO);
     ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
+    ck_assert_int_eq(tg_checkpoint_save(nodir, &ps, 1, NULL), TG_ERR_IO);
+    ck_assert_int_eq(tg_last_error()->status, TG_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(tg_last_error()->msg, nodir));
     ck_assert_int_eq(tg_checkpoint_load(tu_scratch(), &ps, 1, &err), TG_ERR_IO); /* a folder */
     ck_assert_int_eq(tg_checkpoint_save(tu_scratch(), &ps, 1, &err),
                      TG_ERR_IO); /* rename onto a folder */
