@@ -1,0 +1,501 @@
+/*
+ * Normalisation and dropout: layer_norm, batch_norm and dropout.
+ *
+ * Each forward keeps what its VJP needs in arena buffers made when the op is
+ * recorded (the mean and rstd = 1/sqrt(var + eps) of every row or channel,
+ * dropout's mask), so replay allocates nothing and a VJP always reads the
+ * values of the latest forward. Two of these ops act beyond their output, once
+ * per forward (at recording and at every replay): batch_norm in training mode
+ * updates the caller's running statistics, and dropout draws its mask from the
+ * caller's rng. Sums run in double for both dtypes, and so do the closed-form
+ * VJPs, so F32 is rounded once per element.
+ *
+ * gamma and beta are optional, so the position of each input depends on the
+ * call: ctx records it (0 for an absent one, as input 0 is always x), and one
+ * tg_op_def per combination carries the matching rules text.
+ * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
+ */
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* x's dtype must be float; the shape checks and messages below assume it. */
+static bool float_x(tg_tape *tp, const char *op, const tg_tensor *x)
+{
+    if (tg__dt(x->dtype)->is_float) return true;
+    char sx[TG__SHAPE_STR_MAX];
+    tg__fail(tp, TG_ERR_DTYPE, "%s: x %s is %s; it must be f32 or f64", op,
+             tg__shape_str(x, sx, sizeof sx), tg__dt(x->dtype)->name);
+    return false;
+}
+
+/* A per-feature operand (gamma, beta, a running statistic) must be [n] in x's dtype. */
+static bool check_vec(tg_tape *tp, const char *op, const char *what, const tg_tensor *t, int64_t n,
+                      const tg_tensor *x)
+{
+    char st[TG__SHAPE_STR_MAX], sx[TG__SHAPE_STR_MAX];
+    tg__shape_str(t, st, sizeof st);
+    tg__shape_str(x, sx, sizeof sx);
+    if (t->rank != 1 || t->shape[0] != n) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: %s %s must be [%lld] for x %s", op, what, st, (long long)n,
+                 sx);
+        return false;
+    }
+    if (t->dtype != x->dtype) {
+        tg__fail(tp, TG_ERR_DTYPE, "%s: %s %s %s and x %s %s differ in dtype", op, what,
+                 tg__dt(t->dtype)->name, st, tg__dt(x->dtype)->name, sx);
+        return false;
+    }
+    return true;
+}
+
+/* eps is added to a variance before its square root: 0 is allowed (torch allows it, and
+ * a constant row then gives NaN as there), a negative or non-finite eps is refused. */
+static bool check_eps(tg_tape *tp, const char *op, double eps)
+{
+    if (isfinite(eps) && eps >= 0) return true;
+    tg__fail(tp, TG_ERR_ARG, "%s: eps must be finite and >= 0, got %g", op, eps);
+    return false;
+}
+
+/* Two arrays of n doubles in the arena, for the per-row or per-channel statistics. */
+static bool stat_buffers(tg_tape *tp, const char *op, int64_t n, double **a, double **b)
+{
+    *a = tg__arena_alloc(&tp->arena, (size_t)n * sizeof **a);
+    *b = *a ? tg__arena_alloc(&tp->arena, (size_t)n * sizeof **b) : NULL;
+    if (*b) return true;
+    tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for %lld statistics", op, (long long)n);
+    return false;
+}
+
+/* ====== layer_norm over the last axis, per row r of D elements:
+ *   x̂ = (x - mean) rstd,  rstd = 1 / sqrt(var + eps) (biased var),  y = x̂ ⊙ gamma + beta
+ *   dx += rstd (g - mean(g) - x̂ ⊙ mean(g ⊙ x̂)),  g = dG ⊙ gamma (dG without gamma)
+ *   dgamma += Σ_rows dG ⊙ x̂,  dbeta += Σ_rows dG ======
+ * ctx holds the extents, eps, the inputs' positions, the rows' mean and rstd
+ * (written by every forward) and D double accumulators for dgamma and dbeta. */
+
+typedef struct ln_ctx {
+    int64_t rows, d;
+    double eps;
+    int gamma, beta;       /* input positions; 0 when absent */
+    double *mean, *rstd;   /* per row */
+    double *acc_g, *acc_b; /* per feature, VJP scratch */
+} ln_ctx;
+
+#define LN_FWD(T)                                                                                  \
+    do {                                                                                           \
+        const T *xs = in[0]->data;                                                                 \
+        const T *gm = c->gamma ? in[c->gamma]->data : NULL;                                        \
+        const T *bt = c->beta ? in[c->beta]->data : NULL;                                          \
+        T *ys = out->data;                                                                         \
+        for (int64_t r = 0; r < c->rows; r++) {                                                    \
+            const T *x = xs + r * d;                                                               \
+            T *y = ys + r * d;                                                                     \
+            double mu = 0, var = 0;                                                                \
+            for (int64_t j = 0; j < d; j++) mu += (double)x[j];                                    \
+            mu /= (double)d;                                                                       \
+            for (int64_t j = 0; j < d; j++) var += ((double)x[j] - mu) * ((double)x[j] - mu);      \
+            double rs = 1.0 / sqrt(var / (double)d + c->eps);                                      \
+            c->mean[r] = mu, c->rstd[r] = rs;                                                      \
+            for (int64_t j = 0; j < d; j++)                                                        \
+                y[j] = (T)(((double)x[j] - mu) * rs * (gm ? (double)gm[j] : 1.0) +                 \
+                           (bt ? (double)bt[j] : 0.0));                                            \
+        }                                                                                          \
+    } while (0)
+
+static tg_status layer_norm_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    ln_ctx *c = ctx;
+    const int64_t d = c->d;
+    if (out->numel == 0) return TG_OK; /* no row to normalise, and D may be huge */
+    TG__FLOAT_SWITCH(out->dtype, LN_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+/* Per row: s1 = mean(g), s2 = mean(g ⊙ x̂), then dx = rstd (g - s1 - x̂ s2). */
+#define LN_VJP(T)                                                                                  \
+    do {                                                                                           \
+        const T *xs = in[0]->data, *gs = gout->data;                                               \
+        const T *gm = c->gamma ? in[c->gamma]->data : NULL;                                        \
+        T *dxs = gin[0] ? gin[0]->data : NULL;                                                     \
+        T *dgm = c->gamma && gin[c->gamma] ? gin[c->gamma]->data : NULL;                           \
+        T *dbt = c->beta && gin[c->beta] ? gin[c->beta]->data : NULL;                              \
+        for (int64_t j = 0; j < d; j++) c->acc_g[j] = c->acc_b[j] = 0;                             \
+        for (int64_t r = 0; r < c->rows; r++) {                                                    \
+            const T *x = xs + r * d, *dy = gs + r * d;                                             \
+            const double mu = c->mean[r], rs = c->rstd[r];                                         \
+            double s1 = 0, s2 = 0;                                                                 \
+            for (int64_t j = 0; j < d; j++) {                                                      \
+                double h = ((double)x[j] - mu) * rs, g = (double)dy[j];                            \
+                c->acc_g[j] += g * h;                                                              \
+                c->acc_b[j] += g;                                                                  \
+                g *= gm ? (double)gm[j] : 1.0;                                                     \
+                s1 += g, s2 += g * h;                                                              \
+            }                                                                                      \
+            if (!dxs) continue;                                                                    \
+            s1 /= (double)d, s2 /= (double)d;                                                      \
+            T *dx = dxs + r * d;                                                                   \
+            for (int64_t j = 0; j < d; j++) {                                                      \
+                double h = ((double)x[j] - mu) * rs;                                               \
+                double g = (double)dy[j] * (gm ? (double)gm[j] : 1.0);                             \
+                dx[j] += (T)(rs * (g - s1 - h * s2));                                              \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t j = 0; dgm && j < d; j++) dgm[j] += (T)c->acc_g[j];                           \
+        for (int64_t j = 0; dbt && j < d; j++) dbt[j] += (T)c->acc_b[j];                           \
+    } while (0)
+
+static tg_status layer_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                                tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)n_in;
+    ln_ctx *c = ctx;
+    const int64_t d = c->d;
+    /* Nothing flows back from no element: dgamma and dbeta get no contribution. */
+    if (out->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(gout->dtype, LN_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define LN_RULE_X(G)                                                                               \
+    "rstd (g − mean_row g − x̂ ⊙ mean_row(g ⊙ x̂)), g = " G ", x̂ = ({0} − mean_row {0}) rstd"
+#define LN_RULE_GAMMA "Σ_rows {dy:s} ⊙ x̂"
+#define LN_RULE_BETA  "Σ_rows {dy:s}"
+
+/* Indexed by (gamma given) | (beta given) << 1. */
+static const tg_op_def layer_norm_defs[4] = {
+    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
+     .rules = (const char *const[]){LN_RULE_X("{dy}"), NULL}},
+    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
+     .rules = (const char *const[]){LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA, NULL}},
+    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
+     .rules = (const char *const[]){LN_RULE_X("{dy}"), LN_RULE_BETA, NULL}},
+    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
+     .rules = (const char *const[]){LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA, LN_RULE_BETA, NULL}},
+};
+
+tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, double eps)
+{
+    const char *op = "layer_norm";
+    if (!tg__guard(tp, op, 1, &x) || !float_x(tp, op, x)) return NULL;
+    if (x->rank < 1) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: x must have rank >= 1, got []", op);
+        return NULL;
+    }
+    int64_t d = x->shape[x->rank - 1];
+    if ((gamma && !check_vec(tp, op, "gamma", gamma, d, x)) ||
+        (beta && !check_vec(tp, op, "beta", beta, d, x)) || !check_eps(tp, op, eps))
+        return NULL;
+
+    /* An empty x may have a huge other dimension: the rows are only counted
+     * when there are elements, and then their number cannot overflow. */
+    ln_ctx c = {.rows = x->numel ? x->numel / d : 0, .d = d, .eps = eps};
+    tg_tensor *in[3] = {x};
+    int n = 1;
+    if (gamma) c.gamma = n, in[n++] = gamma;
+    if (beta) c.beta = n, in[n++] = beta;
+    ln_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx || !stat_buffers(tp, op, c.rows, &ctx->mean, &ctx->rstd) ||
+        !stat_buffers(tp, op, x->numel ? d : 0, &ctx->acc_g, &ctx->acc_b))
+        return NULL;
+    const tg_op_def *def = &layer_norm_defs[(gamma != NULL) | (beta != NULL) << 1];
+    return tg_custom(tp, def, in, n, x->rank, x->shape, ctx);
+}
+
+/* ====== batch_norm over every axis but the channel axis 1: x [N,C,S...], per channel c
+ * over its M = N S elements (S the product of the dims after C, 1 for x [N,C]):
+ *   training: x̂ = (x - mean_c) rstd_c with the batch's mean and biased var, and the
+ *     running statistics updated: rm = (1 - m) rm + m mean, rv = (1 - m) rv + m var M/(M-1);
+ *     dx += gamma_c rstd_c (dG - mean_c dG - x̂ mean_c(dG ⊙ x̂))
+ *   eval: x̂ = (x - rm_c) rstd_c, rstd_c = 1 / sqrt(rv_c + eps);  dx += dG gamma_c rstd_c
+ *   both: y = gamma_c x̂ + beta_c;  dgamma_c += Σ dG ⊙ x̂,  dbeta_c += Σ dG ======
+ * ctx holds the extents, the options, the inputs' positions and each channel's
+ * mean and rstd as the latest forward used them (the eval VJP must not see a
+ * running statistic that another tape has updated since). */
+
+typedef struct bn_ctx {
+    int64_t n, c, s;
+    double momentum, eps;
+    bool training;
+    int gamma, beta, rmean, rvar; /* input positions; 0 when absent */
+    double *mean, *rstd;          /* per channel */
+} bn_ctx;
+
+/* Element (i, ch, k) of x [N,C,S] is at (i C + ch) S + k; each loop visits one channel. */
+#define BN_EACH(STMT)                                                                              \
+    for (int64_t i = 0; i < c->n; i++)                                                             \
+        for (int64_t k = 0, e = (i * c->c + ch) * c->s; k < c->s; k++, e++) STMT
+
+#define BN_FWD(T)                                                                                  \
+    do {                                                                                           \
+        const T *x = in[0]->data;                                                                  \
+        const T *gm = c->gamma ? in[c->gamma]->data : NULL;                                        \
+        const T *bt = c->beta ? in[c->beta]->data : NULL;                                          \
+        T *rm = c->rmean ? in[c->rmean]->data : NULL;                                              \
+        T *rv = c->rvar ? in[c->rvar]->data : NULL;                                                \
+        T *y = out->data;                                                                          \
+        const double m = (double)(c->n * c->s), mom = c->momentum;                                 \
+        for (int64_t ch = 0; ch < c->c; ch++) {                                                    \
+            double mu, var = 0;                                                                    \
+            if (c->training) {                                                                     \
+                mu = 0;                                                                            \
+                BN_EACH(mu += (double)x[e]);                                                       \
+                mu /= m;                                                                           \
+                BN_EACH(var += ((double)x[e] - mu) * ((double)x[e] - mu));                         \
+                if (rm) rm[ch] = (T)((1 - mom) * (double)rm[ch] + mom * mu);                       \
+                if (rv) rv[ch] = (T)((1 - mom) * (double)rv[ch] + mom * (var / (m - 1)));          \
+                var /= m;                                                                          \
+            } else {                                                                               \
+                mu = (double)rm[ch], var = (double)rv[ch];                                         \
+            }                                                                                      \
+            const double rs = 1.0 / sqrt(var + c->eps);                                            \
+            const double g = gm ? (double)gm[ch] : 1.0, b = bt ? (double)bt[ch] : 0.0;             \
+            c->mean[ch] = mu, c->rstd[ch] = rs;                                                    \
+            BN_EACH(y[e] = (T)(((double)x[e] - mu) * rs * g + b));                                 \
+        }                                                                                          \
+    } while (0)
+
+static tg_status batch_norm_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    bn_ctx *c = ctx;
+    /* No element, nothing to normalise: the running statistics stay as they
+     * are, as in PyTorch (a batch of 0 has no mean), and C may be huge. */
+    if (out->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(out->dtype, BN_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+/* Per channel: s1 = Σ dG and s2 = Σ dG ⊙ x̂ give dbeta and dgamma, and in
+ * training the means s1 / M and s2 / M in dx. */
+#define BN_VJP(T)                                                                                  \
+    do {                                                                                           \
+        const T *x = in[0]->data, *dy = gout->data;                                                \
+        const T *gm = c->gamma ? in[c->gamma]->data : NULL;                                        \
+        T *dx = gin[0] ? gin[0]->data : NULL;                                                      \
+        T *dgm = c->gamma && gin[c->gamma] ? gin[c->gamma]->data : NULL;                           \
+        T *dbt = c->beta && gin[c->beta] ? gin[c->beta]->data : NULL;                              \
+        const double m = (double)(c->n * c->s);                                                    \
+        for (int64_t ch = 0; ch < c->c; ch++) {                                                    \
+            const double mu = c->mean[ch], rs = c->rstd[ch], g = gm ? (double)gm[ch] : 1.0;        \
+            double s1 = 0, s2 = 0;                                                                 \
+            BN_EACH({                                                                              \
+                s1 += (double)dy[e];                                                               \
+                s2 += (double)dy[e] * ((double)x[e] - mu) * rs;                                    \
+            });                                                                                    \
+            if (dgm) dgm[ch] += (T)s2;                                                             \
+            if (dbt) dbt[ch] += (T)s1;                                                             \
+            if (!dx) continue;                                                                     \
+            if (c->training) {                                                                     \
+                s1 /= m, s2 /= m;                                                                  \
+                BN_EACH(dx[e] += (T)(g * rs *                                                      \
+                                     ((double)dy[e] - s1 - ((double)x[e] - mu) * rs * s2)));       \
+            } else {                                                                               \
+                BN_EACH(dx[e] += (T)((double)dy[e] * g * rs));                                     \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                                tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)n_in;
+    const bn_ctx *c = ctx;
+    if (out->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(gout->dtype, BN_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define BN_RULE_TRAIN(G)                                                                           \
+    "rstd (g − mean_ch g − x̂ ⊙ mean_ch(g ⊙ x̂)), g = " G ", x̂ = ({0} − mean_ch {0}) rstd"
+#define BN_RULE_EVAL(G) G " ⊙ rstd, rstd = 1/√(running_var + eps) per channel"
+#define BN_RULE_GAMMA   "Σ_ch {dy:s} ⊙ x̂"
+#define BN_RULE_BETA    "Σ_ch {dy:s}"
+/* The four combinations of gamma and beta for one mode; the running
+ * statistics come after them and never receive a gradient. */
+#define BN_DEFS(RULE_X)                                                                            \
+    {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                   \
+     .rules = (const char *const[]){RULE_X("{dy}"), NULL}},                                        \
+        {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,               \
+         .rules = (const char *const[]){RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA, NULL}},               \
+        {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,               \
+         .rules = (const char *const[]){RULE_X("{dy}"), BN_RULE_BETA, NULL}},                      \
+    {                                                                                              \
+        .name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                \
+        .rules = (const char *const[]){RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA, BN_RULE_BETA, NULL}    \
+    }
+
+/* Indexed by [training][(gamma given) | (beta given) << 1]. */
+static const tg_op_def batch_norm_defs[2][4] = {{BN_DEFS(BN_RULE_EVAL)},
+                                                {BN_DEFS(BN_RULE_TRAIN)}};
+
+/* A running statistic is written by the forward, so it must be the caller's
+ * leaf, never differentiated and not shared with gamma, beta or the other one. */
+static bool check_running(tg_tape *tp, const char *what, const tg_tensor *t,
+                          tg_tensor *const *others, const char *const *other_names)
+{
+    const char *op = "batch_norm";
+    char st[TG__SHAPE_STR_MAX];
+    tg__shape_str(t, st, sizeof st);
+    if (t->tape_owned || t->is_grad) {
+        tg__fail(tp, TG_ERR_ARG, "%s: %s %s is an op's result or a gradient; it must be the "
+                 "caller's leaf", op, what, st);
+        return false;
+    }
+    if (t->requires_grad) {
+        tg__fail(tp, TG_ERR_ARG, "%s: %s %s requires grad; running statistics are updated in "
+                 "place and never differentiated", op, what, st);
+        return false;
+    }
+    for (int i = 0; other_names[i]; i++)
+        if (others[i] == t) {
+            tg__fail(tp, TG_ERR_ARG, "%s: %s %s is also passed as %s; it is written, so it must "
+                     "be a tensor of its own", op, what, st, other_names[i]);
+            return false;
+        }
+    return true;
+}
+
+tg_tensor *tg_batch_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
+                         tg_tensor *running_mean, tg_tensor *running_var, bool training,
+                         double momentum, double eps)
+{
+    const char *op = "batch_norm";
+    char sx[TG__SHAPE_STR_MAX];
+    if (!tg__guard(tp, op, 1, &x) || !float_x(tp, op, x)) return NULL;
+    tg__shape_str(x, sx, sizeof sx);
+    if (x->rank < 2) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: x must be [N,C], [N,C,L] or [N,C,H,W], got %s", op, sx);
+        return NULL;
+    }
+    int64_t ch = x->shape[1];
+    tg_tensor *vecs[4] = {gamma, beta, running_mean, running_var};
+    static const char *const names[4] = {"gamma", "beta", "running_mean", "running_var"};
+    for (int i = 0; i < 4; i++)
+        if (vecs[i] && !check_vec(tp, op, names[i], vecs[i], ch, x)) return NULL;
+    if (running_mean && !check_running(tp, "running_mean", running_mean,
+                                       (tg_tensor *const[]){gamma, beta, running_var, NULL},
+                                       (const char *const[]){"gamma", "beta", "running_var",
+                                                             NULL}))
+        return NULL;
+    if (running_var &&
+        !check_running(tp, "running_var", running_var, (tg_tensor *const[]){gamma, beta, NULL},
+                       (const char *const[]){"gamma", "beta", NULL}))
+        return NULL;
+    if (!training && (!running_mean || !running_var)) {
+        tg__fail(tp, TG_ERR_ARG, "%s: %s is NULL; eval mode normalises x %s with the running "
+                 "statistics", op, running_mean ? "running_var" : "running_mean", sx);
+        return NULL;
+    }
+    /* Each channel has M = N S values; counted only for an x with elements,
+     * where the products cannot overflow. */
+    int64_t s = x->numel ? x->numel / (x->shape[0] * ch) : 0, m = x->shape[0] * s;
+    if (training && x->numel && m == 1) {
+        /* The unbiased variance of one value is 0/0; PyTorch refuses it too. */
+        tg__fail(tp, TG_ERR_SHAPE, "%s: training needs more than 1 value per channel, got x %s",
+                 op, sx);
+        return NULL;
+    }
+    if (!(momentum >= 0 && momentum <= 1)) {
+        tg__fail(tp, TG_ERR_ARG, "%s: momentum must be in [0, 1], got %g", op, momentum);
+        return NULL;
+    }
+    if (!check_eps(tp, op, eps)) return NULL;
+
+    bn_ctx c = {.n = x->shape[0], .c = ch, .s = s, .momentum = momentum, .eps = eps,
+                .training = training};
+    tg_tensor *in[5] = {x};
+    int n = 1;
+    if (gamma) c.gamma = n, in[n++] = gamma;
+    if (beta) c.beta = n, in[n++] = beta;
+    if (running_mean) c.rmean = n, in[n++] = running_mean;
+    if (running_var) c.rvar = n, in[n++] = running_var;
+    bn_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx || !stat_buffers(tp, op, x->numel ? ch : 0, &ctx->mean, &ctx->rstd)) return NULL;
+    const tg_op_def *def = &batch_norm_defs[training][(gamma != NULL) | (beta != NULL) << 1];
+    return tg_custom(tp, def, in, n, x->rank, x->shape, ctx);
+}
+
+/* ====== dropout: y = x ⊙ mask / (1 - p);  dx += dG ⊙ mask / (1 - p) ======
+ * Each forward draws one uniform u per element from the caller's rng, in
+ * element order, and keeps the element when u >= p; the mask (one byte per
+ * element, in the arena) is what the VJP multiplies by. x is multiplied by 0
+ * where dropped, so NaN and Inf give NaN there, as in PyTorch. p = 0 copies x
+ * and draws nothing. p comes first in ctx, for the rules' {c}. */
+
+typedef struct drop_ctx {
+    double p;
+    double scale; /* 1 / (1 - p) */
+    tg_rng *rng;
+    uint8_t *keep; /* NULL when p = 0 */
+} drop_ctx;
+
+#define DROP_FWD(T)                                                                                \
+    do {                                                                                           \
+        const T *x = in[0]->data, s = (T)c->scale;                                                 \
+        T *y = out->data;                                                                          \
+        for (int64_t k = 0; k < out->numel; k++) {                                                 \
+            c->keep[k] = tg_rng_uniform(c->rng) >= c->p;                                           \
+            y[k] = x[k] * (c->keep[k] ? s : (T)0);                                                 \
+        }                                                                                          \
+    } while (0)
+
+static tg_status dropout_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const drop_ctx *c = ctx;
+    if (!c->keep) {
+        memcpy(out->data, in[0]->data, (size_t)out->numel * tg__dtype_size(out->dtype));
+        return TG_OK;
+    }
+    TG__FLOAT_SWITCH(out->dtype, DROP_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define DROP_VJP(T)                                                                                \
+    do {                                                                                           \
+        const T *g = gout->data, s = (T)c->scale;                                                  \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t k = 0; k < gout->numel; k++)                                                  \
+            dx[k] += c->keep ? g[k] * (c->keep[k] ? s : (T)0) : g[k];                              \
+    } while (0)
+
+static tg_status dropout_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    const drop_ctx *c = ctx;
+    if (!gin[0]) return TG_OK;
+    TG__FLOAT_SWITCH(gout->dtype, DROP_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def dropout_def = {
+    .name = "dropout", .forward = dropout_forward, .vjp = dropout_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ mask / (1 − {c})", NULL}};
+
+tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng)
+{
+    const char *op = "dropout";
+    if (!tg__guard(tp, op, 1, &x) || !float_x(tp, op, x)) return NULL;
+    if (!(p >= 0 && p < 1)) {
+        tg__fail(tp, TG_ERR_ARG, "%s: p must be in [0, 1), got %g", op, p);
+        return NULL;
+    }
+    if (p > 0 && !rng) {
+        tg__fail(tp, TG_ERR_ARG, "%s: rng is NULL; p = %g draws a mask from it", op, p);
+        return NULL;
+    }
+    drop_ctx c = {.p = p, .scale = 1.0 / (1.0 - p), .rng = rng};
+    drop_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    if (p > 0 && !(ctx->keep = tg__arena_alloc(&tp->arena, (size_t)x->numel))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for a mask of %lld elements", op,
+                 (long long)x->numel);
+        return NULL;
+    }
+    return tg_custom(tp, &dropout_def, &x, 1, x->rank, x->shape, ctx);
+}
