@@ -384,19 +384,50 @@ TG_API tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
 /** Average pooling of x [N,C,H,W], count_include_pad = true. */
 TG_API tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
                                 const int stride[2], const int padding[2]);
-/** Layer normalisation over the last axis; gamma and beta [D] or NULL. */
+/** Layer normalisation over the last axis (torch.nn.functional.layer_norm with
+ * normalized_shape [D]): each row of D elements becomes
+ * (x - mean) / sqrt(var + eps) ⊙ gamma + beta, with the biased variance. x has
+ * rank 1 to 4 and D is its last dimension; gamma and beta are [D] in x's dtype
+ * or NULL, each on its own (NULL acts as 1 and 0). eps must be finite and
+ * >= 0; 0 is allowed, and a constant row then gives NaN, as in PyTorch.
+ * TG_ERR_SHAPE for rank 0 or a gamma or beta that is not [D], TG_ERR_DTYPE for
+ * an x that is not f32 or f64 or a gamma or beta of another dtype, TG_ERR_ARG
+ * for a bad eps. Statistics and the VJP are computed in double; two passes
+ * over x forward and two backward. */
 TG_API tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                 double eps);
-/** torch.nn.functional.batch_norm for x [N,C] or [N,C,H,W]. In training mode
- * it normalises with the batch's biased variance and updates running_mean and
- * running_var (caller-owned, never requiring grad) with the unbiased one, at
- * recording and at every replay; in eval mode it uses them. */
+/** torch.nn.functional.batch_norm for x [N,C], [N,C,L] or [N,C,H,W]: each
+ * channel is normalised over its M = N L (N H W) values, then scaled by gamma
+ * and shifted by beta ([C] or NULL each; NULL acts as 1 and 0).
+ * Training mode normalises with the batch's mean and biased variance and
+ * updates running_mean and running_var ([C] each, or NULL to keep none) to
+ * (1 - momentum) r + momentum s, with s the batch's mean and UNBIASED
+ * variance; this happens at recording and at every replay, so exactly once
+ * per forward (a batch of no elements leaves them alone). M = 1 is
+ * TG_ERR_SHAPE, as PyTorch refuses it. Eval mode normalises with
+ * running_mean and running_var, read at every forward and required
+ * (TG_ERR_ARG when NULL), and leaves them alone; N = 1 is fine there.
+ * The running statistics are written in place, so they must be the caller's
+ * leaves (not an op's result or a gradient), must not require grad, and must
+ * be tensors of their own, not gamma, beta or each other (TG_ERR_ARG); they
+ * never get a gradient. momentum must be in [0, 1] and eps finite and >= 0
+ * (TG_ERR_ARG). For training and evaluation, record one tape of each mode on
+ * the same parameters and statistics and replay each (docs/ops.md). Two
+ * passes over x forward and two backward, in double. */
 TG_API tg_tensor *tg_batch_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta,
                                 tg_tensor *running_mean, tg_tensor *running_var, bool training,
                                 double momentum, double eps);
-/** Inverted dropout: zero with probability p, else x / (1 - p); a fresh mask
- * from rng at recording and at every replay. p = 0 is the identity; p
- * outside [0, 1) is TG_ERR_ARG. */
+/** Inverted dropout: each element is kept with probability 1 - p and scaled by
+ * 1 / (1 - p), or zeroed; zeroing is a product with 0, so NaN and Inf give NaN
+ * there, as in PyTorch. The mask is drawn from 'rng', one tg_rng_uniform per
+ * element in order (kept when u >= p), at recording and at every replay: each
+ * forward gets a fresh mask and the sequence of masks depends on the rng's
+ * seed alone. The rng is the caller's and must outlive the tape's recording.
+ * The VJP multiplies dG by the mask of the latest forward. p = 0 is the
+ * identity: it still records a node (so training and eval tapes have the same
+ * nodes), copies x, draws nothing and accepts a NULL rng. TG_ERR_ARG for p
+ * outside [0, 1) or a NULL rng with p > 0, TG_ERR_DTYPE for an x that is not
+ * f32 or f64. One pass; the mask takes one byte per element in the arena. */
 TG_API tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng);
 
 /* ====== More losses (ops/loss.c), rank 0, mean over the batch ====== */
