@@ -165,16 +165,16 @@ static tg_status layer_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
 #define LN_RULE_GAMMA "Σ_rows {dy:s} ⊙ x̂"
 #define LN_RULE_BETA  "Σ_rows {dy:s}"
 
-/* Indexed by (gamma given) | (beta given) << 1. */
+#define LN_DEF(...)                                                                                \
+    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,                   \
+     .rules = (const char *const[]){__VA_ARGS__, NULL}}
+
+/* Indexed by (gamma given) | (beta given) << 1; gamma is input 1 when given. */
 static const tg_op_def layer_norm_defs[4] = {
-    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
-     .rules = (const char *const[]){LN_RULE_X("{dy}"), NULL}},
-    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
-     .rules = (const char *const[]){LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA, NULL}},
-    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
-     .rules = (const char *const[]){LN_RULE_X("{dy}"), LN_RULE_BETA, NULL}},
-    {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,
-     .rules = (const char *const[]){LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA, LN_RULE_BETA, NULL}},
+    LN_DEF(LN_RULE_X("{dy}")),
+    LN_DEF(LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA),
+    LN_DEF(LN_RULE_X("{dy}"), LN_RULE_BETA),
+    LN_DEF(LN_RULE_X("{dy} ⊙ {1}"), LN_RULE_GAMMA, LN_RULE_BETA),
 };
 
 tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor *beta, double eps)
@@ -207,8 +207,8 @@ tg_tensor *tg_layer_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_tensor 
 
 /* ====== batch_norm over every axis but the channel axis 1: x [N,C,S...], per channel c
  * over its M = N S elements (S the product of the dims after C, 1 for x [N,C]):
- *   training: x̂ = (x - mean_c) rstd_c with the batch's mean and biased var, and the
- *     running statistics updated: rm = (1 - m) rm + m mean, rv = (1 - m) rv + m var M/(M-1);
+ *   training: x̂ = (x - mean_c) rstd_c with the batch's mean and biased var, and the running
+ *     statistics updated: rm = (1 - mom) rm + mom mean, rv = (1 - mom) rv + mom var M/(M-1);
  *     dx += gamma_c rstd_c (dG - mean_c dG - x̂ mean_c(dG ⊙ x̂))
  *   eval: x̂ = (x - rm_c) rstd_c, rstd_c = 1 / sqrt(rv_c + eps);  dx += dG gamma_c rstd_c
  *   both: y = gamma_c x̂ + beta_c;  dgamma_c += Σ dG ⊙ x̂,  dbeta_c += Σ dG ======
@@ -239,15 +239,15 @@ typedef struct bn_ctx {
         T *y = out->data;                                                                          \
         const double m = (double)(c->n * c->s), mom = c->momentum;                                 \
         for (int64_t ch = 0; ch < c->c; ch++) {                                                    \
-            double mu, var = 0;                                                                    \
+            double mu, var;                                                                        \
             if (c->training) {                                                                     \
-                mu = 0;                                                                            \
-                BN_EACH(mu += (double)x[e]);                                                       \
-                mu /= m;                                                                           \
-                BN_EACH(var += ((double)x[e] - mu) * ((double)x[e] - mu));                         \
+                double sum = 0, ss = 0; /* Σ x and Σ (x - mean)² */                                \
+                BN_EACH(sum += (double)x[e]);                                                      \
+                mu = sum / m;                                                                      \
+                BN_EACH(ss += ((double)x[e] - mu) * ((double)x[e] - mu));                          \
+                var = ss / m;                                                                      \
                 if (rm) rm[ch] = (T)((1 - mom) * (double)rm[ch] + mom * mu);                       \
-                if (rv) rv[ch] = (T)((1 - mom) * (double)rv[ch] + mom * (var / (m - 1)));          \
-                var /= m;                                                                          \
+                if (rv) rv[ch] = (T)((1 - mom) * (double)rv[ch] + mom * (ss / (m - 1)));           \
             } else {                                                                               \
                 mu = (double)rm[ch], var = (double)rv[ch];                                         \
             }                                                                                      \
@@ -314,19 +314,16 @@ static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
 #define BN_RULE_EVAL(G) G " ⊙ rstd, rstd = 1/√(running_var + eps) per channel"
 #define BN_RULE_GAMMA   "Σ_ch {dy:s} ⊙ x̂"
 #define BN_RULE_BETA    "Σ_ch {dy:s}"
-/* The four combinations of gamma and beta for one mode; the running
- * statistics come after them and never receive a gradient. */
-#define BN_DEFS(RULE_X)                                                                            \
+/* The four combinations of gamma and beta for one mode, in the order of
+ * batch_norm_defs; the running statistics come after them and never receive
+ * a gradient, so they need no rule. */
+#define BN_DEF(...)                                                                                \
     {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                   \
-     .rules = (const char *const[]){RULE_X("{dy}"), NULL}},                                        \
-        {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,               \
-         .rules = (const char *const[]){RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA, NULL}},               \
-        {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,               \
-         .rules = (const char *const[]){RULE_X("{dy}"), BN_RULE_BETA, NULL}},                      \
-    {                                                                                              \
-        .name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                \
-        .rules = (const char *const[]){RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA, BN_RULE_BETA, NULL}    \
-    }
+     .rules = (const char *const[]){__VA_ARGS__, NULL}}
+#define BN_DEFS(RULE_X)                                                                            \
+    BN_DEF(RULE_X("{dy}")), BN_DEF(RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA),                           \
+        BN_DEF(RULE_X("{dy}"), BN_RULE_BETA),                                                      \
+        BN_DEF(RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA, BN_RULE_BETA)
 
 /* Indexed by [training][(gamma given) | (beta given) << 1]. */
 static const tg_op_def batch_norm_defs[2][4] = {{BN_DEFS(BN_RULE_EVAL)},
