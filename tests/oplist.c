@@ -45,3 +45,39 @@ tg_rng *tu_rng(void)
     tg_rng_seed(&r, 20240611);
     return &r;
 }
+
+/* ====== reseed: y = x, and tu_rng() at every forward;  dx += dG ====== */
+
+static tg_status reseed_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    tu_rng();
+    memcpy(tg_tensor_data(out), tg_tensor_cdata(in[0]),
+           (size_t)tg_tensor_numel(out) * (tg_tensor_dtype(out) == TG_F32 ? 4 : 8));
+    return TG_OK;
+}
+
+static tg_status reseed_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                            tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in, (void)ctx;
+    if (!gin[0]) return TG_OK;
+    const void *g = tg_tensor_cdata(gout);
+    void *dx = tg_tensor_data(gin[0]);
+    for (int64_t k = 0; k < tg_tensor_numel(gout); k++) /* dx += dG */
+        if (tg_tensor_dtype(gout) == TG_F32)
+            ((float *)dx)[k] += ((const float *)g)[k];
+        else
+            ((double *)dx)[k] += ((const double *)g)[k];
+    return TG_OK;
+}
+
+static const tg_op_def reseed_def = {.name = "reseed", .forward = reseed_forward,
+                                     .vjp = reseed_vjp,
+                                     .rules = (const char *const[]){"{dy}", NULL}};
+
+tg_tensor *tu_reseed(tg_tape *tp, tg_tensor *x)
+{
+    return tg_custom(tp, &reseed_def, &x, 1, x ? tg_tensor_rank(x) : 0,
+                     x ? tg_tensor_shape(x) : NULL, NULL);
+}

@@ -74,6 +74,18 @@ typedef struct tu_values {
 #define AXIS_M2 "2x3x4 3x4 1x1"
 #define AXIS_M3 "2x3x4 1x3x1 2x1x5"
 #define AXIS_M4 "2x1x3x2 1x1x1x1 3x2x1x2"
+/* x;gamma;beta for layer_norm: ranks 1 to 4, 1-sized dimensions. */
+#define LNORM "3x4;4;4 2x3x5;5;5 5;5;5 2x1x3x2;2;2 4x1;1;1 1x1x1x3;3;3"
+/* x;gamma;beta for batch_norm: ranks 2 to 4, one channel, N = 1 with H > 1, 1-sized H, W.
+ * Training rows pass no running statistics: a replay rewrites them, which would
+ * change what other recorded ops read (tests/test_ops_norm.c checks them). */
+#define BNORM "4x3;3;3 2x3x2x2;3;3 2x3x4;3;3 3x1;1;1 1x2x3x1;2;2 2x2x1x1;2;2"
+/* running_mean;running_var of c channels for eval mode, not requiring grad, var > 0. */
+#define BNORM_STATS(c) "c:" #c "@-0.5:0.5;c:" #c "@0.5:1.5"
+/* x;gamma;beta;running_mean;running_var for batch_norm in eval mode (N = 1 allowed). */
+#define BNORM_EVAL                                                                     \
+    "4x3;3;3;" BNORM_STATS(3) " 2x3x2x2;3;3;" BNORM_STATS(3) " 2x3x4;3;3;" BNORM_STATS(3) \
+    " 1x3;3;3;" BNORM_STATS(3) " 1x1x1x1;1;1;" BNORM_STATS(1)
 
 /* ====== The rows ====== */
 
@@ -126,7 +138,20 @@ typedef struct tu_values {
     X(mse_loss_t, "mse_loss", UNIFORM(-1, 1), "c:3x4;3x4 c:1;1", tg_mse_loss(tp, in[0], in[1])) \
     X(softmax_cross_entropy, "softmax_cross_entropy", UNIFORM(0, 1), LOGITS, tg_softmax_cross_entropy(tp, in[0], in[1])) \
     X(softmax_cross_entropy_z, "softmax_cross_entropy", UNIFORM(0, 1), "3x4;c:3x4 1x1;c:1x1 1x5;c:1x5", tg_softmax_cross_entropy(tp, in[0], in[1])) \
-    X(softmax_cross_entropy_t, "softmax_cross_entropy", UNIFORM(0, 1), "c:3x4;3x4 c:1x1;1x1 c:1x5;1x5", tg_softmax_cross_entropy(tp, in[0], in[1]))
+    X(softmax_cross_entropy_t, "softmax_cross_entropy", UNIFORM(0, 1), "c:3x4;3x4 c:1x1;1x1 c:1x5;1x5", tg_softmax_cross_entropy(tp, in[0], in[1])) \
+    X(layer_norm, "layer_norm", UNIFORM(-1, 1), LNORM, tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
+    X(layer_norm_plain, "layer_norm", UNIFORM(-1, 1), "3x4 2x3x5 1x1 6", tg_layer_norm(tp, in[0], NULL, NULL, 1e-5)) \
+    X(layer_norm_gamma, "layer_norm", UNIFORM(-1, 1), "3x4;4 2x1x5;5", tg_layer_norm(tp, in[0], in[1], NULL, 1e-5)) \
+    X(layer_norm_beta, "layer_norm", UNIFORM(-1, 1), "3x4;4 2x1x5;5", tg_layer_norm(tp, in[0], NULL, in[1], 1e-5)) \
+    X(layer_norm_x, "layer_norm", UNIFORM(-1, 1), "3x4;c:4;c:4 2x3x5;c:5;c:5", tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
+    X(layer_norm_affine, "layer_norm", UNIFORM(-1, 1), "c:3x4;4;4 c:2x3x5;5;5", tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
+    X(batch_norm, "batch_norm", UNIFORM(-1, 1), BNORM, tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_plain, "batch_norm", UNIFORM(-1, 1), "4x3 2x2x3x1", tg_batch_norm(tp, in[0], NULL, NULL, NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_x, "batch_norm", UNIFORM(-1, 1), "4x3;c:3;c:3 2x3x2x2;c:3;c:3", tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_eval, "batch_norm", UNIFORM(-1, 1), BNORM_EVAL, tg_batch_norm(tp, in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5)) \
+    X(batch_norm_eval_plain, "batch_norm", UNIFORM(-1, 1), "4x3;" BNORM_STATS(3) " 1x2x2x2;" BNORM_STATS(2), tg_batch_norm(tp, in[0], NULL, NULL, in[1], in[2], false, 0.1, 1e-5)) \
+    X(dropout, "dropout", UNIFORM(-1, 1), "3x4 2x3x4x5 1 scalar", tg_dropout(tp, tu_reseed(tp, in[0]), 0.5, tu_rng())) \
+    X(dropout_p0, "dropout", UNIFORM(-1, 1), "3x4 scalar", tg_dropout(tp, in[0], 0, NULL))
 /* clang-format on */
 
 /* ====== The rows as a table ====== */
@@ -149,8 +174,12 @@ bool tu_op_shape_list(const tu_op *op, int s, char *buf, size_t size);
 /* The number of inputs of op (the ';'-separated tokens of its first shape list). */
 int tu_op_arity(const tu_op *op);
 /* A generator reset to one fixed seed at every call: an op that draws from it
- * (dropout) draws the same numbers at every recording, which gradcheck needs;
- * a test calls it again before a replay to make the replay draw alike. */
+ * (dropout) draws the same numbers at every recording; a test calls it again
+ * before a replay to make the replay draw alike. */
 tg_rng *tu_rng(void);
+/* Records the identity on x, whose forward resets tu_rng's generator, so an op
+ * recorded after it that draws from tu_rng() draws the same numbers at every
+ * replay too. tg_gradcheck evaluates by replay, so dropout's rows need it. */
+tg_tensor *tu_reseed(tg_tape *tp, tg_tensor *x);
 
 #endif

@@ -314,12 +314,13 @@ static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
 #define BN_RULE_EVAL(G) G " ⊙ rstd, rstd = 1/√(running_var + eps) per channel"
 #define BN_RULE_GAMMA   "Σ_ch {dy:s} ⊙ x̂"
 #define BN_RULE_BETA    "Σ_ch {dy:s}"
+#define BN_RULE_STAT    "0 (running statistics are not differentiated)"
 /* The four combinations of gamma and beta for one mode, in the order of
- * batch_norm_defs; the running statistics come after them and never receive
- * a gradient, so they need no rule. */
+ * batch_norm_defs. The running statistics come after gamma and beta, one or
+ * both, and get no gradient, which the two last rules say. */
 #define BN_DEF(...)                                                                                \
     {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                   \
-     .rules = (const char *const[]){__VA_ARGS__, NULL}}
+     .rules = (const char *const[]){__VA_ARGS__, BN_RULE_STAT, BN_RULE_STAT, NULL}}
 #define BN_DEFS(RULE_X)                                                                            \
     BN_DEF(RULE_X("{dy}")), BN_DEF(RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA),                           \
         BN_DEF(RULE_X("{dy}"), BN_RULE_BETA),                                                      \
