@@ -145,12 +145,23 @@ typedef struct tu_values {
     X(layer_norm_beta, "layer_norm", UNIFORM(-1, 1), "3x4;4 2x1x5;5", tg_layer_norm(tp, in[0], NULL, in[1], 1e-5)) \
     X(layer_norm_x, "layer_norm", UNIFORM(-1, 1), "3x4;c:4;c:4 2x3x5;c:5;c:5", tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
     X(layer_norm_affine, "layer_norm", UNIFORM(-1, 1), "c:3x4;4;4 c:2x3x5;5;5", tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
+    X(layer_norm_eps, "layer_norm", UNIFORM(-1, 1), "3x4;4;4 2x2x3;3;3", tg_layer_norm(tp, in[0], in[1], in[2], 0.5)) \
+    X(layer_norm_eps0, "layer_norm", UNIFORM(-1, 1), "3x4;4;4", tg_layer_norm(tp, in[0], in[1], in[2], 0)) \
+    X(layer_norm_empty, "layer_norm", UNIFORM(-1, 1), "0x3;3;3 3x0;0;0", tg_layer_norm(tp, in[0], in[1], in[2], 1e-5)) \
     X(batch_norm, "batch_norm", UNIFORM(-1, 1), BNORM, tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5)) \
     X(batch_norm_plain, "batch_norm", UNIFORM(-1, 1), "4x3 2x2x3x1", tg_batch_norm(tp, in[0], NULL, NULL, NULL, NULL, true, 0.1, 1e-5)) \
     X(batch_norm_x, "batch_norm", UNIFORM(-1, 1), "4x3;c:3;c:3 2x3x2x2;c:3;c:3", tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_gamma, "batch_norm", UNIFORM(-1, 1), "4x3;3 2x2x3x1;2", tg_batch_norm(tp, in[0], in[1], NULL, NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_beta, "batch_norm", UNIFORM(-1, 1), "4x3;3 2x2x3x1;2", tg_batch_norm(tp, in[0], NULL, in[1], NULL, NULL, true, 0.1, 1e-5)) \
+    X(batch_norm_eps, "batch_norm", UNIFORM(-1, 1), "4x3;3;3", tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 0.5)) \
+    X(batch_norm_empty, "batch_norm", UNIFORM(-1, 1), "0x3;3;3 2x3x0x2;3;3 2x0;0;0", tg_batch_norm(tp, in[0], in[1], in[2], NULL, NULL, true, 0.1, 1e-5)) \
     X(batch_norm_eval, "batch_norm", UNIFORM(-1, 1), BNORM_EVAL, tg_batch_norm(tp, in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5)) \
     X(batch_norm_eval_plain, "batch_norm", UNIFORM(-1, 1), "4x3;" BNORM_STATS(3) " 1x2x2x2;" BNORM_STATS(2), tg_batch_norm(tp, in[0], NULL, NULL, in[1], in[2], false, 0.1, 1e-5)) \
-    X(dropout, "dropout", UNIFORM(-1, 1), "3x4 2x3x4x5 1 scalar", tg_dropout(tp, tu_reseed(tp, in[0]), 0.5, tu_rng())) \
+    X(batch_norm_eval_gamma, "batch_norm", UNIFORM(-1, 1), "4x3;3;" BNORM_STATS(3), tg_batch_norm(tp, in[0], in[1], NULL, in[2], in[3], false, 0.1, 1e-5)) \
+    X(batch_norm_eval_beta, "batch_norm", UNIFORM(-1, 1), "4x3;3;" BNORM_STATS(3), tg_batch_norm(tp, in[0], NULL, in[1], in[2], in[3], false, 0.1, 1e-5)) \
+    X(batch_norm_eval_empty, "batch_norm", UNIFORM(-1, 1), "0x3;3;3;" BNORM_STATS(3), tg_batch_norm(tp, in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5)) \
+    X(dropout, "dropout", UNIFORM(-1, 1), "3x4 2x3x4x5 1 scalar 0x3", tg_dropout(tp, tu_reseed(tp, in[0]), 0.5, tu_rng())) \
+    X(dropout_p09, "dropout", UNIFORM(-1, 1), "20x10", tg_dropout(tp, tu_reseed(tp, in[0]), 0.9, tu_rng())) \
     X(dropout_p0, "dropout", UNIFORM(-1, 1), "3x4 scalar", tg_dropout(tp, in[0], 0, NULL))
 /* clang-format on */
 
