@@ -78,6 +78,5 @@ static const tg_op_def reseed_def = {.name = "reseed", .forward = reseed_forward
 
 tg_tensor *tu_reseed(tg_tape *tp, tg_tensor *x)
 {
-    return tg_custom(tp, &reseed_def, &x, 1, x ? tg_tensor_rank(x) : 0,
-                     x ? tg_tensor_shape(x) : NULL, NULL);
+    return tg_custom(tp, &reseed_def, &x, 1, tg_tensor_rank(x), tg_tensor_shape(x), NULL);
 }

@@ -83,7 +83,7 @@ typedef struct tu_values {
 /* running_mean;running_var of c channels for eval mode, not requiring grad, var > 0. */
 #define BNORM_STATS(c) "c:" #c "@-0.5:0.5;c:" #c "@0.5:1.5"
 /* x;gamma;beta;running_mean;running_var for batch_norm in eval mode (N = 1 allowed). */
-#define BNORM_EVAL                                                                     \
+#define BNORM_EVAL                                                                        \
     "4x3;3;3;" BNORM_STATS(3) " 2x3x2x2;3;3;" BNORM_STATS(3) " 2x3x4;3;3;" BNORM_STATS(3) \
     " 1x3;3;3;" BNORM_STATS(3) " 1x1x1x1;1;1;" BNORM_STATS(1)
 
