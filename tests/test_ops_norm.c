@@ -65,7 +65,7 @@ static tg_tensor *copy_of(const tg_tensor *t)
     return c;
 }
 
-/* Copies n doubles into t, rounded to its dtype. */
+/* Copies numel(t) doubles from v into t, rounded to its dtype. */
 static void fill(tg_tensor *t, const double *v)
 {
     for (int64_t k = 0; k < tg_tensor_numel(t); k++) tu_put(t, k, v[k]);
