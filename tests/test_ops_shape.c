@@ -40,7 +40,7 @@ typedef struct shape_row {
     double value;
     int n;                 /* concat, stack: the inputs */
     unsigned frozen;       /* bit i: input i does not require grad */
-    const char *shapes[6]; /* "a;b;..." per gradcheck, NULL-terminated */
+    const char *shapes[8]; /* "a;b;..." per gradcheck, NULL-terminated */
     const char *idx_shape; /* the I64 input of index_select, embedding and where_i64 */
     int64_t idx[8];
 } shape_row;

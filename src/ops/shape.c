@@ -58,6 +58,31 @@ static void plan_make(copy_plan *p, int rank, const int64_t *dim, const int64_t 
     }
 }
 
+/* The plan of the VJP, which walks p's elements in the order of the input's
+ * layout: dims by descending input stride, so the adds into dX run on
+ * contiguously innermost (a permute's VJP then writes in order and reads
+ * with a stride, rather than the reverse), and stride-0 dims (expand's
+ * stretched ones) outermost, so the inner loop still streams while dX's
+ * block is summed over them. */
+static void plan_back(const copy_plan *p, copy_plan *q)
+{
+    int order[TG_MAX_RANK];
+    for (int d = 0; d < p->rank; d++)
+        order[d] = d;
+    for (int i = 1; i < p->rank; i++) /* insertion sort of at most four dims, stable */
+        for (int k = i; k > 0; k--) {
+            int64_t a = p->ss[order[k - 1]], b = p->ss[order[k]];
+            if ((a ? a : INT64_MAX) >= (b ? b : INT64_MAX)) break;
+            int t = order[k];
+            order[k] = order[k - 1], order[k - 1] = t;
+        }
+    int64_t dim[TG_MAX_RANK], sd[TG_MAX_RANK], ss[TG_MAX_RANK];
+    for (int d = 0; d < p->rank; d++)
+        dim[d] = p->dim[order[d]], sd[d] = p->sd[order[d]], ss[d] = p->ss[order[d]];
+    plan_make(q, p->rank, dim, sd, ss);
+    q->n = p->n;
+}
+
 /* Row-major element strides of a shape; all 0 for an empty one, whose
  * dims may be too large to multiply and whose plans move nothing. */
 static void strides_of(int rank, const int64_t *shape, int64_t *st)
@@ -70,7 +95,8 @@ static void strides_of(int rank, const int64_t *shape, int64_t *st)
     }
 }
 
-/* One innermost run of n elements: 'to' at stride a, 'from' at stride b. */
+/* One innermost run of n elements: 'to' at stride a, 'from' at stride b. The two never
+ * overlap (an output and an input, or two gradients), hence restrict. */
 typedef void (*run_fn)(void *to, void *from, int64_t n, int64_t a, int64_t b);
 
 /* to = from, one dtype. */
@@ -89,8 +115,8 @@ typedef void (*run_fn)(void *to, void *from, int64_t n, int64_t a, int64_t b);
 #define ADD_RUN(name, TT, TF)                                                 \
     static void name(void *to_, void *from_, int64_t n, int64_t a, int64_t b) \
     {                                                                         \
-        TT *to = to_;                                                         \
-        const TF *from = from_;                                               \
+        TT *restrict to = to_;                                                \
+        const TF *restrict from = from_;                                      \
         if (a == 1 && b == 1)                                                 \
             for (int64_t i = 0; i < n; i++)                                   \
                 to[i] += (TT)from[i];                                         \
@@ -109,8 +135,14 @@ ADD_RUN(add_float_into_double, double, float)
  * so the buffer is clean for the next sweep (a repeated index then adds 0). */
 static void flush_double_into_float(void *to_, void *from_, int64_t n, int64_t a, int64_t b)
 {
-    float *to = to_;
-    double *from = from_;
+    float *restrict to = to_;
+    double *restrict from = from_;
+    if (a == 1 && b == 1) {
+        for (int64_t i = 0; i < n; i++)
+            to[i] += (float)from[i];
+        memset(from, 0, (size_t)n * sizeof *from);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) {
         to[i * a] += (float)from[i * b];
         from[i * b] = 0;
@@ -153,7 +185,7 @@ static tg_status copy_forward(const copy_plan *p, tg_tensor *out, int64_t od, co
     return TG_OK;
 }
 
-/* The VJP of copy_forward: gx's view of p (at os) += dG's (at od). */
+/* The VJP of copy_forward, given p's plan_back: gx's view (at os) += dG's (at od). */
 static tg_status copy_vjp(const copy_plan *p, tg_tensor *gx, int64_t os, const tg_tensor *gout,
                           int64_t od)
 {
@@ -189,9 +221,9 @@ static int norm_axis(int axis, int rank)
  * sums: F32 terms go through 'acc', x's numel doubles, then into dX once. */
 
 typedef struct view_ctx {
-    copy_plan p;
-    int64_t os;  /* where the view starts in the input */
-    double *acc; /* expand in F32 only */
+    copy_plan p, back; /* the forward's plan and the VJP's (plan_back) */
+    int64_t os;        /* where the view starts in the input */
+    double *acc;       /* expand in F32 only */
 } view_ctx;
 
 static tg_status view_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
@@ -207,9 +239,9 @@ static tg_status view_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     (void)out, (void)in, (void)n_in;
     const view_ctx *c = ctx;
     if (!gin[0]) return TG_OK;
-    if (!c->acc) return copy_vjp(&c->p, gin[0], c->os, gout, 0);
+    if (!c->acc) return copy_vjp(&c->back, gin[0], c->os, gout, 0);
     /* dX += Σ dG over the stretched axes, summed in double; acc starts and ends at 0. */
-    walk(&c->p, c->acc, sizeof(double), c->p.ss, gout->data, sizeof(float), c->p.sd,
+    walk(&c->back, c->acc, sizeof(double), c->back.ss, gout->data, sizeof(float), c->back.sd,
          add_float_into_double);
     flush_double_into_float(gin[0]->data, c->acc, gin[0]->numel, 1, 1);
     return TG_OK;
@@ -251,6 +283,7 @@ static tg_tensor *record_view(tg_tape *tp, const tg_op_def *def, tg_tensor *x, i
 {
     view_ctx *ctx = tg__tape_copy(tp, &(view_ctx){.p = *p, .os = os}, sizeof(view_ctx));
     if (!ctx) return NULL;
+    plan_back(p, &ctx->back);
     if (sums && x->dtype == TG_F32 &&
         !(ctx->acc = tg__arena_alloc(&tp->arena, (size_t)x->numel * sizeof(double)))) {
         fail1(tp, TG_ERR_NOMEM, def->name, "out of memory for the gradient's sums", x);
@@ -415,8 +448,8 @@ tg_tensor *tg_expand(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape)
  * dX += dG's interior ====== */
 
 typedef struct pad_ctx {
-    copy_plan p; /* X into G's interior */
-    int64_t od;  /* where the interior starts in G */
+    copy_plan p, back; /* X into G's interior, and its plan_back */
+    int64_t od;        /* where the interior starts in G */
     double value;
 } pad_ctx;
 
@@ -440,7 +473,7 @@ static tg_status pad_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor 
 {
     (void)out, (void)in, (void)n_in;
     const pad_ctx *c = ctx;
-    return gin[0] ? copy_vjp(&c->p, gin[0], 0, gout, c->od) : TG_OK;
+    return gin[0] ? copy_vjp(&c->back, gin[0], 0, gout, c->od) : TG_OK;
 }
 
 static const tg_op_def pad_def = {.name = "pad",
@@ -474,6 +507,7 @@ tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_
     strides_of(x->rank, x->shape, xs);
     pad_ctx c = {.value = value};
     plan_make(&c.p, x->rank, x->shape, ys, xs);
+    plan_back(&c.p, &c.back);
     for (int i = 0; i < x->rank && c.p.n; i++)
         c.od += before[i] * ys[i];
     pad_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
@@ -486,7 +520,7 @@ tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_
  * stack is concat along a new axis of size 1 inserted into each input. */
 
 typedef struct join_part {
-    copy_plan p;
+    copy_plan p, back;
     int64_t od;
 } join_part;
 
@@ -512,7 +546,7 @@ static tg_status join_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     const join_ctx *c = ctx;
     for (int j = 0; j < n_in; j++) {
         if (!gin[j]) continue;
-        tg_status s = copy_vjp(&c->part[j].p, gin[j], 0, gout, c->part[j].od);
+        tg_status s = copy_vjp(&c->part[j].back, gin[j], 0, gout, c->part[j].od);
         if (s) return s;
     }
     return TG_OK;
@@ -582,6 +616,7 @@ static tg_tensor *record_join(tg_tape *tp, const tg_op_def *def, tg_tensor *cons
             dims[d] = new_axis && d == axis ? 1 : xs[j]->shape[k++];
         strides_of(rank, dims, xs_st);
         plan_make(&ctx->part[j].p, rank, dims, ys, xs_st);
+        plan_back(&ctx->part[j].p, &ctx->part[j].back);
         ctx->part[j].od = ctx->part[j].p.n ? off * ys[axis] : 0;
         off += dims[axis];
     }
@@ -654,7 +689,8 @@ tg_tensor *tg_stack(tg_tape *tp, tg_tensor *const *xs, int n, int axis)
 /* ====== index_select: G[o,i,r] = X[o,idx[i],r] along one axis;  dX[o,idx[i],r] += dG[o,i,r]
  * embedding: G[k,:] = T[idx[k],:], index_select of the table's rows by idx flattened ======
  * X is seen as [outer, n, inner] around the axis and G as [outer, m, inner]
- * for m indices; each index copies one [outer, inner] block with the plan p.
+ * for m indices; each index copies one [outer, inner] block with the plan p,
+ * which runs in the order of both layouts and so serves the VJP as it is.
  * Indices in [-n, n) are accepted, negative ones counting from the end (the
  * "after negative wrap" of the API; torch.index_select itself refuses them).
  * Each forward checks every index before it copies, so new indices written
