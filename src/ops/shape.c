@@ -7,7 +7,8 @@
  * strided copy between two views of one index space of up to four dims, an
  * odometer over the outer dims around a plain inner loop (a memcpy when both
  * views are contiguous there). The forward copies from the input's view into
- * the output's; the VJP walks the same plan the other way and adds. Plans are
+ * the output's; the VJP moves the same elements back, walking them in the
+ * input's order, and adds. Plans are
  * made when the op is recorded and simplified then (size-1 dims dropped,
  * dims that run on contiguously in both views merged), so a reshape is one
  * memcpy and a slice of whole rows one memcpy per block of rows.
@@ -309,8 +310,11 @@ tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape)
         out[i] = shape[i];
         if (shape[i] >= 0) continue;
         if (shape[i] < -1 || infer >= 0) {
-            snprintf(what, sizeof what, "dim %d is %lld; dims are >= 0, with at most one -1", i,
-                     (long long)shape[i]);
+            if (shape[i] < -1)
+                snprintf(what, sizeof what, "dim %d is %lld; dims are >= 0, or -1 to infer one", i,
+                         (long long)shape[i]);
+            else
+                snprintf(what, sizeof what, "dim %d is a second -1; only one dim is inferred", i);
             return fail1(tp, TG_ERR_ARG, "reshape", what, x);
         }
         infer = i;
@@ -823,12 +827,13 @@ static tg_tensor *record_index(tg_tape *tp, const tg_op_def *def, tg_tensor *x, 
 }
 
 /* idx must be I64 before its values are read; tg_custom checks the rest. */
-static bool index_dtype(tg_tape *tp, const char *op, const tg_tensor *x, const tg_tensor *idx)
+static bool index_dtype(tg_tape *tp, const char *op, const char *xname, const tg_tensor *x,
+                        const tg_tensor *idx)
 {
     if (idx->dtype == TG_I64) return true;
     char sx[TG__SHAPE_STR_MAX], si[TG__SHAPE_STR_MAX];
-    tg__fail(tp, TG_ERR_DTYPE, "%s: idx %s must be i64, is %s; x is %s", op,
-             tg__shape_str(idx, si, sizeof si), tg__dt(idx->dtype)->name,
+    tg__fail(tp, TG_ERR_DTYPE, "%s: idx %s must be i64, is %s; %s is %s", op,
+             tg__shape_str(idx, si, sizeof si), tg__dt(idx->dtype)->name, xname,
              tg__shape_str(x, sx, sizeof sx));
     return false;
 }
@@ -844,7 +849,7 @@ tg_tensor *tg_index_select(tg_tape *tp, tg_tensor *x, int axis, tg_tensor *idx)
                  tg__shape_str(x, sx, sizeof sx));
         return NULL;
     }
-    if (!index_dtype(tp, "index_select", x, idx)) return NULL;
+    if (!index_dtype(tp, "index_select", "x", x, idx)) return NULL;
     if (idx->rank != 1) {
         tg__fail(tp, TG_ERR_SHAPE, "index_select: idx must have rank 1, got %s; x is %s",
                  tg__shape_str(idx, si, sizeof si), tg__shape_str(x, sx, sizeof sx));
@@ -874,7 +879,7 @@ tg_tensor *tg_embedding(tg_tape *tp, tg_tensor *table, tg_tensor *idx)
                  tg__shape_str(table, st, sizeof st), tg__shape_str(idx, si, sizeof si));
         return NULL;
     }
-    if (!index_dtype(tp, "embedding", table, idx)) return NULL;
+    if (!index_dtype(tp, "embedding", "table", table, idx)) return NULL;
     int64_t shape[TG_MAX_RANK];
     memcpy(shape, idx->shape, (size_t)idx->rank * sizeof *shape);
     shape[idx->rank] = table->shape[1];
