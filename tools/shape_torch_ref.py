@@ -86,7 +86,7 @@ for name, kind, fields, shapes, idx, fn in CASES:
     init = f'{{{{"{name}", {kind}'
     if fields:
         init += ", " + fields
-    init += ', .shapes = {"' + ";".join(shp(s) for s in shapes) + '"}'
+    init += ', .shapes = "' + ";".join(shp(s) for s in shapes) + '"'
     if idx is not None:
         init += f', .idx_shape = "{idx[0]}", .idx = {{{", ".join(str(v) for v in idx[1])}}}'
     init += "},\n"
