@@ -91,6 +91,8 @@ for name, kind, fields, shapes, idx, fn in CASES:
         init += f', .idx_shape = "{idx[0]}", .idx = {{{", ".join(str(v) for v in idx[1])}}}'
     init += "},\n"
     init += f'     "{shp(y.shape)}",\n     {fmt(y.detach().flatten().tolist())},\n     {{'
-    init += ",\n      ".join(fmt((x.grad if x.grad is not None else torch.zeros_like(x)).flatten().tolist()) for x in xs)
+    # where's condition is cut off from the graph (torch compares it): a zero gradient.
+    grads = [x.grad if x.grad is not None else torch.zeros_like(x) for x in xs]
+    init += ",\n      ".join(fmt(g.flatten().tolist()) for g in grads)
     init += "}},"
     print("    " + init)
