@@ -162,7 +162,40 @@ typedef struct tu_values {
     X(batch_norm_eval_empty, "batch_norm", UNIFORM(-1, 1), "0x3;3;3;" BNORM_STATS(3), tg_batch_norm(tp, in[0], in[1], in[2], in[3], in[4], false, 0.1, 1e-5)) \
     X(dropout, "dropout", UNIFORM(-1, 1), "3x4 2x3x4x5 1 scalar 0x3", tg_dropout(tp, tu_reseed(tp, in[0]), 0.5, tu_rng())) \
     X(dropout_p09, "dropout", UNIFORM(-1, 1), "20x10", tg_dropout(tp, tu_reseed(tp, in[0]), 0.9, tu_rng())) \
-    X(dropout_p0, "dropout", UNIFORM(-1, 1), "3x4 scalar", tg_dropout(tp, in[0], 0, NULL))
+    X(dropout_p0, "dropout", UNIFORM(-1, 1), "3x4 scalar", tg_dropout(tp, in[0], 0, NULL)) \
+    X(reshape_flat, "reshape", UNIFORM(-1, 1), "2x3x4 1 scalar 0x3 2x1x3x1", tg_reshape(tp, in[0], 1, (int64_t[]){-1})) \
+    X(reshape_m1x2, "reshape", UNIFORM(-1, 1), "3x4 2x1x2 4 0x6", tg_reshape(tp, in[0], 2, (int64_t[]){-1, 2})) \
+    X(reshape_3x1x2, "reshape", UNIFORM(-1, 1), "6 2x3 1x6x1", tg_reshape(tp, in[0], 3, (int64_t[]){3, 1, 2})) \
+    X(reshape_scalar, "reshape", UNIFORM(-1, 1), "1 1x1x1 scalar", tg_reshape(tp, in[0], 0, NULL)) \
+    X(permute_102, "permute", UNIFORM(-1, 1), "2x3x4 1x1x1 2x0x3", tg_permute(tp, in[0], (int[]){1, 0, 2})) \
+    X(permute_m10m21, "permute", UNIFORM(-1, 1), "2x3x1x2 1x2x3x1 2x2x2x2", tg_permute(tp, in[0], (int[]){-1, 0, -2, 1})) \
+    X(permute_scalar, "permute", UNIFORM(-1, 1), "scalar", tg_permute(tp, in[0], NULL)) \
+    X(slice_1, "slice", UNIFORM(-1, 1), "2x5 1x4x2 3x0 2x1", tg_slice(tp, in[0], 1, -3, 100, 2)) \
+    X(slice_m1, "slice", UNIFORM(-1, 1), "4x3 2x2x2 5 3x1", tg_slice(tp, in[0], -1, 1, 2, 1)) \
+    X(slice_0_big_step, "slice", UNIFORM(-1, 1), "3x2 1 2x1x2x1", tg_slice(tp, in[0], 0, 0, 10, 1000000)) \
+    X(slice_m2_empty, "slice", UNIFORM(-1, 1), "6x2", tg_slice(tp, in[0], -2, 5, 1, 1)) \
+    X(concat_1, "concat", UNIFORM(-1, 1), "2x3;2x1;2x2 1x1;1x2;1x1 2x0;2x2;2x1 2x1x3;2x2x3;2x1x3", tg_concat(tp, in, 3, 1)) \
+    X(concat_1_ends, "concat", UNIFORM(-1, 1), "2x3;c:2x1;2x2", tg_concat(tp, in, 3, 1)) \
+    X(concat_m1, "concat", UNIFORM(-1, 1), "3;2 0;4 2x1x2;2x1x3", tg_concat(tp, in, 2, -1)) \
+    X(concat_0, "concat", UNIFORM(-1, 1), "2x3x2;1x3x2 0x3;2x3", tg_concat(tp, in, 2, 0)) \
+    X(concat_one, "concat", UNIFORM(-1, 1), "3x2", tg_concat(tp, in, 1, 0)) \
+    X(stack_0, "stack", UNIFORM(-1, 1), "2x3;2x3 ; 0x2;0x2", tg_stack(tp, in, 2, 0)) \
+    X(stack_m1, "stack", UNIFORM(-1, 1), "2x2;2x2;2x2 1x3x2;1x3x2;1x3x2 4;4;4", tg_stack(tp, in, 3, -1)) \
+    X(stack_1, "stack", UNIFORM(-1, 1), "2x3;2x3;2x3;2x3", tg_stack(tp, in, 4, 1)) \
+    X(expand_2x3x4, "expand", UNIFORM(-1, 1), "3x1 1 scalar 2x1x4 1x3x1 2x3x4", tg_expand(tp, in[0], 3, (int64_t[]){2, 3, 4})) \
+    X(expand_2x0x4, "expand", UNIFORM(-1, 1), "1x1 2x1x4", tg_expand(tp, in[0], 3, (int64_t[]){2, 0, 4})) \
+    X(expand_keep, "expand", UNIFORM(-1, 1), "2x1 1x3 0x1", tg_expand(tp, in[0], 2, (int64_t[]){-1, 3})) \
+    X(expand_rank4, "expand", UNIFORM(-1, 1), "3x1 1x1x2", tg_expand(tp, in[0], 4, (int64_t[]){2, 1, 3, 2})) \
+    X(pad_3, "pad", UNIFORM(-1, 1), "2x3x1 1x1x1 2x0x2", tg_pad(tp, in[0], (int64_t[]){1, 0, 2}, (int64_t[]){0, 3, 1}, 0.5)) \
+    X(pad_2, "pad", UNIFORM(-1, 1), "3x2 0x1 1x1", tg_pad(tp, in[0], (int64_t[]){2, 1}, (int64_t[]){1, 0}, -3)) \
+    X(pad_scalar, "pad", UNIFORM(-1, 1), "scalar", tg_pad(tp, in[0], NULL, NULL, 2)) \
+    X(index_select_0, "index_select", UNIFORM(-1, 1), "3x4;i:4@-3:3 4x1x2;i:6@-4:4 3;i:5@0:3", tg_index_select(tp, in[0], 0, in[1])) \
+    X(index_select_m1, "index_select", UNIFORM(-1, 1), "2x2;i:3@-2:2 3x2x2;i:4@0:2 0x2;i:3@-2:2 1x1x2;i:2@-2:2", tg_index_select(tp, in[0], -1, in[1])) \
+    X(index_select_none, "index_select", UNIFORM(-1, 1), "2x3;i:0@0:3", tg_index_select(tp, in[0], 1, in[1])) \
+    X(embedding, "embedding", UNIFORM(-1, 1), "5x3;i:2x3@-5:5 5x1;i:7@0:5 5x0;i:2x2@-5:5 3x4;i:scalar@0:3 6x2;i:2x1x2@-6:6", tg_embedding(tp, in[0], in[1])) \
+    X(where, "where", UNIFORM(-1, 1), "3x4;3x4;3x4 3x1;1x4;3x4 2x1x3;4x1; ;2x3;2x1 1x0;2x1;1 2x2x1x3;1x2x1;3", tg_where(tp, tg_relu(tp, in[0]), in[1], in[2])) \
+    X(where_b, "where", UNIFORM(-1, 1), "c:3x1;c:1x4;3x4", tg_where(tp, tg_relu(tp, in[0]), in[1], in[2])) \
+    X(where_i64, "where", UNIFORM(-1, 1), "i:2x1x3@0:2;4x1; i:2x1x3@-1:2;2x4x3;1x3 i:3x1@0:2;1;3x2 i:scalar@0:2;2x3;2x3", tg_where(tp, in[0], in[1], in[2]))
 /* clang-format on */
 
 /* ====== The rows as a table ====== */

@@ -17,8 +17,7 @@
 #include <string.h>
 
 static const char *const pending[] = {
-    "reshape",  "permute",    "slice",       "concat",      "stack",          "expand",
-    "pad",      "index_select", "embedding", "where",       "add_scalar",     "pow",
+    "add_scalar",     "pow",
     "abs",      "sqrt",       "sin",         "cos",         "clamp",          "maximum",
     "minimum",  "leaky_relu", "elu",         "gelu",        "silu",           "softplus",
     "mean_axis", "max_axis",  "min_axis",    "argmax",      "logsumexp",      "conv1d",

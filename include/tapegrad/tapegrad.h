@@ -285,36 +285,53 @@ TG_API double tg_rng_normal(tg_rng *r);
 TG_API uint64_t tg_rng_below(tg_rng *r, uint64_t n);
 
 /* ====== Shape and indexing ops (ops/shape.c) ======
- * Results are copies (no views); each VJP scatters dG back to where the
- * elements came from. Axes may be negative (counted from the end). */
+ * Results are copies (no views); each VJP adds dG back to where the elements
+ * came from. Axes may be negative (counted from the end); an axis out of
+ * range is TG_ERR_ARG. Each op costs one pass over its output, and so does
+ * its VJP; none allocates at replay. */
 
-/** x with a new shape of the same number of elements (row-major order kept);
- * one entry may be -1 and is inferred. TG_ERR_SHAPE for another element count. */
+/** x with a new shape of the same number of elements (row-major order kept).
+ * One entry may be -1 and is inferred (refused next to a 0 dim, where any
+ * size would fit). TG_ERR_ARG for a bad rank or an entry below -1 or a second
+ * -1, TG_ERR_SHAPE for another element count. */
 TG_API tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape);
-/** torch.permute: output axis i is input axis perm[i]; perm has rank(x) entries,
- * each axis once (negative allowed). */
+/** torch.permute: output axis i is input axis perm[i]; perm has rank(x)
+ * entries, each axis once (negative allowed), else TG_ERR_ARG. */
 TG_API tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm);
 /** x[..., start:stop:step, ...] along 'axis', with Python's rules for negative
- * and out-of-range start and stop; step >= 1 (else TG_ERR_ARG). */
+ * and out-of-range start and stop (an empty range gives a 0 dim); step >= 1,
+ * else TG_ERR_ARG. */
 TG_API tg_tensor *tg_slice(tg_tape *tp, tg_tensor *x, int axis, int64_t start, int64_t stop,
                            int64_t step);
-/** torch.cat of n >= 1 tensors along 'axis'; every other dimension must agree. */
+/** torch.cat of n >= 1 tensors of one rank >= 1 along 'axis'; every other
+ * dimension must agree (TG_ERR_SHAPE, naming every input's shape). */
 TG_API tg_tensor *tg_concat(tg_tape *tp, tg_tensor *const *xs, int n, int axis);
-/** torch.stack of n >= 1 tensors of one shape along a new axis; result rank <= 4. */
+/** torch.stack of n >= 1 tensors of one shape along a new axis in
+ * [-(rank+1), rank]; result rank <= 4, else TG_ERR_SHAPE. */
 TG_API tg_tensor *tg_stack(tg_tape *tp, tg_tensor *const *xs, int n, int axis);
-/** Broadcasts x to 'shape' (NumPy rules; -1 keeps a dimension); the VJP sums
- * over the stretched axes. */
+/** Broadcasts x to 'shape' (NumPy rules: aligned at the right, a dim of 1
+ * stretches, new leading dims; -1 keeps one of x's dims); the VJP sums dG
+ * over the stretched axes (F32 in double). TG_ERR_SHAPE when x does not
+ * broadcast, TG_ERR_ARG for a rank below x's or a negative size. */
 TG_API tg_tensor *tg_expand(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape);
 /** Constant padding: before[i] and after[i] elements of 'value' around axis i
- * (one entry per axis, each >= 0). */
+ * (one entry per axis, each >= 0, else TG_ERR_ARG; both may be NULL for a
+ * rank-0 x). The padding gets no gradient. */
 TG_API tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_t *after,
                          double value);
-/** The entries idx (I64, rank 1, repeats allowed, negative wraps) of x along
- * 'axis'; the VJP adds dG back at each index (index_add). */
+/** The entries idx (I64, rank 1, repeats allowed) of x along 'axis'; an
+ * index in [-n, 0) counts from the end (torch.index_select refuses those).
+ * The VJP adds dG back at each index (index_add; repeats sum, F32 in double).
+ * An index outside [-n, n) is TG_ERR_ARG here and fails the tape at replay,
+ * naming the position and the value; a non-I64 idx is TG_ERR_DTYPE. */
 TG_API tg_tensor *tg_index_select(tg_tape *tp, tg_tensor *x, int axis, tg_tensor *idx);
-/** Rows of table [V,D] picked by idx (I64 of rank 0..3): idx.shape + [D]. */
+/** Rows of table [V,D] picked by idx (I64 of rank 0..3, values in [-V, V),
+ * negative from the end): idx.shape + [D]. The VJP adds each row of dG into
+ * its row of dtable (repeats sum). Index errors as tg_index_select. */
 TG_API tg_tensor *tg_embedding(tg_tape *tp, tg_tensor *table, tg_tensor *idx);
-/** cond != 0 ? a : b elementwise, broadcasting over all three; no gradient to cond. */
+/** cond != 0 ? a : b elementwise, broadcasting over all three (TG_ERR_SHAPE
+ * otherwise). cond is I64, or a float tensor of a's dtype (NaN picks a); it
+ * gets no gradient (zero if it requires one). */
 TG_API tg_tensor *tg_where(tg_tape *tp, tg_tensor *cond, tg_tensor *a, tg_tensor *b);
 
 /* ====== More elementwise ops (ops/elementwise.c) ====== */
