@@ -64,6 +64,9 @@ typedef struct tu_values {
 #define PAIRS "3x4;3x4 1;1 1x1;1x1 ; 2x3x2;2x3x2"
 #define LOGITS "3x4;3x4 1x1;1x1 1x5;1x5 4x1;4x1 2x3;2x3"
 #define MATMUL "1x1;1x1 3x1;1x4 2x5;5x3 1x4;4x1 4x3;3x2"
+/* Batched: B of rank 2 (A's batches fold into rows), equal batches, broadcast
+ * batches, A of rank 2 over B's batches, batch dimensions of 1 on either side. */
+#define BMM "2x3x4;4x5 2x3x4;2x4x5 2x1x3x4;3x4x2 3x4;2x4x5 2x3x2x4;1x3x4x2 1x2x3;4x3x2 2x2x1x3;2x1x3x1"
 #define BIAS "3x4;4 1x1;1 1x5;5 5x1;1"
 /* The shapes that have axis a, for sum_axis and the other reductions along an axis. */
 #define AXIS_0 "2x3x4 1x3x1 5 1 3x4"
@@ -106,6 +109,10 @@ typedef struct tu_values {
     X(matmul, "matmul", UNIFORM(-1, 1), MATMUL, tg_matmul(tp, in[0], in[1])) \
     X(matmul_a, "matmul", UNIFORM(-1, 1), "1x1;c:1x1 3x1;c:1x4 2x5;c:5x3", tg_matmul(tp, in[0], in[1])) \
     X(matmul_b, "matmul", UNIFORM(-1, 1), "c:1x1;1x1 c:3x1;1x4 c:2x5;5x3", tg_matmul(tp, in[0], in[1])) \
+    X(matmul_batched, "matmul", UNIFORM(-1, 1), BMM, tg_matmul(tp, in[0], in[1])) \
+    X(matmul_batched_empty, "matmul", UNIFORM(-1, 1), "0x3x4;4x5 2x0x3;3x4 2x3x0;2x0x4 2x1x3;1x3x0", tg_matmul(tp, in[0], in[1])) \
+    X(matmul_batched_a, "matmul", UNIFORM(-1, 1), "2x3x4;c:4x5 2x1x3x4;c:3x4x2 3x4;c:2x4x5", tg_matmul(tp, in[0], in[1])) \
+    X(matmul_batched_b, "matmul", UNIFORM(-1, 1), "c:2x3x4;4x5 c:2x1x3x4;3x4x2 c:3x4;2x4x5", tg_matmul(tp, in[0], in[1])) \
     X(transpose, "transpose", UNIFORM(-1, 1), "3x4 1x1 1x5 5x1", tg_transpose(tp, in[0])) \
     X(add_bias, "add_bias", UNIFORM(-1, 1), BIAS, tg_add_bias(tp, in[0], in[1])) \
     X(add_bias_x, "add_bias", UNIFORM(-1, 1), "3x4;c:4 1x1;c:1 1x5;c:5", tg_add_bias(tp, in[0], in[1])) \

@@ -42,6 +42,7 @@ static tg_tensor *op_affine(tg_tape *tp, tg_tensor *const *in, const void *row) 
 static const grad_case grad_cases[] = {
     {"matmul with an empty inner dimension", op_matmul, {"2x0;0x3", "1x0;0x1"}},
     {"matmul A A", op_matmul_self, {"1x1", "3x3", "4x4"}},
+    {"batched matmul A A", op_matmul_self, {"2x3x3", "2x2x1x1"}},
     {"transpose-matmul-add_bias", op_affine, {"1x1;1x1;1", "5x1;5x3;3", "3x2;3x4;4"}},
 };
 
@@ -222,6 +223,87 @@ START_TEST(matmul_matches_naive_loop)
 }
 END_TEST
 
+/* ====== Batched matmul against naive loops, with broadcast batches ====== */
+
+typedef struct batch_case {
+    const char *a, *b, *out;
+} batch_case;
+
+static const batch_case batch_cases[] = {
+    {"3x5x4", "4x2", "3x5x2"},          {"3x5x4", "3x4x2", "3x5x2"},
+    {"5x4", "2x3x4x2", "2x3x5x2"},      {"2x1x5x4", "3x4x2", "2x3x5x2"},
+    {"1x3x5x4", "2x1x4x2", "2x3x5x2"},  {"2x3x1x4", "1x1x4x1", "2x3x1x1"},
+};
+
+/* Flat offset of the matrix an operand gives to output batch (i0, i1): its batch
+ * dims are right-aligned against the output's, and a dim of 1 is broadcast. */
+static int64_t batch_offset(const tg_tensor *t, int64_t i0, int64_t i1)
+{
+    int r = tg_tensor_rank(t);
+    const int64_t *sh = tg_tensor_shape(t);
+    int64_t s[2] = {1, 1};
+    for (int j = 0; j < r - 2; j++) s[2 - (r - 2) + j] = sh[j];
+    int64_t j0 = s[0] == 1 ? 0 : i0, j1 = s[1] == 1 ? 0 : i1;
+    return (j0 * s[1] + j1) * sh[r - 2] * sh[r - 1];
+}
+
+START_TEST(batched_matmul_matches_naive_loops)
+{
+    const batch_case *c = &batch_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    double eps = dt == TG_F64 ? DBL_EPSILON : (double)FLT_EPSILON;
+    tg_tensor *a = tu_random(dt, c->a, -1, 1, 31), *b = tu_random(dt, c->b, -1, 1, 32);
+    tg_tensor *g = tu_random(dt, c->out, -1, 1, 33);
+    ck_assert(a && b && g);
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, a, b);
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    int64_t shape[4];
+    int rank = tu_parse_shape(c->out, shape);
+    ck_assert_int_eq(tg_tensor_rank(y), rank);
+    for (int j = 0; j < rank; j++) ck_assert_int_eq(tg_tensor_shape(y)[j], shape[j]);
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    int64_t n = shape[rank - 2], m = shape[rank - 1];
+    int64_t k = tg_tensor_shape(a)[tg_tensor_rank(a) - 1];
+    int64_t ob[2] = {rank == 4 ? shape[0] : 1, rank >= 3 ? shape[rank - 3] : 1};
+    /* Reference gradients accumulate over every output batch that read an operand batch. */
+    double da[256] = {0}, db[256] = {0}, mag_a[256] = {0}, mag_b[256] = {0};
+    ck_assert(tg_tensor_numel(a) <= 256 && tg_tensor_numel(b) <= 256);
+    for (int64_t i0 = 0, bi = 0; i0 < ob[0]; i0++)
+        for (int64_t i1 = 0; i1 < ob[1]; i1++, bi++) {
+            int64_t oa = batch_offset(a, i0, i1), obb = batch_offset(b, i0, i1);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < m; j++) {
+                    double ref = 0, mag = 0, gij = tu_at(g, (bi * n + i) * m + j);
+                    for (int64_t p = 0; p < k; p++) {
+                        double av = tu_at(a, oa + i * k + p), bv = tu_at(b, obb + p * m + j);
+                        ref += av * bv;
+                        mag += fabs(av * bv);
+                        da[oa + i * k + p] += gij * bv;
+                        mag_a[oa + i * k + p] += fabs(gij * bv);
+                        db[obb + p * m + j] += av * gij;
+                        mag_b[obb + p * m + j] += fabs(av * gij);
+                    }
+                    double got = tu_at(y, (bi * n + i) * m + j);
+                    ck_assert_msg(fabs(got - ref) <= 64 * eps * mag, "y %s x %s [%lld]: %.17g, want %.17g",
+                                  c->a, c->b, (long long)((bi * n + i) * m + j), got, ref);
+                }
+        }
+    for (int64_t q = 0; q < tg_tensor_numel(a); q++)
+        ck_assert_msg(fabs(tu_at(tg_tensor_grad(a), q) - da[q]) <= 64 * eps * mag_a[q],
+                      "dA %s x %s [%lld]", c->a, c->b, (long long)q);
+    for (int64_t q = 0; q < tg_tensor_numel(b); q++)
+        ck_assert_msg(fabs(tu_at(tg_tensor_grad(b), q) - db[q]) <= 64 * eps * mag_b[q],
+                      "dB %s x %s [%lld]", c->a, c->b, (long long)q);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
 /* ====== Replay: new data in the leaves, the same values as a fresh recording ====== */
 
 START_TEST(replay_matches_fresh_recording)
@@ -247,6 +329,33 @@ START_TEST(replay_matches_fresh_recording)
     tg_tensor_free(w);
     tg_tensor_free(b);
     tg_tensor_free(x2);
+}
+END_TEST
+
+START_TEST(batched_replay_matches_fresh_recording)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *a = tu_random(dt, "2x1x3x4", -1, 1, 41), *b = tu_random(dt, "3x4x2", -1, 1, 42);
+    tg_tensor *w = tu_random(dt, "2x5", -1, 1, 43), *a2 = tu_random(dt, "2x1x3x4", -1, 1, 44);
+    ck_assert(a && b && w && a2);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, tg_matmul(tp, a, b), w); /* broadcast, then folded */
+    ck_assert_ptr_nonnull(y);
+    memcpy(tg_tensor_data(a), tg_tensor_data(a2), (size_t)tg_tensor_numel(a) * (dt == TG_F64 ? 8 : 4));
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_tensor *want = tg_matmul(fresh, tg_matmul(fresh, a2, b), w);
+    ck_assert_ptr_nonnull(want);
+    ck_assert_int_eq(tg_tensor_rank(y), 4);
+    ck_assert_int_eq(tg_tensor_numel(y), 2 * 3 * 3 * 5);
+    for (int64_t k = 0; k < tg_tensor_numel(y); k++)
+        ck_assert_msg(tu_at(y, k) == tu_at(want, k), "[%lld]: replay %.17g, fresh %.17g",
+                      (long long)k, tu_at(y, k), tu_at(want, k));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(w);
+    tg_tensor_free(a2);
 }
 END_TEST
 
@@ -276,11 +385,19 @@ static const err_case err_cases[] = {
     {tg_matmul, "32x64", "32x10", F32, F32, TG_ERR_SHAPE,
      "matmul: inner dimensions differ: [32x64] x [32x10]"},
     {tg_matmul, "3", "3x2", F64, F64, TG_ERR_SHAPE,
-     "matmul: both operands must have rank 2: [3] x [3x2]"},
-    {tg_matmul, "2x3x4", "4x2", F64, F64, TG_ERR_SHAPE,
-     "matmul: both operands must have rank 2: [2x3x4] x [4x2]"},
+     "matmul: operands must have rank 2 to 4: [3] x [3x2]"},
     {tg_matmul, "2x2", "", F64, F64, TG_ERR_SHAPE,
-     "matmul: both operands must have rank 2: [2x2] x []"},
+     "matmul: operands must have rank 2 to 4: [2x2] x []"},
+    {tg_matmul, "2x3x4", "3x2", F64, F64, TG_ERR_SHAPE,
+     "matmul: inner dimensions differ: [2x3x4] x [3x2]"},
+    {tg_matmul, "2x3x4", "3x4x2", F64, F64, TG_ERR_SHAPE,
+     "matmul: batch dimensions do not broadcast: [2x3x4] x [3x4x2]"},
+    {tg_matmul, "2x1x3x4", "3x2x4x2", F64, F64, TG_ERR_SHAPE,
+     "matmul: batch dimensions do not broadcast: [2x1x3x4] x [3x2x4x2]"},
+    {tg_matmul, "2x3x4", "2x4x2", F32, F64, TG_ERR_DTYPE,
+     "matmul: inputs differ in dtype: f32 [2x3x4] and f64 [2x4x2]"},
+    {tg_matmul, "3037000500x3037000500x0x1", "1x1", F64, F64, TG_ERR_SHAPE,
+     "matmul: the result would be too large: [3037000500x3037000500x0x1] x [1x1]"},
     {tg_matmul, "2147483648x0", "0x1", F64, F64, TG_ERR_SHAPE,
      "matmul: a dimension exceeds INT_MAX: [2147483648x0] x [0x1]"},
     {tg_matmul, "2x3", "3x4", F32, F64, TG_ERR_DTYPE,
@@ -347,7 +464,10 @@ static Suite *linalg_suite(void)
     tcase_add_loop_test(tc, add_bias_by_hand, 0, 2);
     tcase_add_loop_test(tc, matmul_with_empty_dims, 0, 2 * N_EMPTY);
     tcase_add_loop_test(tc, matmul_matches_naive_loop, 0, 2);
+    tcase_add_loop_test(tc, batched_matmul_matches_naive_loops, 0,
+                        2 * (int)(sizeof batch_cases / sizeof *batch_cases));
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    tcase_add_loop_test(tc, batched_replay_matches_fresh_recording, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

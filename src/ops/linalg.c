@@ -1,7 +1,8 @@
 /*
- * Linear algebra: matmul, transpose, add_bias. Products go through tg__gemm
- * with transpose flags, so no VJP materialises a transpose, and gradients are
- * accumulated by GEMM itself with beta = 1 (no temporary, no extra pass).
+ * Linear algebra: matmul (batched for ranks 3 and 4), transpose, add_bias.
+ * Products go through tg__gemm with transpose flags, so no VJP materialises
+ * a transpose, and gradients are accumulated by GEMM itself with beta = 1 (no
+ * temporary, no extra pass).
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
  */
 #include "internal.h"
@@ -46,18 +47,139 @@ static const tg_op_def matmul_def = {
     .name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp,
     .rules = (const char *const[]){"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}};
 
+/* ====== Batched matmul: Y[b] = A[a(b)] B[b(b)] for ranks 2..4 (torch.matmul) ======
+ * The batch axes (all but the last two) broadcast like NumPy; a(b) and b(b)
+ * map an output batch to the operand batches it reads, through strides that
+ * are 0 along a stretched axis. Each VJP adds into the operand batch it read,
+ * with GEMM and beta = 1, so a batch read by several outputs gets the sum of
+ * their contributions: the reduction over broadcast axes costs nothing extra.
+ * When every batch reads the same B (B has rank 2, or batch dims of size 1),
+ * A's batches and rows fold into one [batch n, k] matrix and each direction is
+ * a single GEMM, as fast as a rank-2 product of that size. */
+
+typedef struct bmm_ctx {
+    int64_t n, k, m;
+    int64_t batch;      /* output batches */
+    int64_t bshape[2];  /* output batch shape, leading 1s where the rank is lower */
+    int64_t astride[2]; /* A's batch strides in matrices, 0 where A is broadcast */
+    int64_t bstride[2]; /* B's likewise */
+    bool fold;          /* B is the same matrix for every batch */
+} bmm_ctx;
+
+/* Calls GEMM_CALL(i, ia, ib) for every output batch i, ia and ib being the
+ * operand batches it reads. */
+#define BMM_EACH(c, GEMM_CALL)                                                                     \
+    for (int64_t i0 = 0, i = 0; i0 < (c)->bshape[0]; i0++)                                         \
+        for (int64_t i1 = 0; i1 < (c)->bshape[1]; i1++, i++) {                                     \
+            int64_t ia = i0 * (c)->astride[0] + i1 * (c)->astride[1];                              \
+            int64_t ib = i0 * (c)->bstride[0] + i1 * (c)->bstride[1];                              \
+            GEMM_CALL(i, ia, ib);                                                                  \
+        }
+
+static tg_status bmm_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const bmm_ctx *c = ctx;
+    int64_t n = c->n, k = c->k, m = c->m;
+    size_t es = tg__dtype_size(out->dtype);
+    const char *a = in[0]->data, *b = in[1]->data;
+    char *y = out->data;
+    if (out->numel == 0) return TG_OK; /* the batch may be huge when n or m is 0 */
+    if (c->fold) {
+        tg__gemm(out->dtype, false, false, c->batch * n, m, k, 1.0, a, k, b, m, 0.0, y, m);
+        return TG_OK;
+    }
+#define BMM_FWD(i, ia, ib)                                                                         \
+    tg__gemm(out->dtype, false, false, n, m, k, 1.0, a + (size_t)((ia) * n * k) * es, k,           \
+             b + (size_t)((ib) * k * m) * es, m, 0.0, y + (size_t)((i) * n * m) * es, m)
+    BMM_EACH(c, BMM_FWD);
+#undef BMM_FWD
+    return TG_OK;
+}
+
+static tg_status bmm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                         tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)n_in;
+    const bmm_ctx *c = ctx;
+    int64_t n = c->n, k = c->k, m = c->m;
+    tg_dtype dt = out->dtype;
+    size_t es = tg__dtype_size(dt);
+    const char *a = in[0]->data, *b = in[1]->data, *g = gout->data;
+    char *da = gin[0] ? gin[0]->data : NULL, *db = gin[1] ? gin[1]->data : NULL;
+    if (out->numel == 0) return TG_OK; /* dG is empty: nothing flows back */
+    if (c->fold) {
+        int64_t rows = c->batch * n;
+        if (da) tg__gemm(dt, false, true, rows, k, m, 1.0, g, m, b, m, 1.0, da, k);
+        if (db) tg__gemm(dt, true, false, k, m, rows, 1.0, a, k, g, m, 1.0, db, m);
+        return TG_OK;
+    }
+#define BMM_DA(i, ia, ib) /* dA[ia] [n,k] += dG[i] [n,m] B[ib]^T */                                \
+    tg__gemm(dt, false, true, n, k, m, 1.0, g + (size_t)((i) * n * m) * es, m,                     \
+             b + (size_t)((ib) * k * m) * es, m, 1.0, da + (size_t)((ia) * n * k) * es, k)
+#define BMM_DB(i, ia, ib) /* dB[ib] [k,m] += A[ia]^T dG[i] */                                      \
+    tg__gemm(dt, true, false, k, m, n, 1.0, a + (size_t)((ia) * n * k) * es, k,                    \
+             g + (size_t)((i) * n * m) * es, m, 1.0, db + (size_t)((ib) * k * m) * es, m)
+    if (da) BMM_EACH(c, BMM_DA);
+    if (db) BMM_EACH(c, BMM_DB);
+#undef BMM_DA
+#undef BMM_DB
+    return TG_OK;
+}
+
+static const tg_op_def bmm_def = {
+    .name = "matmul", .forward = bmm_forward, .vjp = bmm_vjp,
+    .rules = (const char *const[]){"{dy:s} · {1}ᵀ per batch, summed over broadcast batch axes",
+                                   "{0}ᵀ · {dy:s} per batch, summed over broadcast batch axes",
+                                   NULL}};
+
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
     tg_tensor *in[2] = {a, b};
     if (!tg__guard(tp, "matmul", 2, in)) return NULL;
-    if (a->rank != 2 || b->rank != 2)
-        return fail2(tp, TG_ERR_SHAPE, "matmul: both operands must have rank 2", a, " x ", b);
-    if (a->shape[1] != b->shape[0])
+    if (a->rank < 2 || b->rank < 2)
+        return fail2(tp, TG_ERR_SHAPE, "matmul: operands must have rank 2 to 4", a, " x ", b);
+    int64_t n = a->shape[a->rank - 2], k = a->shape[a->rank - 1], m = b->shape[b->rank - 1];
+    if (b->shape[b->rank - 2] != k)
         return fail2(tp, TG_ERR_SHAPE, "matmul: inner dimensions differ", a, " x ", b);
     /* BLAS takes int extents; refuse what would be truncated rather than overrun memory. */
-    if (a->shape[0] > INT_MAX || a->shape[1] > INT_MAX || b->shape[1] > INT_MAX)
+    if (n > INT_MAX || k > INT_MAX || m > INT_MAX)
         return fail2(tp, TG_ERR_SHAPE, "matmul: a dimension exceeds INT_MAX", a, " x ", b);
-    return tg_custom(tp, &matmul_def, in, 2, 2, (int64_t[]){a->shape[0], b->shape[1]}, NULL);
+    if (a->rank == 2 && b->rank == 2)
+        return tg_custom(tp, &matmul_def, in, 2, 2, (int64_t[]){n, m}, NULL);
+
+    /* Batch axes aligned at the right into two slots; a missing axis counts as 1. */
+    bmm_ctx c = {.n = n, .k = k, .m = m, .batch = 1, .bshape = {1, 1}};
+    int64_t as[2] = {1, 1}, bs[2] = {1, 1};
+    for (int j = 0; j < a->rank - 2; j++)
+        as[2 - (a->rank - 2) + j] = a->shape[j];
+    for (int j = 0; j < b->rank - 2; j++)
+        bs[2 - (b->rank - 2) + j] = b->shape[j];
+    for (int j = 0; j < 2; j++) {
+        if (as[j] != bs[j] && as[j] != 1 && bs[j] != 1)
+            return fail2(tp, TG_ERR_SHAPE, "matmul: batch dimensions do not broadcast", a, " x ",
+                         b);
+        c.bshape[j] = as[j] == 1 ? bs[j] : as[j];
+        /* Batch strides in matrices: the inner slot steps by 1, the outer by the inner size. */
+        c.astride[j] = as[j] == 1 ? 0 : j == 0 ? as[1] : 1;
+        c.bstride[j] = bs[j] == 1 ? 0 : j == 0 ? bs[1] : 1;
+    }
+    int rank = a->rank > b->rank ? a->rank : b->rank;
+    int64_t shape[TG_MAX_RANK];
+    for (int j = 0; j < rank - 2; j++)
+        shape[j] = c.bshape[2 - (rank - 2) + j];
+    shape[rank - 2] = n;
+    shape[rank - 1] = m;
+    /* The batch count is bounded on its own too: with n or m = 0 the result is
+     * empty whatever the batch, and the count must still not overflow. */
+    c.batch = tg__numel(2, c.bshape);
+    if (c.batch < 0 || tg__numel(rank, shape) < 0)
+        return fail2(tp, TG_ERR_SHAPE, "matmul: the result would be too large", a, " x ", b);
+    /* One B for every batch: fold A's batches into rows when BLAS can take that many. */
+    c.fold = bs[0] == 1 && bs[1] == 1 && (n == 0 || c.batch <= INT_MAX / n);
+    bmm_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    return tg_custom(tp, &bmm_def, in, 2, rank, shape, ctx);
 }
 
 /* ====== transpose: Y = X^T;  dX += dG^T ====== */
