@@ -1,0 +1,582 @@
+/*
+ * Convolution and pooling on NCHW data: conv1d, conv2d, max_pool2d,
+ * avg_pool2d, with PyTorch's output sizes floor((L + 2p - d (k - 1) - 1) / s) + 1.
+ *
+ * A convolution is a matrix product. For one sample, im2col lays the input
+ * out as a column matrix [C KH KW, OH OW] whose column p holds the receptive
+ * field of output position p (zeros where it reaches into the padding); the
+ * weight, seen as [O, C KH KW], times that matrix is the output [O, OH OW].
+ * With groups, each group is its own product on its own block of rows. The
+ * VJP is two more products: dW += dY col^T, and dcol = W^T dY, which col2im
+ * adds back into dX at the positions im2col read them from. So all the
+ * arithmetic runs in GEMM; im2col and col2im only move memory. The column
+ * matrix of one sample is a scratch buffer made in the arena when the op is
+ * recorded: forward, replay and VJP reuse it and allocate nothing. A 1x1
+ * kernel with stride 1 and no padding needs no im2col at all: the input
+ * plane already is the column matrix.
+ *
+ * Pools are direct loops, cheap next to a convolution. Max pooling keeps the
+ * flat index of each window's maximum in the arena, written at every forward,
+ * so its VJP is one scatter-add.
+ * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
+ */
+#include "internal.h"
+
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+/* The sizes of a convolution or a pool; 1-D ones have h = kh = oh = 1. */
+typedef struct geom {
+    int64_t n, c, h, w; /* input */
+    int64_t o, kh, kw;  /* output channels and kernel (o = c for pools) */
+    int64_t oh, ow;     /* output plane */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t groups;
+} geom;
+
+/* Output positions [*lo, *hi) of 'count' whose input index pos * stride + off
+ * falls inside [0, len): the part of a row that reads data, not padding. */
+static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t count, int64_t *lo,
+                        int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : (-off + stride - 1) / stride;
+    int64_t b = len - off <= 0 ? 0 : (len - off + stride - 1) / stride;
+    *lo = a < count ? a : count;
+    *hi = b < count ? b : count;
+    if (*hi < *lo) *hi = *lo;
+}
+
+/* ====== im2col and col2im for one sample: x [C,H,W] <-> col [C KH KW, OH OW] ======
+ * Row (c, i, j) of col, column (y, x) is input (c, y sh - ph + i dh, x sw - pw + j dw).
+ * im2col writes every element (zeros for padding); col2im adds the data part back. */
+
+#define DEFINE_COLS(T, SUF)                                                                        \
+    static void im2col_##SUF(const geom *g, const T *restrict x, T *restrict col)                  \
+    {                                                                                              \
+        int64_t p = g->oh * g->ow;                                                                 \
+        for (int64_t c = 0; c < g->c; c++)                                                         \
+            for (int64_t i = 0; i < g->kh; i++) {                                                  \
+                int64_t y0, y1, offy = i * g->dh - g->ph;                                          \
+                valid_range(offy, g->sh, g->h, g->oh, &y0, &y1);                                   \
+                for (int64_t j = 0; j < g->kw; j++) {                                              \
+                    T *row = col + ((c * g->kh + i) * g->kw + j) * p;                              \
+                    int64_t x0, x1, offx = j * g->dw - g->pw;                                      \
+                    valid_range(offx, g->sw, g->w, g->ow, &x0, &x1);                               \
+                    memset(row, 0, (size_t)(y0 * g->ow) * sizeof(T));                              \
+                    for (int64_t oy = y0; oy < y1; oy++) {                                         \
+                        /* xr[ox sw + offx] is the input under output column ox */                 \
+                        const T *xr = x + (c * g->h + oy * g->sh + offy) * g->w;                   \
+                        T *r = row + oy * g->ow;                                                   \
+                        for (int64_t ox = 0; ox < x0; ox++) r[ox] = 0;                             \
+                        if (g->sw == 1)                                                            \
+                            memcpy(r + x0, xr + x0 + offx, (size_t)(x1 - x0) * sizeof(T));         \
+                        else                                                                       \
+                            for (int64_t ox = x0; ox < x1; ox++) r[ox] = xr[ox * g->sw + offx];    \
+                        for (int64_t ox = x1; ox < g->ow; ox++) r[ox] = 0;                         \
+                    }                                                                              \
+                    memset(row + y1 * g->ow, 0, (size_t)((g->oh - y1) * g->ow) * sizeof(T));       \
+                }                                                                                  \
+            }                                                                                      \
+    }                                                                                              \
+    static void col2im_##SUF(const geom *g, const T *restrict col, T *restrict dx)                 \
+    {                                                                                              \
+        int64_t p = g->oh * g->ow;                                                                 \
+        for (int64_t c = 0; c < g->c; c++)                                                         \
+            for (int64_t i = 0; i < g->kh; i++) {                                                  \
+                int64_t y0, y1, offy = i * g->dh - g->ph;                                          \
+                valid_range(offy, g->sh, g->h, g->oh, &y0, &y1);                                   \
+                for (int64_t j = 0; j < g->kw; j++) {                                              \
+                    const T *row = col + ((c * g->kh + i) * g->kw + j) * p;                        \
+                    int64_t x0, x1, offx = j * g->dw - g->pw;                                      \
+                    valid_range(offx, g->sw, g->w, g->ow, &x0, &x1);                               \
+                    for (int64_t oy = y0; oy < y1; oy++) {                                         \
+                        T *xr = dx + (c * g->h + oy * g->sh + offy) * g->w;                        \
+                        const T *r = row + oy * g->ow;                                             \
+                        for (int64_t ox = x0; ox < x1; ox++) xr[ox * g->sw + offx] += r[ox];       \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+    }
+DEFINE_COLS(float, f32)
+DEFINE_COLS(double, f64)
+
+static void im2col(tg_dtype dt, const geom *g, const void *x, void *col)
+{
+    if (dt == TG_F64)
+        im2col_f64(g, x, col);
+    else
+        im2col_f32(g, x, col);
+}
+
+static void col2im(tg_dtype dt, const geom *g, const void *col, void *dx)
+{
+    if (dt == TG_F64)
+        col2im_f64(g, col, dx);
+    else
+        col2im_f32(g, col, dx);
+}
+
+/* ====== conv2d (and conv1d as H = 1): Y[n] = W col(X[n]) + b 1^T per group ======
+ * dW += dY[n] col(X[n])^T;  dX[n] += col2im(W^T dY[n]);  db += the sum of dY over n and the plane.
+ */
+
+typedef struct conv_ctx {
+    geom g;
+    bool direct;  /* 1x1 kernel, stride 1, no padding: X[n] is its own column matrix */
+    void *col;    /* [C KH KW, OH OW] of one sample, in the arena; NULL when direct */
+    double *bsum; /* [O] bias gradient sums, in double for F32 too */
+} conv_ctx;
+
+#define BIAS_FILL(T)                                                                               \
+    do {                                                                                           \
+        const T *bb = in[2]->data;                                                                 \
+        T *yn = (T *)y + nn * g->o * p;                                                            \
+        for (int64_t o = 0; o < g->o; o++)                                                         \
+            for (int64_t q = 0; q < p; q++)                                                        \
+                yn[o * p + q] = bb[o];                                                             \
+    } while (0)
+
+static tg_status conv_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    const conv_ctx *cx = ctx;
+    const geom *g = &cx->g;
+    tg_dtype dt = out->dtype;
+    size_t es = tg__dtype_size(dt);
+    int64_t p = g->oh * g->ow, og = g->o / g->groups, r = g->c / g->groups * g->kh * g->kw;
+    const char *x = in[0]->data, *w = in[1]->data;
+    char *y = out->data;
+    if (out->numel == 0) return TG_OK; /* N or O is 0: no sample to walk */
+    for (int64_t nn = 0; nn < g->n; nn++) {
+        const char *xn = x + (size_t)(nn * g->c * g->h * g->w) * es;
+        const char *col = cx->direct ? xn : cx->col;
+        if (!cx->direct) im2col(dt, g, xn, cx->col);
+        /* The bias is written first and the product added onto it (beta = 1). */
+        if (n_in > 2) TG__FLOAT_SWITCH(dt, BIAS_FILL, TG_ERR_DTYPE);
+        for (int64_t k = 0; k < g->groups; k++)
+            tg__gemm(dt, false, false, og, p, r, 1.0, w + (size_t)(k * og * r) * es, r,
+                     col + (size_t)(k * r * p) * es, p, n_in > 2 ? 1.0 : 0.0,
+                     y + (size_t)((nn * g->o + k * og) * p) * es, p);
+    }
+    return TG_OK;
+}
+
+#define BIAS_GRAD(T)                                                                               \
+    do {                                                                                           \
+        const T *dy = gout->data;                                                                  \
+        T *db = gin[2]->data;                                                                      \
+        for (int64_t o = 0; o < g->o; o++)                                                         \
+            cx->bsum[o] = 0;                                                                       \
+        for (int64_t nn = 0; nn < g->n; nn++)                                                      \
+            for (int64_t o = 0; o < g->o; o++) {                                                   \
+                const T *row = dy + (nn * g->o + o) * p;                                           \
+                double s = 0;                                                                      \
+                for (int64_t q = 0; q < p; q++)                                                    \
+                    s += (double)row[q];                                                           \
+                cx->bsum[o] += s;                                                                  \
+            }                                                                                      \
+        for (int64_t o = 0; o < g->o; o++)                                                         \
+            db[o] += (T)cx->bsum[o];                                                               \
+    } while (0)
+
+static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                          tg_tensor **gin, int n_in, void *ctx)
+{
+    const conv_ctx *cx = ctx;
+    const geom *g = &cx->g;
+    tg_dtype dt = out->dtype;
+    size_t es = tg__dtype_size(dt);
+    int64_t p = g->oh * g->ow, og = g->o / g->groups, r = g->c / g->groups * g->kh * g->kw;
+    const char *x = in[0]->data, *w = in[1]->data, *gy = gout->data;
+    char *dx = gin[0] ? gin[0]->data : NULL, *dw = gin[1] ? gin[1]->data : NULL;
+    if (out->numel == 0) return TG_OK; /* dY is empty: nothing flows back */
+    if (n_in > 2 && gin[2]) TG__FLOAT_SWITCH(dt, BIAS_GRAD, TG_ERR_DTYPE);
+    if (!dx && !dw) return TG_OK;
+    for (int64_t nn = 0; nn < g->n; nn++) {
+        size_t xoff = (size_t)(nn * g->c * g->h * g->w) * es;
+        const char *gyn = gy + (size_t)(nn * g->o * p) * es;
+        if (dw) { /* dW_k [og, r] += dY_k [og, p] col_k^T */
+            const char *col = cx->direct ? x + xoff : cx->col;
+            if (!cx->direct) im2col(dt, g, x + xoff, cx->col);
+            for (int64_t k = 0; k < g->groups; k++)
+                tg__gemm(dt, false, true, og, r, p, 1.0, gyn + (size_t)(k * og * p) * es, p,
+                         col + (size_t)(k * r * p) * es, p, 1.0, dw + (size_t)(k * og * r) * es, r);
+        }
+        if (dx) { /* dcol_k [r, p] = W_k^T dY_k, added into dX[n] through col2im */
+            char *dcol = cx->direct ? dx + xoff : cx->col;
+            for (int64_t k = 0; k < g->groups; k++)
+                tg__gemm(dt, true, false, r, p, og, 1.0, w + (size_t)(k * og * r) * es, r,
+                         gyn + (size_t)(k * og * p) * es, p, cx->direct ? 1.0 : 0.0,
+                         dcol + (size_t)(k * r * p) * es, p);
+            if (!cx->direct) col2im(dt, g, cx->col, dx + xoff);
+        }
+    }
+    return TG_OK;
+}
+
+static const tg_op_def conv2d_def = {
+    .name = "conv2d",
+    .forward = conv_forward,
+    .vjp = conv_vjp,
+    .rules =
+        (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
+                              "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,h,w} {dy:s}", NULL}};
+static const tg_op_def conv1d_def = {
+    .name = "conv1d",
+    .forward = conv_forward,
+    .vjp = conv_vjp,
+    .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
+                                   "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,l} {dy:s}", NULL}};
+
+/* "x [..], w [..], b [..]" (b NULL when absent) for messages. */
+static const char *operands_str(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
+                                char *buf, size_t size)
+{
+    char sx[TG__SHAPE_STR_MAX], sw[TG__SHAPE_STR_MAX], sb[TG__SHAPE_STR_MAX] = "NULL";
+    if (b) tg__shape_str(b, sb, sizeof sb);
+    snprintf(buf, size, "x %s, w %s, b %s", tg__shape_str(x, sx, sizeof sx),
+             tg__shape_str(w, sw, sizeof sw), sb);
+    return buf;
+}
+
+/* One spatial pair as "AxB", or "B" alone for a 1-D op. */
+static const char *pair_str(bool one_d, int64_t a, int64_t b, char *buf, size_t size)
+{
+    if (one_d)
+        snprintf(buf, size, "%lld", (long long)b);
+    else
+        snprintf(buf, size, "%lldx%lld", (long long)a, (long long)b);
+    return buf;
+}
+
+/* PyTorch's output length floor((len + 2 pad - dil (k - 1) - 1) / stride) + 1;
+ * 0 or less when the dilated kernel does not fit. Extents beyond 2^61 count as
+ * not fitting, so nothing here overflows. */
+static int64_t out_len(int64_t len, int64_t k, int64_t stride, int64_t pad, int64_t dil)
+{
+    const int64_t big = (int64_t)1 << 61;
+    if (k - 1 > big / dil) return 0;
+    int64_t span = len + 2 * pad - dil * (k - 1) - 1;
+    return span < 0 ? 0 : span / stride + 1;
+}
+
+static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor *x, tg_tensor *w,
+                       tg_tensor *b, const tg_conv_opts *o)
+{
+    const char *op = def->name;
+    tg_tensor *in[3] = {x, w, b};
+    if (!tg__guard(tp, op, 2, in)) return NULL;
+    char ops[3 * TG__SHAPE_STR_MAX + 16], s1[48], s2[48], s3[48], s4[48];
+    operands_str(x, w, b, ops, sizeof ops);
+    tg_conv_opts z = o ? *o : (tg_conv_opts){{0, 0}, {0, 0}, {0, 0}, 0};
+    int axes = one_d ? 1 : 2;
+    bool neg = z.groups < 0;
+    for (int i = 0; i < axes; i++)
+        neg |= z.stride[i] < 0 || z.padding[i] < 0 || z.dilation[i] < 0;
+    if (neg) {
+        tg__fail(tp, TG_ERR_ARG,
+                 "%s: options must not be negative: stride %s, padding %s, dilation %s, "
+                 "groups %d",
+                 op, pair_str(one_d, z.stride[0], z.stride[one_d ? 0 : 1], s1, sizeof s1),
+                 pair_str(one_d, z.padding[0], z.padding[one_d ? 0 : 1], s2, sizeof s2),
+                 pair_str(one_d, z.dilation[0], z.dilation[one_d ? 0 : 1], s3, sizeof s3),
+                 z.groups);
+        return NULL;
+    }
+    /* Zero fields take the defaults; a 1-D op reads index 0 into the W axis. */
+    int64_t st[2], pd[2], dl[2];
+    for (int i = 0; i < 2; i++) {
+        int src = one_d ? 0 : i;
+        bool used = !one_d || i == 1;
+        st[i] = used && z.stride[src] ? z.stride[src] : 1;
+        pd[i] = used ? z.padding[src] : 0;
+        dl[i] = used && z.dilation[src] ? z.dilation[src] : 1;
+    }
+    int64_t groups = z.groups ? z.groups : 1;
+
+    int rank = one_d ? 3 : 4;
+    if (x->rank != rank || w->rank != rank || (b && (b->rank != 1 || b->shape[0] != w->shape[0]))) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: needs x %s, w %s and b [O] or NULL: %s", op,
+                 one_d ? "[N,C,L]" : "[N,C,H,W]", one_d ? "[O,C/groups,K]" : "[O,C/groups,KH,KW]",
+                 ops);
+        return NULL;
+    }
+    geom g = {.n = x->shape[0],
+              .c = x->shape[1],
+              .h = one_d ? 1 : x->shape[2],
+              .w = x->shape[rank - 1],
+              .o = w->shape[0],
+              .kh = one_d ? 1 : w->shape[2],
+              .kw = w->shape[rank - 1],
+              .sh = st[0],
+              .sw = st[1],
+              .ph = pd[0],
+              .pw = pd[1],
+              .dh = dl[0],
+              .dw = dl[1],
+              .groups = groups};
+    if (g.c % groups || g.o % groups) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: groups %lld must divide C = %lld and O = %lld: %s", op,
+                 (long long)groups, (long long)g.c, (long long)g.o, ops);
+        return NULL;
+    }
+    if (w->shape[1] != g.c / groups) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: w must have C/groups = %lld input channels: %s", op,
+                 (long long)(g.c / groups), ops);
+        return NULL;
+    }
+    if (g.kh == 0 || g.kw == 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: the kernel is empty: %s", op, ops);
+        return NULL;
+    }
+    g.oh = out_len(g.h, g.kh, g.sh, g.ph, g.dh);
+    g.ow = out_len(g.w, g.kw, g.sw, g.pw, g.dw);
+    if (g.oh < 1 || g.ow < 1) {
+        tg__fail(tp, TG_ERR_SHAPE,
+                 "%s: the output would be empty (%s) with stride %s, padding %s, dilation %s: %s",
+                 op, pair_str(one_d, g.oh, g.ow, s1, sizeof s1),
+                 pair_str(one_d, g.sh, g.sw, s2, sizeof s2),
+                 pair_str(one_d, g.ph, g.pw, s3, sizeof s3),
+                 pair_str(one_d, g.dh, g.dw, s4, sizeof s4), ops);
+        return NULL;
+    }
+    /* BLAS takes int extents (rows of a group's column matrix, output positions);
+     * the column buffer must be addressable too. */
+    int64_t p = tg__numel(2, (int64_t[]){g.oh, g.ow});
+    int64_t r = tg__numel(3, (int64_t[]){g.c / groups, g.kh, g.kw});
+    int64_t col_numel = tg__numel(4, (int64_t[]){g.c, g.kh, g.kw, p < 0 ? 0 : p});
+    if (p < 0 || r < 0 || col_numel < 0 || p > INT_MAX || r > INT_MAX) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: a matrix dimension exceeds INT_MAX: %s", op, ops);
+        return NULL;
+    }
+    conv_ctx c = {.g = g,
+                  .direct =
+                      g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0};
+    conv_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    size_t es = tg__dtype_size(x->dtype);
+    if (!ctx->direct && !(ctx->col = tg__arena_alloc(&tp->arena, (size_t)col_numel * es))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the column buffer (%lld elements): %s",
+                 op, (long long)col_numel, ops);
+        return NULL;
+    }
+    if (b && !(ctx->bsum = tg__arena_alloc(&tp->arena, (size_t)g.o * sizeof(double)))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the bias sums: %s", op, ops);
+        return NULL;
+    }
+    int64_t shape[4] = {g.n, g.o, one_d ? g.ow : g.oh, g.ow};
+    return tg_custom(tp, def, in, b ? 3 : 2, rank, shape, ctx);
+}
+
+tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_opts *o)
+{
+    return conv(tp, &conv1d_def, true, x, w, b, o);
+}
+
+tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_opts *o)
+{
+    return conv(tp, &conv2d_def, false, x, w, b, o);
+}
+
+/* ====== Pools over windows of x [N,C,H,W] (padding counts as -inf for max, 0 for avg) ======
+ * max: Y = the window's first maximum (NaN wins, as in PyTorch);  dX[argmax] += dY.
+ * avg: Y = the window's sum / (KH KW);  dX += dY / (KH KW) over the window. */
+
+typedef struct pool_ctx {
+    geom g;
+    int64_t *arg; /* max: flat index into X of each output's maximum, rewritten at every forward */
+} pool_ctx;
+
+/* Runs BODY for every output (index k) with its window clipped to the data,
+ * rows [y0, y1) and columns [x0, x1) of plane 'plane'. */
+#define POOL_EACH(g, BODY)                                                                         \
+    for (int64_t plane = 0, k = 0; plane < (g)->n * (g)->c; plane++)                               \
+        for (int64_t oy = 0; oy < (g)->oh; oy++) {                                                 \
+            int64_t ys = oy * (g)->sh - (g)->ph, y0 = ys < 0 ? 0 : ys;                             \
+            int64_t y1 = ys + (g)->kh < (g)->h ? ys + (g)->kh : (g)->h;                            \
+            for (int64_t ox = 0; ox < (g)->ow; ox++, k++) {                                        \
+                int64_t xs = ox * (g)->sw - (g)->pw, x0 = xs < 0 ? 0 : xs;                         \
+                int64_t x1 = xs + (g)->kw < (g)->w ? xs + (g)->kw : (g)->w;                        \
+                int64_t base = plane * (g)->h * (g)->w;                                            \
+                BODY;                                                                              \
+            }                                                                                      \
+        }
+
+#define MAX_FWD(T)                                                                                 \
+    do {                                                                                           \
+        const T *xs_ = in[0]->data;                                                                \
+        T *y = out->data;                                                                          \
+        POOL_EACH(g, {                                                                             \
+            int64_t best = base + y0 * g->w + x0;                                                  \
+            for (int64_t iy = y0; iy < y1; iy++)                                                   \
+                for (int64_t ix = x0; ix < x1; ix++) {                                             \
+                    int64_t at = base + iy * g->w + ix;                                            \
+                    if (xs_[at] > xs_[best] || isnan(xs_[at])) best = at;                          \
+                }                                                                                  \
+            y[k] = xs_[best];                                                                      \
+            cx->arg[k] = best;                                                                     \
+        })                                                                                         \
+    } while (0)
+
+static tg_status max_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const pool_ctx *cx = ctx;
+    const geom *g = &cx->g;
+    if (out->numel == 0) return TG_OK; /* no plane to walk */
+    TG__FLOAT_SWITCH(out->dtype, MAX_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define MAX_VJP(T)                                                                                 \
+    do {                                                                                           \
+        const T *gy = gout->data;                                                                  \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t k = 0; k < out->numel; k++)                                                   \
+            dx[cx->arg[k]] += gy[k];                                                               \
+    } while (0)
+
+static tg_status max_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                              tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)in, (void)n_in;
+    const pool_ctx *cx = ctx;
+    if (!gin[0]) return TG_OK;
+    TG__FLOAT_SWITCH(out->dtype, MAX_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define AVG_FWD(T)                                                                                 \
+    do {                                                                                           \
+        const T *xs_ = in[0]->data;                                                                \
+        T *y = out->data;                                                                          \
+        double div = (double)(g->kh * g->kw);                                                      \
+        POOL_EACH(g, {                                                                             \
+            double s = 0;                                                                          \
+            for (int64_t iy = y0; iy < y1; iy++)                                                   \
+                for (int64_t ix = x0; ix < x1; ix++)                                               \
+                    s += (double)xs_[base + iy * g->w + ix];                                       \
+            y[k] = (T)(s / div);                                                                   \
+        })                                                                                         \
+    } while (0)
+
+static tg_status avg_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const geom *g = &((const pool_ctx *)ctx)->g;
+    if (out->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(out->dtype, AVG_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define AVG_VJP(T)                                                                                 \
+    do {                                                                                           \
+        const T *gy = gout->data;                                                                  \
+        T *dx = gin[0]->data;                                                                      \
+        double div = (double)(g->kh * g->kw);                                                      \
+        POOL_EACH(g, {                                                                             \
+            T v = (T)((double)gy[k] / div);                                                        \
+            for (int64_t iy = y0; iy < y1; iy++)                                                   \
+                for (int64_t ix = x0; ix < x1; ix++)                                               \
+                    dx[base + iy * g->w + ix] += v;                                                \
+        })                                                                                         \
+    } while (0)
+
+static tg_status avg_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                              tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)in, (void)n_in;
+    const geom *g = &((const pool_ctx *)ctx)->g;
+    if (!gin[0] || out->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(out->dtype, AVG_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def max_pool2d_def = {
+    .name = "max_pool2d",
+    .forward = max_pool_forward,
+    .vjp = max_pool_vjp,
+    .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL}};
+static const tg_op_def avg_pool2d_def = {
+    .name = "avg_pool2d",
+    .forward = avg_pool_forward,
+    .vjp = avg_pool_vjp,
+    .rules = (const char *const[]){"{dy:s} / (KH KW) spread over each window", NULL}};
+
+static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const int kernel[2],
+                       const int stride[2], const int padding[2])
+{
+    const char *op = def->name;
+    if (!tg__guard(tp, op, 1, &x)) return NULL;
+    char sx[TG__SHAPE_STR_MAX];
+    tg__shape_str(x, sx, sizeof sx);
+    if (!kernel) {
+        tg__fail(tp, TG_ERR_ARG, "%s: kernel is NULL (x %s)", op, sx);
+        return NULL;
+    }
+    int k[2] = {kernel[0], kernel[1]};
+    int s[2] = {stride ? stride[0] : k[0], stride ? stride[1] : k[1]};
+    int p[2] = {padding ? padding[0] : 0, padding ? padding[1] : 0};
+    for (int i = 0; i < 2; i++)
+        if (k[i] < 1 || s[i] < 1 || p[i] < 0 || p[i] > k[i] / 2) {
+            tg__fail(tp, TG_ERR_ARG,
+                     "%s: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel "
+                     "%dx%d, stride %dx%d, padding %dx%d (x %s)",
+                     op, k[0], k[1], s[0], s[1], p[0], p[1], sx);
+            return NULL;
+        }
+    if (x->rank != 4) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: needs x [N,C,H,W], got %s", op, sx);
+        return NULL;
+    }
+    geom g = {.n = x->shape[0],
+              .c = x->shape[1],
+              .h = x->shape[2],
+              .w = x->shape[3],
+              .o = x->shape[1],
+              .kh = k[0],
+              .kw = k[1],
+              .sh = s[0],
+              .sw = s[1],
+              .ph = p[0],
+              .pw = p[1],
+              .dh = 1,
+              .dw = 1,
+              .groups = 1};
+    g.oh = out_len(g.h, g.kh, g.sh, g.ph, 1);
+    g.ow = out_len(g.w, g.kw, g.sw, g.pw, 1);
+    if (g.oh < 1 || g.ow < 1) {
+        tg__fail(tp, TG_ERR_SHAPE,
+                 "%s: the output would be empty (%lldx%lld) with kernel %dx%d, stride %dx%d, "
+                 "padding %dx%d: x %s",
+                 op, (long long)g.oh, (long long)g.ow, k[0], k[1], s[0], s[1], p[0], p[1], sx);
+        return NULL;
+    }
+    int64_t shape[4] = {g.n, g.c, g.oh, g.ow};
+    int64_t numel = tg__numel(4, shape);
+    if (numel < 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: x %s", op, sx);
+        return NULL;
+    }
+    pool_ctx c = {.g = g};
+    pool_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    if (def == &max_pool2d_def &&
+        !(ctx->arg = tg__arena_alloc(&tp->arena, (size_t)numel * sizeof(int64_t)))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the argmax positions: x %s", op, sx);
+        return NULL;
+    }
+    return tg_custom(tp, def, &x, 1, 4, shape, ctx);
+}
+
+tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2])
+{
+    return pool(tp, &max_pool2d_def, x, kernel, stride, padding);
+}
+
+tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2], const int stride[2],
+                         const int padding[2])
+{
+    return pool(tp, &avg_pool2d_def, x, kernel, stride, padding);
+}

@@ -1,0 +1,506 @@
+/*
+ * Convolution and pooling: conv1d, conv2d, max_pool2d, avg_pool2d. Every VJP
+ * is gradchecked in F64 through a Frobenius probe over combinations of
+ * stride, padding, dilation and groups, with and without bias, batch 1 and
+ * more, 1-sized and 0-sized dimensions. Values and gradients are compared with
+ * PyTorch's (tests/conv_ref.h, made by tools/conv_ref.py), small cases are
+ * checked by hand (ties, padding as -inf), replay must equal a fresh
+ * recording, and every bad input fails with its status and message.
+ */
+#include "testutil.h"
+
+#include "conv_ref.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ====== Gradient checks ====== */
+
+typedef struct grad_case {
+    const char *name;
+    tu_op_fn op;
+    tg_conv_opts o;                /* convolutions */
+    int kernel[2], stride[2], pad[2]; /* pools; stride[0] = 0 passes NULL */
+    unsigned frozen;               /* bit i set: input i does not require grad */
+    const char *shapes[8];         /* "x;w" or "x;w;b" (b present: it is passed) */
+} grad_case;
+
+/* Inputs past x and w are the bias: NULL when the shape list has two. */
+static tg_tensor *op_conv2d(tg_tape *tp, tg_tensor *const *in, const void *row)
+{
+    return tg_conv2d(tp, in[0], in[1], in[2], &((const grad_case *)row)->o);
+}
+
+static tg_tensor *op_conv1d(tg_tape *tp, tg_tensor *const *in, const void *row)
+{
+    return tg_conv1d(tp, in[0], in[1], in[2], &((const grad_case *)row)->o);
+}
+
+static tg_tensor *op_max_pool(tg_tape *tp, tg_tensor *const *in, const void *row)
+{
+    const grad_case *c = row;
+    return tg_max_pool2d(tp, in[0], c->kernel, c->stride[0] ? c->stride : NULL, c->pad);
+}
+
+static tg_tensor *op_avg_pool(tg_tape *tp, tg_tensor *const *in, const void *row)
+{
+    const grad_case *c = row;
+    return tg_avg_pool2d(tp, in[0], c->kernel, c->stride[0] ? c->stride : NULL, c->pad);
+}
+
+#define OPTS(sh, sw, ph, pw, dh, dw, g) {{sh, sw}, {ph, pw}, {dh, dw}, g}
+#define NOOPTS                          OPTS(0, 0, 0, 0, 0, 0, 0)
+
+static const grad_case grad_cases[] = {
+    {"conv2d", op_conv2d, NOOPTS, {0}, {0}, {0}, 0,
+     {"1x1x3x3;2x1x2x2;2", "2x3x4x5;4x3x3x3;4", "2x2x1x4;3x2x1x2;3", "1x1x1x1;1x1x1x1;1",
+      "0x2x3x3;2x2x2x2;2", "1x0x3x3;2x0x2x2;2", "1x2x3x3;0x2x2x2;0"}},
+    {"conv2d 1x1 kernel", op_conv2d, NOOPTS, {0}, {0}, {0}, 0,
+     {"2x3x2x3;4x3x1x1;4", "1x2x1x1;3x2x1x1", "2x4x3x1;2x4x1x1;2"}},
+    {"conv2d, no bias", op_conv2d, NOOPTS, {0}, {0}, {0}, 0,
+     {"2x3x4x5;4x3x3x3", "1x1x2x2;1x1x2x2"}},
+    {"conv2d stride 2x1 padding 1x2", op_conv2d, OPTS(2, 1, 1, 2, 0, 0, 0), {0}, {0}, {0}, 0,
+     {"2x2x5x4;3x2x3x3;3", "1x1x1x1;1x1x1x1;1", "1x2x4x4;2x2x1x1"}},
+    {"conv2d dilation 2x3", op_conv2d, OPTS(0, 0, 0, 0, 2, 3, 0), {0}, {0}, {0}, 0,
+     {"1x2x6x7;2x2x2x2;2", "2x1x5x4;1x1x3x2"}},
+    {"conv2d groups 2 padding 1", op_conv2d, OPTS(0, 0, 1, 1, 0, 0, 2), {0}, {0}, {0}, 0,
+     {"2x4x3x3;6x2x2x2;6", "1x2x1x1;2x1x3x3"}},
+    {"conv2d depthwise", op_conv2d, OPTS(0, 0, 1, 1, 0, 0, 3), {0}, {0}, {0}, 0,
+     {"1x3x4x4;3x1x3x3;3", "2x3x2x2;6x1x2x2"}},
+    {"conv2d stride 2 padding 1 dilation 2 groups 2", op_conv2d, OPTS(2, 2, 1, 1, 2, 2, 2),
+     {0}, {0}, {0}, 0, {"2x4x7x6;4x2x3x2;4", "1x2x4x4;2x1x2x2"}},
+    {"conv2d, x only", op_conv2d, OPTS(1, 2, 1, 0, 1, 1, 1), {0}, {0}, {0}, 6,
+     {"2x2x4x5;3x2x2x3;3"}},
+    {"conv2d, w only", op_conv2d, OPTS(1, 2, 1, 0, 1, 1, 1), {0}, {0}, {0}, 5,
+     {"2x2x4x5;3x2x2x3;3"}},
+    {"conv2d, b only", op_conv2d, OPTS(1, 2, 1, 0, 1, 1, 1), {0}, {0}, {0}, 3,
+     {"2x2x4x5;3x2x2x3;3"}},
+    {"conv1d", op_conv1d, NOOPTS, {0}, {0}, {0}, 0,
+     {"2x3x5;4x3x2;4", "1x1x1;1x1x1;1", "1x2x4;3x2x4", "0x2x3;1x2x2;1"}},
+    {"conv1d stride 2 padding 1 dilation 2", op_conv1d, OPTS(2, 0, 1, 0, 2, 0, 0), {0}, {0},
+     {0}, 0, {"1x2x9;3x2x3;3", "2x1x2;2x1x2"}},
+    {"conv1d groups 2 padding 1", op_conv1d, OPTS(0, 0, 1, 0, 0, 0, 2), {0}, {0}, {0}, 0,
+     {"2x4x6;4x2x2;4", "1x2x1;2x1x3"}},
+    {"max_pool2d 2", op_max_pool, NOOPTS, {2, 2}, {0}, {0, 0}, 0,
+     {"1x1x4x4", "2x3x5x5", "1x1x2x2", "0x2x4x4", "2x0x4x4"}},
+    {"max_pool2d 3x2 stride 2x1 padding 1x1", op_max_pool, NOOPTS, {3, 2}, {2, 1}, {1, 1}, 0,
+     {"1x2x5x5", "2x1x1x1", "1x1x3x4"}},
+    {"max_pool2d 1", op_max_pool, NOOPTS, {1, 1}, {1, 1}, {0, 0}, 0, {"1x1x1x1", "2x2x3x1"}},
+    {"avg_pool2d 2", op_avg_pool, NOOPTS, {2, 2}, {0}, {0, 0}, 0,
+     {"1x1x4x4", "2x3x5x5", "1x1x2x2", "0x2x4x4"}},
+    {"avg_pool2d 2x3 stride 1x2 padding 1x1", op_avg_pool, NOOPTS, {2, 3}, {1, 2}, {1, 1}, 0,
+     {"2x1x4x5", "1x2x1x1", "1x1x3x2"}},
+};
+
+START_TEST(gradcheck_row)
+{
+    const grad_case *c = &grad_cases[_i];
+    for (int s = 0; c->shapes[s]; s++) {
+        tg_gradcheck_report r;
+        tu_probe_gradcheck(c->name, c->op, c, c->shapes[s], s, c->frozen, &r);
+    }
+}
+END_TEST
+
+/* ====== Against PyTorch (tests/conv_ref.h) ====== */
+
+static tg_tensor *filled(tg_dtype dt, const char *shape, double (*f)(int64_t))
+{
+    tg_tensor *t = tu_random(dt, shape, 0, 1, 1);
+    ck_assert_ptr_nonnull(t);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) tu_put(t, k, f(k));
+    return t;
+}
+
+static double fx(int64_t k) { return sin(0.37 * (double)k + 0.1); }
+static double fw(int64_t k) { return cos(0.53 * (double)k - 0.2); }
+static double fb(int64_t k) { return 0.1 * (double)k - 0.2; }
+static double fseed(int64_t k) { return cos(0.7 * (double)k + 0.3); }
+
+static void expect_near(const tg_tensor *t, const double *want, double tol, const char *what)
+{
+    ck_assert_ptr_nonnull(t);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) {
+        double got = tu_at(t, k);
+        ck_assert_msg(fabs(got - want[k]) <= tol * fmax(1, fabs(want[k])),
+                      "%s %s [%lld]: %.17g, torch %.17g", what,
+                      tu_dtype_name(tg_tensor_dtype(t)), (long long)k, got, want[k]);
+    }
+}
+
+typedef struct torch_case {
+    const char *name, *x, *w, *b; /* shapes; w NULL for a pool, b NULL without bias */
+    int kind;                     /* 0 conv2d, 1 conv1d, 2 max_pool2d, 3 avg_pool2d */
+    tg_conv_opts o;
+    int kernel[2], stride[2], pad[2];
+    const char *y_shape;
+    const double *y, *dx, *dw, *db;
+} torch_case;
+
+static const torch_case torch_cases[] = {
+    {"conv2d_a", "2x2x4x5", "3x2x3x2", "3", 0, OPTS(2, 1, 1, 2, 1, 2, 1), {0}, {0}, {0},
+     conv2d_a_y_shape, conv2d_a_y, conv2d_a_dx, conv2d_a_dw, conv2d_a_db},
+    {"conv2d_b", "1x4x4x4", "6x2x2x3", NULL, 0, OPTS(1, 1, 0, 1, 2, 1, 2), {0}, {0}, {0},
+     conv2d_b_y_shape, conv2d_b_y, conv2d_b_dx, conv2d_b_dw, NULL},
+    {"conv2d_c", "2x3x3x3", "4x3x1x1", "4", 0, NOOPTS, {0}, {0}, {0}, conv2d_c_y_shape,
+     conv2d_c_y, conv2d_c_dx, conv2d_c_dw, conv2d_c_db},
+    {"conv1d_a", "2x2x7", "3x2x3", "3", 1, OPTS(2, 0, 1, 0, 2, 0, 1), {0}, {0}, {0},
+     conv1d_a_y_shape, conv1d_a_y, conv1d_a_dx, conv1d_a_dw, conv1d_a_db},
+    {"conv1d_b", "1x4x5", "4x1x2", NULL, 1, OPTS(1, 0, 1, 0, 1, 0, 4), {0}, {0}, {0},
+     conv1d_b_y_shape, conv1d_b_y, conv1d_b_dx, conv1d_b_dw, NULL},
+    {"max_pool_a", "1x2x5x5", NULL, NULL, 2, NOOPTS, {3, 2}, {2, 1}, {1, 1}, max_pool_a_y_shape,
+     max_pool_a_y, max_pool_a_dx, NULL, NULL},
+    {"avg_pool_a", "2x1x4x5", NULL, NULL, 3, NOOPTS, {2, 3}, {1, 2}, {1, 1}, avg_pool_a_y_shape,
+     avg_pool_a_y, avg_pool_a_dx, NULL, NULL},
+};
+
+START_TEST(matches_torch)
+{
+    const torch_case *c = &torch_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    double tol = dt == TG_F64 ? 1e-12 : 1e-5;
+    tg_tensor *x = filled(dt, c->x, fx);
+    tg_tensor *w = c->w ? filled(dt, c->w, fw) : NULL, *b = c->b ? filled(dt, c->b, fb) : NULL;
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = c->kind == 0   ? tg_conv2d(tp, x, w, b, &c->o)
+                   : c->kind == 1 ? tg_conv1d(tp, x, w, b, &c->o)
+                   : c->kind == 2 ? tg_max_pool2d(tp, x, c->kernel, c->stride, c->pad)
+                                  : tg_avg_pool2d(tp, x, c->kernel, c->stride, c->pad);
+    ck_assert_msg(y != NULL, "%s: %s", c->name, tg_tape_error(tp));
+    int64_t shape[4];
+    int rank = tu_parse_shape(c->y_shape, shape);
+    ck_assert_int_eq(tg_tensor_rank(y), rank);
+    for (int i = 0; i < rank; i++) ck_assert_int_eq(tg_tensor_shape(y)[i], shape[i]);
+    expect_near(y, c->y, tol, c->name);
+    tg_tensor *seed = filled(dt, c->y_shape, fseed);
+    ck_assert_int_eq(tg_backward_seed(tp, y, seed), TG_OK);
+    expect_near(tg_tensor_grad(x), c->dx, tol, "dx");
+    if (w) expect_near(tg_tensor_grad(w), c->dw, tol, "dw");
+    if (b) expect_near(tg_tensor_grad(b), c->db, tol, "db");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tensor_free(b);
+    tg_tensor_free(seed);
+}
+END_TEST
+
+/* ====== By hand ====== */
+
+START_TEST(conv2d_by_hand)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_lit(dt, "1x1x3x3", (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9});
+    tg_tensor *w = tu_lit(dt, "1x1x2x2", (double[]){1, 0, 0, 1}); /* the diagonal's sum */
+    tg_tensor *b = tu_lit(dt, "1", (double[]){0.5});
+    tg_tensor *g = tu_lit(dt, "1x1x2x2", (double[]){1, 1, 1, 1});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_conv2d(tp, x, w, b, NULL);
+    tu_expect_exact(y, "1x1x2x2", (double[]){6.5, 8.5, 12.5, 14.5}, "x[i,j] + x[i+1,j+1] + b");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    tu_expect_exact(tg_tensor_grad(x), "1x1x3x3", (double[]){1, 1, 0, 1, 2, 1, 0, 1, 1}, "dx");
+    tu_expect_exact(tg_tensor_grad(w), "1x1x2x2", (double[]){12, 16, 24, 28}, "dw");
+    tu_expect_exact(tg_tensor_grad(b), "1", (double[]){4}, "db");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tensor_free(b);
+    tg_tensor_free(g);
+}
+END_TEST
+
+START_TEST(max_pool_ties_padding_and_nan)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    /* Windows [1 3; 3 2], [3 0; 0 0], [0 0; 0 0]: the first maximum of each takes dY. */
+    tg_tensor *x = tu_lit(dt, "1x1x2x6", (double[]){1, 3, 3, 0, 0, 0, 3, 2, 0, 0, 0, 0});
+    tg_tensor *g = tu_lit(dt, "1x1x1x3", (double[]){1, 10, 100});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_max_pool2d(tp, x, (int[]){2, 2}, NULL, NULL);
+    tu_expect_exact(y, "1x1x1x3", (double[]){3, 3, 0}, "max");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    tu_expect_exact(tg_tensor_grad(x), "1x1x2x6", (double[]){0, 1, 10, 0, 100, 0, 0, 0, 0, 0, 0, 0},
+                    "dx goes to the first maximum");
+
+    /* Padding counts as -inf: all-negative data keeps its own maxima. */
+    tg_tensor *neg = tu_lit(dt, "1x1x2x2", (double[]){-5, -4, -3, -2});
+    y = tg_max_pool2d(tp, neg, (int[]){2, 2}, (int[]){2, 2}, (int[]){1, 1});
+    tu_expect_exact(y, "1x1x2x2", (double[]){-5, -4, -3, -2}, "max with padding");
+
+    /* NaN wins its window, as in PyTorch. */
+    tg_tensor *nan = tu_lit(dt, "1x1x1x2", (double[]){1, NAN});
+    y = tg_max_pool2d(tp, nan, (int[]){1, 2}, NULL, NULL);
+    ck_assert_ptr_nonnull(y);
+    ck_assert(isnan(tg_tensor_item(y)));
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+    tg_tensor_free(neg);
+    tg_tensor_free(nan);
+}
+END_TEST
+
+START_TEST(avg_pool_counts_padding)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_lit(dt, "1x1x2x2", (double[]){1, 2, 3, 4});
+    tg_tensor *g = tu_lit(dt, "1x1x3x3", (double[]){1, 1, 1, 1, 1, 1, 1, 1, 1});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_avg_pool2d(tp, x, (int[]){2, 2}, (int[]){1, 1}, (int[]){1, 1});
+    tu_expect_exact(y, "1x1x3x3", (double[]){0.25, 0.75, 0.5, 1, 2.5, 1.5, 0.75, 1.75, 1},
+                    "window sums / 4, padding included");
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    tu_expect_exact(tg_tensor_grad(x), "1x1x2x2", (double[]){1, 1, 1, 1}, "4 windows x 1/4");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+}
+END_TEST
+
+START_TEST(f32_bias_gradient_sums_in_double)
+{
+    /* 1e8 + 1 == 1e8 in float: a float accumulator would lose all sixteen ones. */
+    double v[18] = {1e8};
+    for (int k = 1; k < 17; k++) v[k] = 1;
+    v[17] = -1e8;
+    tg_tensor *x = tu_random(TG_F32, "1x1x1x18", -1, 1, 1), *g = tu_lit(TG_F32, "1x1x1x18", v);
+    tg_tensor *w = tu_lit(TG_F32, "1x1x1x1", (double[]){1}), *b = tu_lit(TG_F32, "1", (double[]){0});
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_conv2d(tp, x, w, b, NULL);
+    ck_assert_int_eq(tg_backward_seed(tp, y, g), TG_OK);
+    tu_expect_exact(tg_tensor_grad(b), "1", (double[]){16}, "db");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(g);
+    tg_tensor_free(w);
+    tg_tensor_free(b);
+}
+END_TEST
+
+/* ====== Replay: new data in x, the same values and gradients as a fresh recording ====== */
+
+/* A small CNN on x [2,2,6,6] and a 1-D convolution on s [2,3,7], as one loss. */
+static tg_tensor *small_cnn(tg_tape *tp, tg_tensor *x, tg_tensor *s, tg_tensor *const *p)
+{
+    tg_conv_opts pad1 = {.padding = {1, 1}};
+    tg_tensor *h = tg_relu(tp, tg_conv2d(tp, x, p[0], p[1], &pad1));
+    h = tg_max_pool2d(tp, h, (int[]){2, 2}, NULL, NULL);
+    h = tg_conv2d(tp, h, p[2], NULL, &(tg_conv_opts){.stride = {1, 2}, .groups = 2});
+    h = tg_avg_pool2d(tp, h, (int[]){2, 1}, (int[]){1, 1}, NULL);
+    tg_tensor *q = tg_conv1d(tp, s, p[3], p[4], &(tg_conv_opts){.padding = {2}, .dilation = {2}});
+    return tg_add(tp, tg_sum(tp, tg_square(tp, h)), tg_sum(tp, tg_square(tp, q)));
+}
+
+#define N_PARAMS 5
+
+START_TEST(replay_matches_fresh_recording)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    size_t es = dt == TG_F64 ? 8 : 4;
+    tg_tensor *x = tu_random(dt, "2x2x6x6", -1, 1, 1), *x2 = tu_random(dt, "2x2x6x6", -1, 1, 2);
+    tg_tensor *s = tu_random(dt, "2x3x7", -1, 1, 3), *s2 = tu_random(dt, "2x3x7", -1, 1, 4);
+    tg_tensor *p[N_PARAMS] = {tu_random(dt, "4x2x3x3", -1, 1, 5), tu_random(dt, "4", -1, 1, 6),
+                              tu_random(dt, "4x2x2x2", -1, 1, 7), tu_random(dt, "2x3x3", -1, 1, 8),
+                              tu_random(dt, "2", -1, 1, 9)};
+    tg_tensor *replayed[N_PARAMS];
+    for (int i = 0; i < N_PARAMS; i++) tg_tensor_set_requires_grad(p[i], true);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *loss = small_cnn(tp, x, s, p);
+    ck_assert_msg(loss != NULL, "%s", tg_tape_error(tp));
+    memcpy(tg_tensor_data(x), tg_tensor_data(x2), (size_t)tg_tensor_numel(x) * es);
+    memcpy(tg_tensor_data(s), tg_tensor_data(s2), (size_t)tg_tensor_numel(s) * es);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    ck_assert_int_eq(tg_backward(tp, loss), TG_OK);
+    for (int i = 0; i < N_PARAMS; i++) { /* keep the replayed gradients, then start afresh */
+        replayed[i] = tg_tensor_from(dt, tg_tensor_rank(p[i]), tg_tensor_shape(p[i]),
+                                     tg_tensor_data(tg_tensor_grad(p[i])));
+        tg_tensor_zero_grad(p[i]);
+    }
+    tg_tensor *want = small_cnn(fresh, x2, s2, p);
+    ck_assert_int_eq(tg_backward(fresh, want), TG_OK);
+    ck_assert_msg(tg_tensor_item(loss) == tg_tensor_item(want), "loss: replay %.17g, fresh %.17g",
+                  tg_tensor_item(loss), tg_tensor_item(want));
+    for (int i = 0; i < N_PARAMS; i++)
+        for (int64_t k = 0; k < tg_tensor_numel(p[i]); k++)
+            ck_assert_msg(tu_at(replayed[i], k) == tu_at(tg_tensor_grad(p[i]), k),
+                          "grad %d [%lld]: replay %.17g, fresh %.17g", i, (long long)k,
+                          tu_at(replayed[i], k), tu_at(tg_tensor_grad(p[i]), k));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(x);
+    tg_tensor_free(x2);
+    tg_tensor_free(s);
+    tg_tensor_free(s2);
+    for (int i = 0; i < N_PARAMS; i++) {
+        tg_tensor_free(p[i]);
+        tg_tensor_free(replayed[i]);
+    }
+}
+END_TEST
+
+/* ====== Errors: status and exact message; the tape stays failed ====== */
+
+typedef struct err_case {
+    int kind; /* 0 conv2d, 1 conv1d, 2 max_pool2d, 3 avg_pool2d */
+    const char *x, *w, *b; /* shapes; NULL passes NULL */
+    tg_dtype dx, dw;
+    bool null_opts;
+    tg_conv_opts o;
+    const int *kernel, *stride, *pad;
+    tg_status want;
+    const char *msg;
+} err_case;
+
+#define F64 TG_F64
+#define F32 TG_F32
+#define I64 TG_I64
+#define K(a, b) ((const int[]){a, b})
+static const err_case err_cases[] = {
+    {0, NULL, "1x1x1x1", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_ARG,
+     "conv2d: input 0 is NULL"},
+    {0, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_ARG,
+     "conv2d: input 1 is NULL"},
+    {0, "1x1x3x3", "1x1x2x2", NULL, F64, F64, false, OPTS(-1, 1, 0, 0, 0, 0, 0), 0, 0, 0,
+     TG_ERR_ARG,
+     "conv2d: options must not be negative: stride -1x1, padding 0x0, dilation 0x0, groups 0"},
+    {0, "1x1x3x3", "1x1x2x2", NULL, F64, F64, false, OPTS(0, 0, 0, -2, 0, 0, 0), 0, 0, 0,
+     TG_ERR_ARG,
+     "conv2d: options must not be negative: stride 0x0, padding 0x-2, dilation 0x0, groups 0"},
+    {0, "1x1x3x3", "1x1x2x2", NULL, F64, F64, false, OPTS(0, 0, 0, 0, 0, 0, -1), 0, 0, 0,
+     TG_ERR_ARG,
+     "conv2d: options must not be negative: stride 0x0, padding 0x0, dilation 0x0, groups -1"},
+    {1, "1x1x3", "1x1x2", NULL, F64, F64, false, OPTS(0, 0, 0, 0, -3, 0, 0), 0, 0, 0, TG_ERR_ARG,
+     "conv1d: options must not be negative: stride 0, padding 0, dilation -3, groups 0"},
+    {0, "1x3x3", "1x1x2x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: needs x [N,C,H,W], w [O,C/groups,KH,KW] and b [O] or NULL: x [1x3x3], w "
+     "[1x1x2x2], b NULL"},
+    {0, "1x1x3x3", "1x1x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: needs x [N,C,H,W], w [O,C/groups,KH,KW] and b [O] or NULL: x [1x1x3x3], w "
+     "[1x1x2], b NULL"},
+    {0, "1x1x3x3", "2x1x2x2", "3", F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: needs x [N,C,H,W], w [O,C/groups,KH,KW] and b [O] or NULL: x [1x1x3x3], w "
+     "[2x1x2x2], b [3]"},
+    {1, "1x1x3x3", "1x1x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv1d: needs x [N,C,L], w [O,C/groups,K] and b [O] or NULL: x [1x1x3x3], w [1x1x2], b "
+     "NULL"},
+    {0, "1x3x3x3", "2x1x2x2", NULL, F64, F64, false, OPTS(0, 0, 0, 0, 0, 0, 2), 0, 0, 0,
+     TG_ERR_SHAPE,
+     "conv2d: groups 2 must divide C = 3 and O = 2: x [1x3x3x3], w [2x1x2x2], b NULL"},
+    {0, "1x4x3x3", "3x2x2x2", NULL, F64, F64, false, OPTS(0, 0, 0, 0, 0, 0, 2), 0, 0, 0,
+     TG_ERR_SHAPE,
+     "conv2d: groups 2 must divide C = 4 and O = 3: x [1x4x3x3], w [3x2x2x2], b NULL"},
+    {0, "1x4x3x3", "2x4x2x2", NULL, F64, F64, false, OPTS(0, 0, 0, 0, 0, 0, 2), 0, 0, 0,
+     TG_ERR_SHAPE,
+     "conv2d: w must have C/groups = 2 input channels: x [1x4x3x3], w [2x4x2x2], b NULL"},
+    {0, "1x1x3x3", "1x1x0x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: the kernel is empty: x [1x1x3x3], w [1x1x0x2], b NULL"},
+    {0, "1x1x3x3", "1x1x4x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: the output would be empty (0x2) with stride 1x1, padding 0x0, dilation 1x1: "
+     "x [1x1x3x3], w [1x1x4x2], b NULL"},
+    {0, "1x1x5x5", "1x1x3x3", NULL, F64, F64, false, OPTS(0, 0, 0, 0, 3, 1, 0), 0, 0, 0,
+     TG_ERR_SHAPE,
+     "conv2d: the output would be empty (0x3) with stride 1x1, padding 0x0, dilation 3x1: "
+     "x [1x1x5x5], w [1x1x3x3], b NULL"},
+    {1, "2x1x0", "1x1x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
+     "conv1d: the output would be empty (0) with stride 1, padding 0, dilation 1: x [2x1x0], w "
+     "[1x1x2], b NULL"},
+    {0, "1x1x3x3", "1x1x2x2", NULL, F32, F64, true, NOOPTS, 0, 0, 0, TG_ERR_DTYPE,
+     "conv2d: inputs differ in dtype: f32 [1x1x3x3] and f64 [1x1x2x2]"},
+    {0, "1x1x3x3", "1x1x2x2", NULL, I64, I64, true, NOOPTS, 0, 0, 0, TG_ERR_DTYPE,
+     "conv2d: input 0 [1x1x3x3] is i64; this op takes f32 or f64 there"},
+    {2, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, NULL, NULL, NULL, TG_ERR_ARG,
+     "max_pool2d: kernel is NULL (x [1x1x3x3])"},
+    {2, NULL, NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_ARG,
+     "max_pool2d: input 0 is NULL"},
+    {2, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(0, 2), NULL, NULL, TG_ERR_ARG,
+     "max_pool2d: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel 0x2, "
+     "stride 0x2, padding 0x0 (x [1x1x3x3])"},
+    {3, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), K(1, 0), NULL, TG_ERR_ARG,
+     "avg_pool2d: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel 2x2, "
+     "stride 1x0, padding 0x0 (x [1x1x3x3])"},
+    {2, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(3, 3), NULL, K(2, 1), TG_ERR_ARG,
+     "max_pool2d: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel 3x3, "
+     "stride 3x3, padding 2x1 (x [1x1x3x3])"},
+    {3, "1x1x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, K(-1, 0), TG_ERR_ARG,
+     "avg_pool2d: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel 2x2, "
+     "stride 2x2, padding -1x0 (x [1x1x3x3])"},
+    {2, "3x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_SHAPE,
+     "max_pool2d: needs x [N,C,H,W], got [3x3x3]"},
+    {3, "1x1x1x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_SHAPE,
+     "avg_pool2d: the output would be empty (0x1) with kernel 2x2, stride 2x2, padding 0x0: x "
+     "[1x1x1x3]"},
+    {2, "1x1x3x3", NULL, NULL, I64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_DTYPE,
+     "max_pool2d: input 0 [1x1x3x3] is i64; this op takes f32 or f64 there"},
+};
+#undef F64
+#undef F32
+#undef I64
+
+START_TEST(bad_input_fails_with_message)
+{
+    const err_case *c = &err_cases[_i];
+    tg_tensor *x = tu_operand(c->x, c->dx, 1), *w = tu_operand(c->w, c->dw, 2);
+    tg_tensor *b = tu_operand(c->b, c->dw, 3), *ok = tu_operand("1x1x2x2", TG_F64, 4);
+    const tg_conv_opts *o = c->null_opts ? NULL : &c->o;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = c->kind == 0   ? tg_conv2d(tp, x, w, b, o)
+                   : c->kind == 1 ? tg_conv1d(tp, x, w, b, o)
+                   : c->kind == 2 ? tg_max_pool2d(tp, x, c->kernel, c->stride, c->pad)
+                                  : tg_avg_pool2d(tp, x, c->kernel, c->stride, c->pad);
+    ck_assert_ptr_null(y);
+    tu_expect_failed(tp, c->want, c->msg, _i);
+    ck_assert_ptr_null(tg_max_pool2d(tp, ok, (int[]){2, 2}, NULL, NULL));
+    tu_expect_still_failed(tp, c->want, c->msg);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tensor_free(b);
+    tg_tensor_free(ok);
+}
+END_TEST
+
+START_TEST(null_tape_returns_null)
+{
+    tg_tensor *x = tu_operand("1x1x2x2", TG_F64, 1), *x1 = tu_operand("1x1x2", TG_F64, 2);
+    ck_assert_ptr_null(tg_conv2d(NULL, x, x, NULL, NULL));
+    ck_assert_ptr_null(tg_conv1d(NULL, x1, x1, NULL, NULL));
+    ck_assert_ptr_null(tg_max_pool2d(NULL, x, (int[]){1, 1}, NULL, NULL));
+    ck_assert_ptr_null(tg_avg_pool2d(NULL, x, (int[]){1, 1}, NULL, NULL));
+    tg_tensor_free(x);
+    tg_tensor_free(x1);
+}
+END_TEST
+
+static Suite *conv_suite(void)
+{
+    Suite *s = suite_create("ops_conv");
+    TCase *tc = tcase_create("gradcheck");
+    tcase_add_loop_test(tc, gradcheck_row, 0, sizeof grad_cases / sizeof *grad_cases);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("values");
+    tcase_add_loop_test(tc, matches_torch, 0, 2 * (int)(sizeof torch_cases / sizeof *torch_cases));
+    tcase_add_loop_test(tc, conv2d_by_hand, 0, 2); /* F64, F32 */
+    tcase_add_loop_test(tc, max_pool_ties_padding_and_nan, 0, 2);
+    tcase_add_loop_test(tc, avg_pool_counts_padding, 0, 2);
+    tcase_add_test(tc, f32_bias_gradient_sums_in_double);
+    tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("errors");
+    tcase_add_loop_test(tc, bad_input_fails_with_message, 0, sizeof err_cases / sizeof *err_cases);
+    tcase_add_test(tc, null_tape_returns_null);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) { return tu_run(conv_suite()); }
