@@ -208,8 +208,13 @@ TG_API void tg_tape_set_anomaly(tg_tape *tp, bool on);
  * All return a tape-owned tensor, or NULL with the tape error set. Binary ops
  * need one dtype; the elementwise ones broadcast like NumPy. */
 
-/** The matrix product a b, [n,k] x [k,m] -> [n,m]; TG_ERR_SHAPE unless both
- * have rank 2 and the inner dimensions agree. O(n k m), through BLAS when built with it. */
+/** The matrix product a b as torch.matmul for ranks 2 to 4: [..., n, k] x
+ * [..., k, m] -> [..., n, m], the batch dimensions (all but the last two)
+ * broadcast like NumPy, so a rank-2 operand serves every batch; the VJP sums
+ * over broadcast batch dimensions. TG_ERR_SHAPE for a rank below 2, inner
+ * dimensions that differ or batch dimensions that do not broadcast.
+ * O(batch n k m), one BLAS GEMM per batch (a single one when b is the same
+ * matrix for every batch). */
 TG_API tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 /** The transpose of a rank-2 tensor, [n,m] -> [m,n] (a copy). */
 TG_API tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a);
@@ -388,17 +393,31 @@ typedef struct tg_conv_opts {
     int groups;      /**< C and O are split into this many groups */
 } tg_conv_opts;
 
-/** x [N,C,L], w [O,C/g,K], b [O] or NULL -> [N,O,L']; o may be NULL. */
+/** torch.nn.functional.conv1d: x [N,C,L], w [O,C/g,K], b [O] or NULL ->
+ * [N,O,L'], L' = floor((L + 2 p - d (K - 1) - 1) / s) + 1, with index 0 of
+ * o's arrays (o may be NULL: all defaults). As tg_conv2d with H = 1. */
 TG_API tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                             const tg_conv_opts *o);
-/** x [N,C,H,W], w [O,C/g,KH,KW], b [O] or NULL -> [N,O,H',W']; o may be NULL. */
+/** torch.nn.functional.conv2d: x [N,C,H,W], w [O,C/g,KH,KW], b [O] or NULL
+ * -> [N,O,H',W'], each output size floor((L + 2 p - d (k - 1) - 1) / s) + 1;
+ * o may be NULL (all defaults). TG_ERR_ARG for a negative option;
+ * TG_ERR_SHAPE for other ranks, g not dividing C and O, w's second dimension
+ * not C/g, an empty kernel or an empty output. im2col into a one-sample
+ * scratch buffer made at recording, then one GEMM per sample and group;
+ * the VJP costs two such GEMMs. */
 TG_API tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b,
                             const tg_conv_opts *o);
-/** Max pooling of x [N,C,H,W]; stride NULL means kernel, padding NULL means 0
- * (padding counts as -inf); ties send the gradient to the first maximum. */
+/** Max pooling of x [N,C,H,W] -> [N,C,H',W'], H' = floor((H + 2 p - k) / s) + 1;
+ * stride NULL means kernel, padding NULL means 0 (padding counts as -inf).
+ * Ties send the gradient to the first maximum in row-major order; a NaN
+ * wins its window. TG_ERR_ARG for a NULL kernel, kernel or stride < 1, or
+ * padding outside [0, kernel/2]; TG_ERR_SHAPE for another rank or an empty
+ * output. One pass over each window. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
                                 const int stride[2], const int padding[2]);
-/** Average pooling of x [N,C,H,W], count_include_pad = true. */
+/** Average pooling of x [N,C,H,W], sizes and errors as tg_max_pool2d; every
+ * window is divided by kernel[0] kernel[1], padding included
+ * (count_include_pad = true). */
 TG_API tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
                                 const int stride[2], const int padding[2]);
 /** Layer normalisation over the last axis (torch.nn.functional.layer_norm with

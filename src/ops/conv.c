@@ -93,7 +93,10 @@ static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t count,
                     for (int64_t oy = y0; oy < y1; oy++) {                                         \
                         T *xr = dx + (c * g->h + oy * g->sh + offy) * g->w;                        \
                         const T *r = row + oy * g->ow;                                             \
-                        for (int64_t ox = x0; ox < x1; ox++) xr[ox * g->sw + offx] += r[ox];       \
+                        if (g->sw == 1)                                                            \
+                            for (int64_t ox = x0; ox < x1; ox++) xr[ox + offx] += r[ox];           \
+                        else                                                                       \
+                            for (int64_t ox = x0; ox < x1; ox++) xr[ox * g->sw + offx] += r[ox];   \
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
@@ -161,22 +164,38 @@ static tg_status conv_forward(tg_tensor *out, tg_tensor *const *in, int n_in, vo
     return TG_OK;
 }
 
+/* The sum of a row in double with four partial sums: one running sum would
+ * chain every addition on the last one, and the bias gradient of a
+ * convolution is a pass over all of dY. */
+#define DEFINE_ROW_SUM(T, SUF)                                                                     \
+    static double row_sum_##SUF(const T *v, int64_t n)                                             \
+    {                                                                                              \
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                                     \
+        int64_t i = 0;                                                                             \
+        for (; i + 4 <= n; i += 4) {                                                               \
+            s0 += (double)v[i];                                                                    \
+            s1 += (double)v[i + 1];                                                                \
+            s2 += (double)v[i + 2];                                                                \
+            s3 += (double)v[i + 3];                                                                \
+        }                                                                                          \
+        for (; i < n; i++) s0 += (double)v[i];                                                     \
+        return (s0 + s1) + (s2 + s3);                                                              \
+    }
+DEFINE_ROW_SUM(float, f32)
+DEFINE_ROW_SUM(double, f64)
+
+/* row_sum_f32 or row_sum_f64 by the element type of v. */
+#define ROW_SUM(v, n) _Generic((v), const float *: row_sum_f32, const double *: row_sum_f64)(v, n)
+
 #define BIAS_GRAD(T)                                                                               \
     do {                                                                                           \
         const T *dy = gout->data;                                                                  \
         T *db = gin[2]->data;                                                                      \
-        for (int64_t o = 0; o < g->o; o++)                                                         \
-            cx->bsum[o] = 0;                                                                       \
+        for (int64_t o = 0; o < g->o; o++) cx->bsum[o] = 0;                                        \
         for (int64_t nn = 0; nn < g->n; nn++)                                                      \
-            for (int64_t o = 0; o < g->o; o++) {                                                   \
-                const T *row = dy + (nn * g->o + o) * p;                                           \
-                double s = 0;                                                                      \
-                for (int64_t q = 0; q < p; q++)                                                    \
-                    s += (double)row[q];                                                           \
-                cx->bsum[o] += s;                                                                  \
-            }                                                                                      \
-        for (int64_t o = 0; o < g->o; o++)                                                         \
-            db[o] += (T)cx->bsum[o];                                                               \
+            for (int64_t o = 0; o < g->o; o++)                                                     \
+                cx->bsum[o] += ROW_SUM(dy + (nn * g->o + o) * p, p);                               \
+        for (int64_t o = 0; o < g->o; o++) db[o] += (T)cx->bsum[o];                                \
     } while (0)
 
 static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
