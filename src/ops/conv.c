@@ -234,18 +234,15 @@ static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
 }
 
 static const tg_op_def conv2d_def = {
-    .name = "conv2d",
-    .forward = conv_forward,
-    .vjp = conv_vjp,
-    .rules =
-        (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
-                              "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,h,w} {dy:s}", NULL}};
-static const tg_op_def conv1d_def = {
-    .name = "conv1d",
-    .forward = conv_forward,
-    .vjp = conv_vjp,
+    .name = "conv2d", .forward = conv_forward, .vjp = conv_vjp,
     .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
-                                   "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,l} {dy:s}", NULL}};
+                                   "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,h,w} {dy:s}",
+                                   NULL}};
+static const tg_op_def conv1d_def = {
+    .name = "conv1d", .forward = conv_forward, .vjp = conv_vjp,
+    .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
+                                   "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,l} {dy:s}",
+                                   NULL}};
 
 /* "x [..], w [..], b [..]" (b NULL when absent) for messages. */
 static const char *operands_str(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
@@ -320,20 +317,10 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
                  ops);
         return NULL;
     }
-    geom g = {.n = x->shape[0],
-              .c = x->shape[1],
-              .h = one_d ? 1 : x->shape[2],
-              .w = x->shape[rank - 1],
-              .o = w->shape[0],
-              .kh = one_d ? 1 : w->shape[2],
-              .kw = w->shape[rank - 1],
-              .sh = st[0],
-              .sw = st[1],
-              .ph = pd[0],
-              .pw = pd[1],
-              .dh = dl[0],
-              .dw = dl[1],
-              .groups = groups};
+    geom g = {.n = x->shape[0], .c = x->shape[1], .h = one_d ? 1 : x->shape[2],
+              .w = x->shape[rank - 1], .o = w->shape[0], .kh = one_d ? 1 : w->shape[2],
+              .kw = w->shape[rank - 1], .sh = st[0], .sw = st[1], .ph = pd[0], .pw = pd[1],
+              .dh = dl[0], .dw = dl[1], .groups = groups};
     if (g.c % groups || g.o % groups) {
         tg__fail(tp, TG_ERR_SHAPE, "%s: groups %lld must divide C = %lld and O = %lld: %s", op,
                  (long long)groups, (long long)g.c, (long long)g.o, ops);
@@ -512,14 +499,10 @@ static tg_status avg_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 }
 
 static const tg_op_def max_pool2d_def = {
-    .name = "max_pool2d",
-    .forward = max_pool_forward,
-    .vjp = max_pool_vjp,
+    .name = "max_pool2d", .forward = max_pool_forward, .vjp = max_pool_vjp,
     .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL}};
 static const tg_op_def avg_pool2d_def = {
-    .name = "avg_pool2d",
-    .forward = avg_pool_forward,
-    .vjp = avg_pool_vjp,
+    .name = "avg_pool2d", .forward = avg_pool_forward, .vjp = avg_pool_vjp,
     .rules = (const char *const[]){"{dy:s} / (KH KW) spread over each window", NULL}};
 
 static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const int kernel[2],
@@ -548,20 +531,9 @@ static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const in
         tg__fail(tp, TG_ERR_SHAPE, "%s: needs x [N,C,H,W], got %s", op, sx);
         return NULL;
     }
-    geom g = {.n = x->shape[0],
-              .c = x->shape[1],
-              .h = x->shape[2],
-              .w = x->shape[3],
-              .o = x->shape[1],
-              .kh = k[0],
-              .kw = k[1],
-              .sh = s[0],
-              .sw = s[1],
-              .ph = p[0],
-              .pw = p[1],
-              .dh = 1,
-              .dw = 1,
-              .groups = 1};
+    geom g = {.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
+              .o = x->shape[1], .kh = k[0], .kw = k[1], .sh = s[0], .sw = s[1], .ph = p[0],
+              .pw = p[1], .dh = 1, .dw = 1, .groups = 1};
     g.oh = out_len(g.h, g.kh, g.sh, g.ph, 1);
     g.ow = out_len(g.w, g.kw, g.sw, g.pw, 1);
     if (g.oh < 1 || g.ow < 1) {
