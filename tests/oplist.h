@@ -135,6 +135,26 @@ typedef struct tu_values {
     X(sum_axis_m3_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M3, tg_sum_axis(tp, in[0], -3, true)) \
     X(sum_axis_m4, "sum_axis", UNIFORM(-1, 1), AXIS_M4, tg_sum_axis(tp, in[0], -4, false)) \
     X(sum_axis_m4_keep, "sum_axis", UNIFORM(-1, 1), AXIS_M4, tg_sum_axis(tp, in[0], -4, true)) \
+    X(conv2d, "conv2d", UNIFORM(-1, 1), "1x1x3x3;2x1x2x2;2 2x3x4x5;4x3x3x3;4 2x2x1x4;3x2x1x2;3 1x1x1x1;1x1x1x1;1 0x2x3x3;2x2x2x2;2 1x0x3x3;2x0x2x2;2 1x2x3x3;0x2x2x2;0", tg_conv2d(tp, in[0], in[1], in[2], NULL)) \
+    X(conv2d_nobias, "conv2d", UNIFORM(-1, 1), "2x3x4x5;4x3x3x3 1x1x2x2;1x1x2x2 1x2x1x1;3x2x1x1", tg_conv2d(tp, in[0], in[1], NULL, NULL)) \
+    X(conv2d_1x1, "conv2d", UNIFORM(-1, 1), "2x3x2x3;4x3x1x1;4 2x4x3x1;2x4x1x1;2", tg_conv2d(tp, in[0], in[1], in[2], NULL)) \
+    X(conv2d_stride_pad, "conv2d", UNIFORM(-1, 1), "2x2x5x4;3x2x3x3;3 1x1x1x1;1x1x1x1;1", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {2, 1}, .padding = {1, 2}})) \
+    X(conv2d_dilation, "conv2d", UNIFORM(-1, 1), "1x2x6x7;2x2x2x2;2 2x1x5x4;1x1x3x2;1", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.dilation = {2, 3}})) \
+    X(conv2d_groups, "conv2d", UNIFORM(-1, 1), "2x4x3x3;6x2x2x2;6 1x2x1x1;2x1x3x3;2", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.padding = {1, 1}, .groups = 2})) \
+    X(conv2d_depthwise, "conv2d", UNIFORM(-1, 1), "1x3x4x4;3x1x3x3;3 2x3x2x2;6x1x2x2;6", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.padding = {1, 1}, .groups = 3})) \
+    X(conv2d_all, "conv2d", UNIFORM(-1, 1), "2x4x7x6;4x2x3x2;4 1x2x4x4;2x1x2x2;2", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {2, 2}, .padding = {1, 1}, .dilation = {2, 2}, .groups = 2})) \
+    X(conv2d_x, "conv2d", UNIFORM(-1, 1), "2x2x4x5;c:3x2x2x3;c:3", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {1, 2}, .padding = {1, 0}})) \
+    X(conv2d_w, "conv2d", UNIFORM(-1, 1), "c:2x2x4x5;3x2x2x3;c:3", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {1, 2}, .padding = {1, 0}})) \
+    X(conv2d_b, "conv2d", UNIFORM(-1, 1), "c:2x2x4x5;c:3x2x2x3;3", tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {1, 2}, .padding = {1, 0}})) \
+    X(conv1d, "conv1d", UNIFORM(-1, 1), "2x3x5;4x3x2;4 1x1x1;1x1x1;1 0x2x3;1x2x2;1", tg_conv1d(tp, in[0], in[1], in[2], NULL)) \
+    X(conv1d_nobias, "conv1d", UNIFORM(-1, 1), "1x2x4;3x2x4 2x1x3;2x1x1", tg_conv1d(tp, in[0], in[1], NULL, NULL)) \
+    X(conv1d_stride_pad_dilation, "conv1d", UNIFORM(-1, 1), "1x2x9;3x2x3;3 2x1x2;2x1x2;2", tg_conv1d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {2}, .padding = {1}, .dilation = {2}})) \
+    X(conv1d_groups, "conv1d", UNIFORM(-1, 1), "2x4x6;4x2x2;4 1x2x1;2x1x3;2", tg_conv1d(tp, in[0], in[1], in[2], &(tg_conv_opts){.padding = {1}, .groups = 2})) \
+    X(max_pool2d, "max_pool2d", UNIFORM(-1, 1), "1x1x4x4 2x3x5x5 1x1x2x2 0x2x4x4 2x0x4x4", tg_max_pool2d(tp, in[0], (int[]){2, 2}, NULL, NULL)) \
+    X(max_pool2d_pad, "max_pool2d", UNIFORM(-1, 1), "1x2x5x5 2x1x1x1 1x1x3x4", tg_max_pool2d(tp, in[0], (int[]){3, 2}, (int[]){2, 1}, (int[]){1, 1})) \
+    X(max_pool2d_1, "max_pool2d", UNIFORM(-1, 1), "1x1x1x1 2x2x3x1", tg_max_pool2d(tp, in[0], (int[]){1, 1}, (int[]){1, 1}, (int[]){0, 0})) \
+    X(avg_pool2d, "avg_pool2d", UNIFORM(-1, 1), "1x1x4x4 2x3x5x5 1x1x2x2 0x2x4x4", tg_avg_pool2d(tp, in[0], (int[]){2, 2}, NULL, NULL)) \
+    X(avg_pool2d_pad, "avg_pool2d", UNIFORM(-1, 1), "2x1x4x5 1x2x1x1 1x1x3x2", tg_avg_pool2d(tp, in[0], (int[]){2, 3}, (int[]){1, 2}, (int[]){1, 1})) \
     X(softmax, "softmax", UNIFORM(-2, 2), ROWS, tg_softmax(tp, in[0])) \
     X(log_softmax, "log_softmax", UNIFORM(-2, 2), ROWS, tg_log_softmax(tp, in[0])) \
     X(frobenius_loss, "frobenius_loss", UNIFORM(-1, 1), PAIRS, tg_frobenius_loss(tp, in[0], in[1])) \

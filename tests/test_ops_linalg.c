@@ -287,8 +287,9 @@ START_TEST(batched_matmul_matches_naive_loops)
                         mag_b[obb + p * m + j] += fabs(av * gij);
                     }
                     double got = tu_at(y, (bi * n + i) * m + j);
-                    ck_assert_msg(fabs(got - ref) <= 64 * eps * mag, "y %s x %s [%lld]: %.17g, want %.17g",
-                                  c->a, c->b, (long long)((bi * n + i) * m + j), got, ref);
+                    ck_assert_msg(fabs(got - ref) <= 64 * eps * mag,
+                                  "y %s x %s [%lld]: %.17g, want %.17g", c->a, c->b,
+                                  (long long)((bi * n + i) * m + j), got, ref);
                 }
         }
     for (int64_t q = 0; q < tg_tensor_numel(a); q++)
@@ -341,7 +342,8 @@ START_TEST(batched_replay_matches_fresh_recording)
     tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
     tg_tensor *y = tg_matmul(tp, tg_matmul(tp, a, b), w); /* broadcast, then folded */
     ck_assert_ptr_nonnull(y);
-    memcpy(tg_tensor_data(a), tg_tensor_data(a2), (size_t)tg_tensor_numel(a) * (dt == TG_F64 ? 8 : 4));
+    size_t bytes = (size_t)tg_tensor_numel(a) * (dt == TG_F64 ? 8 : 4);
+    memcpy(tg_tensor_data(a), tg_tensor_data(a2), bytes);
     ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
     tg_tensor *want = tg_matmul(fresh, tg_matmul(fresh, a2, b), w);
     ck_assert_ptr_nonnull(want);
