@@ -377,6 +377,9 @@ static const err_case err_cases[] = {
     {1, "2x1x0", "1x1x2", NULL, F64, F64, true, NOOPTS, 0, 0, 0, TG_ERR_SHAPE,
      "conv1d: the output would be empty (0) with stride 1, padding 0, dilation 1: x [2x1x0], w "
      "[1x1x2], b NULL"},
+    {0, "4611686018427387904x0x1x1", "2x0x1x1", NULL, F64, F64, true, NOOPTS, 0, 0, 0,
+     TG_ERR_SHAPE,
+     "conv2d: the output would be too large: x [4611686018427387904x0x1x1], w [2x0x1x1], b NULL"},
     {0, "1x1x3x3", "1x1x2x2", NULL, F32, F64, true, NOOPTS, 0, 0, 0, TG_ERR_DTYPE,
      "conv2d: inputs differ in dtype: f32 [1x1x3x3] and f64 [1x1x2x2]"},
     {0, "1x1x3x3", "1x1x2x2", NULL, I64, I64, true, NOOPTS, 0, 0, 0, TG_ERR_DTYPE,
@@ -398,7 +401,15 @@ static const err_case err_cases[] = {
      "avg_pool2d: needs kernel >= 1, stride >= 1 and 0 <= padding <= kernel/2: kernel 2x2, "
      "stride 2x2, padding -1x0 (x [1x1x3x3])"},
     {2, "3x3x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_SHAPE,
-     "max_pool2d: needs x [N,C,H,W], got [3x3x3]"},
+     "max_pool2d: needs x [N,C,H,W] with H, W >= 1, got [3x3x3]"},
+    {3, "1x1x0x2", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, K(1, 1), TG_ERR_SHAPE,
+     "avg_pool2d: needs x [N,C,H,W] with H, W >= 1, got [1x1x0x2]"},
+    {2, "0x1x1x9223372036854775807", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), K(1, 1),
+     K(0, 1), TG_ERR_SHAPE,
+     "max_pool2d: the output would be too large: x [0x1x1x9223372036854775807]"},
+    {0, "0x1x1x9223372036854775807", "1x1x1x1", NULL, F64, F64, false,
+     OPTS(0, 0, 0, 1, 0, 0, 0), 0, 0, 0, TG_ERR_SHAPE,
+     "conv2d: the output would be too large: x [0x1x1x9223372036854775807], w [1x1x1x1], b NULL"},
     {3, "1x1x1x3", NULL, NULL, F64, F64, true, NOOPTS, K(2, 2), NULL, NULL, TG_ERR_SHAPE,
      "avg_pool2d: the output would be empty (0x1) with kernel 2x2, stride 2x2, padding 0x0: x "
      "[1x1x1x3]"},

@@ -398,8 +398,8 @@ static const err_case err_cases[] = {
      "matmul: batch dimensions do not broadcast: [2x1x3x4] x [3x2x4x2]"},
     {tg_matmul, "2x3x4", "2x4x2", F32, F64, TG_ERR_DTYPE,
      "matmul: inputs differ in dtype: f32 [2x3x4] and f64 [2x4x2]"},
-    {tg_matmul, "3037000500x3037000500x0x1", "1x1", F64, F64, TG_ERR_SHAPE,
-     "matmul: the result would be too large: [3037000500x3037000500x0x1] x [1x1]"},
+    {tg_matmul, "3037000500x3037000500x1x0", "0x1", F64, F64, TG_ERR_SHAPE,
+     "matmul: the result would be too large: [3037000500x3037000500x1x0] x [0x1]"},
     {tg_matmul, "2147483648x0", "0x1", F64, F64, TG_ERR_SHAPE,
      "matmul: a dimension exceeds INT_MAX: [2147483648x0] x [0x1]"},
     {tg_matmul, "2x3", "3x4", F32, F64, TG_ERR_DTYPE,
@@ -443,6 +443,24 @@ START_TEST(bad_input_fails_with_message)
 }
 END_TEST
 
+START_TEST(empty_batch_of_any_size)
+{
+    /* No batch is walked when the result is empty, however many batches it has. */
+    tg_tensor *a = tu_operand("9223372036854775807x0x0", TG_F64, 1);
+    tg_tensor *b = tu_operand("9223372036854775807x0x0", TG_F64, 2);
+    tg_tensor_set_requires_grad(a, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_matmul(tp, a, b);
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    ck_assert_int_eq(tg_tensor_shape(y)[0], INT64_MAX);
+    ck_assert_int_eq(tg_tensor_numel(y), 0);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+END_TEST
+
 START_TEST(null_tape_returns_null)
 {
     tg_tensor *a = tu_operand("2x2", TG_F64, 1);
@@ -474,6 +492,7 @@ static Suite *linalg_suite(void)
 
     tc = tcase_create("errors");
     tcase_add_loop_test(tc, bad_input_fails_with_message, 0, sizeof err_cases / sizeof *err_cases);
+    tcase_add_test(tc, empty_batch_of_any_size);
     tcase_add_test(tc, null_tape_returns_null);
     suite_add_tcase(s, tc);
     return s;

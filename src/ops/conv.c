@@ -265,15 +265,18 @@ static const char *pair_str(bool one_d, int64_t a, int64_t b, char *buf, size_t 
     return buf;
 }
 
-/* PyTorch's output length floor((len + 2 pad - dil (k - 1) - 1) / stride) + 1;
- * 0 or less when the dilated kernel does not fit. Extents beyond 2^61 count as
- * not fitting, so nothing here overflows. */
+/* PyTorch's output length floor((len + 2 pad - dil (k - 1) - 1) / stride) + 1:
+ * 0 when the dilated kernel does not fit, -1 when the length exceeds
+ * INT64_MAX. Worked in unsigned 64 bits, where len + 2 pad and the kernel's
+ * extent cannot wrap, so an empty tensor with a huge dimension is no overflow. */
 static int64_t out_len(int64_t len, int64_t k, int64_t stride, int64_t pad, int64_t dil)
 {
-    const int64_t big = (int64_t)1 << 61;
-    if (k - 1 > big / dil) return 0;
-    int64_t span = len + 2 * pad - dil * (k - 1) - 1;
-    return span < 0 ? 0 : span / stride + 1;
+    uint64_t padded = (uint64_t)len + 2 * (uint64_t)pad;
+    if ((uint64_t)(k - 1) > (UINT64_MAX - 1) / (uint64_t)dil) return 0;
+    uint64_t extent = (uint64_t)dil * (uint64_t)(k - 1) + 1;
+    if (extent > padded) return 0;
+    uint64_t n = (padded - extent) / (uint64_t)stride + 1;
+    return n > (uint64_t)INT64_MAX ? -1 : (int64_t)n;
 }
 
 static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor *x, tg_tensor *w,
@@ -337,7 +340,11 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
     }
     g.oh = out_len(g.h, g.kh, g.sh, g.ph, g.dh);
     g.ow = out_len(g.w, g.kw, g.sw, g.pw, g.dw);
-    if (g.oh < 1 || g.ow < 1) {
+    if (g.oh < 0 || g.ow < 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: %s", op, ops);
+        return NULL;
+    }
+    if (g.oh == 0 || g.ow == 0) {
         tg__fail(tp, TG_ERR_SHAPE,
                  "%s: the output would be empty (%s) with stride %s, padding %s, dilation %s: %s",
                  op, pair_str(one_d, g.oh, g.ow, s1, sizeof s1),
@@ -355,9 +362,14 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
         tg__fail(tp, TG_ERR_SHAPE, "%s: a matrix dimension exceeds INT_MAX: %s", op, ops);
         return NULL;
     }
-    conv_ctx c = {.g = g,
-                  .direct =
-                      g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0};
+    int64_t shape[4] = {g.n, g.o, one_d ? g.ow : g.oh, g.ow};
+    if (tg__numel(rank, shape) < 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: %s", op, ops);
+        return NULL;
+    }
+    /* A 1x1 kernel with stride 1 and no padding reads the input as it lies. */
+    bool direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
+    conv_ctx c = {.g = g, .direct = direct};
     conv_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
     if (!ctx) return NULL;
     size_t es = tg__dtype_size(x->dtype);
@@ -370,7 +382,6 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
         tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the bias sums: %s", op, ops);
         return NULL;
     }
-    int64_t shape[4] = {g.n, g.o, one_d ? g.ow : g.oh, g.ow};
     return tg_custom(tp, def, in, b ? 3 : 2, rank, shape, ctx);
 }
 
@@ -527,8 +538,9 @@ static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const in
                      op, k[0], k[1], s[0], s[1], p[0], p[1], sx);
             return NULL;
         }
-    if (x->rank != 4) {
-        tg__fail(tp, TG_ERR_SHAPE, "%s: needs x [N,C,H,W], got %s", op, sx);
+    /* As in PyTorch, a plane has data: a window of padding alone has no maximum. */
+    if (x->rank != 4 || x->shape[2] == 0 || x->shape[3] == 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: needs x [N,C,H,W] with H, W >= 1, got %s", op, sx);
         return NULL;
     }
     geom g = {.n = x->shape[0], .c = x->shape[1], .h = x->shape[2], .w = x->shape[3],
@@ -536,7 +548,11 @@ static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const in
               .pw = p[1], .dh = 1, .dw = 1, .groups = 1};
     g.oh = out_len(g.h, g.kh, g.sh, g.ph, 1);
     g.ow = out_len(g.w, g.kw, g.sw, g.pw, 1);
-    if (g.oh < 1 || g.ow < 1) {
+    if (g.oh < 0 || g.ow < 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: x %s", op, sx);
+        return NULL;
+    }
+    if (g.oh == 0 || g.ow == 0) {
         tg__fail(tp, TG_ERR_SHAPE,
                  "%s: the output would be empty (%lldx%lld) with kernel %dx%d, stride %dx%d, "
                  "padding %dx%d: x %s",

@@ -170,11 +170,12 @@ tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
         shape[j] = c.bshape[2 - (rank - 2) + j];
     shape[rank - 2] = n;
     shape[rank - 1] = m;
-    /* The batch count is bounded on its own too: with n or m = 0 the result is
-     * empty whatever the batch, and the count must still not overflow. */
-    c.batch = tg__numel(2, c.bshape);
-    if (c.batch < 0 || tg__numel(rank, shape) < 0)
+    int64_t numel = tg__numel(rank, shape);
+    if (numel < 0)
         return fail2(tp, TG_ERR_SHAPE, "matmul: the result would be too large", a, " x ", b);
+    /* An empty result walks no batch, however many there are (n or m may be 0);
+     * otherwise the count divides numel, so the product cannot overflow. */
+    c.batch = numel == 0 ? 0 : c.bshape[0] * c.bshape[1];
     /* One B for every batch: fold A's batches into rows when BLAS can take that many. */
     c.fold = bs[0] == 1 && bs[1] == 1 && (n == 0 || c.batch <= INT_MAX / n);
     bmm_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);

@@ -232,12 +232,24 @@ static expect expect_broadcast(tg_tensor *a, tg_tensor *b)
     return gives(rank, shape);
 }
 
+/* torch.matmul for ranks 2 to 4: [..., n, k] x [..., k, m], the batch
+ * dimensions (all but the last two) broadcast. */
 static expect expect_matmul(tg_tensor *a, tg_tensor *b)
 {
-    if (tg_tensor_rank(a) != 2 || tg_tensor_rank(b) != 2) return fails();
+    int ra = tg_tensor_rank(a), rb = tg_tensor_rank(b), rank = ra > rb ? ra : rb;
+    if (ra < 2 || rb < 2) return fails();
     const int64_t *sa = tg_tensor_shape(a), *sb = tg_tensor_shape(b);
-    if (sa[1] != sb[0] || sa[0] > INT_MAX || sa[1] > INT_MAX || sb[1] > INT_MAX) return fails();
-    return gives(2, (int64_t[]){sa[0], sb[1]});
+    int64_t n = sa[ra - 2], k = sa[ra - 1], m = sb[rb - 1];
+    if (sb[rb - 2] != k || n > INT_MAX || k > INT_MAX || m > INT_MAX) return fails();
+    int64_t shape[TG_MAX_RANK];
+    for (int d = 2; d < rank; d++) {
+        int64_t x = dim_right(a, d), y = dim_right(b, d);
+        if (x != y && x != 1 && y != 1) return fails();
+        shape[rank - 1 - d] = x == 1 ? y : x;
+    }
+    shape[rank - 2] = n;
+    shape[rank - 1] = m;
+    return gives(rank, shape);
 }
 
 static expect expect_sum_axis(tg_tensor *x, int axis, bool keepdim)
@@ -517,7 +529,8 @@ static void op_linalg(state *st, prog *pr)
         r = tg_dense(st->tp, in[0], in[1], in[2]);
         if (operands(in, 3)) {
             e = expect_matmul(in[0], in[1]);
-            if (e.ok && !(tg_tensor_rank(in[2]) == 1 && tg_tensor_shape(in[2])[0] == e.shape[1]))
+            if (e.ok && !(e.rank == 2 && tg_tensor_rank(in[2]) == 1 &&
+                          tg_tensor_shape(in[2])[0] == e.shape[1]))
                 e = fails();
         }
         e.composite = true;
