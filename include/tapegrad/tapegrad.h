@@ -411,8 +411,8 @@ TG_API tg_tensor *tg_conv2d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *
  * stride NULL means kernel, padding NULL means 0 (padding counts as -inf).
  * Ties send the gradient to the first maximum in row-major order; a NaN
  * wins its window. TG_ERR_ARG for a NULL kernel, kernel or stride < 1, or
- * padding outside [0, kernel/2]; TG_ERR_SHAPE for another rank or an empty
- * output. One pass over each window. */
+ * padding outside [0, kernel/2]; TG_ERR_SHAPE for another rank, H or W of 0,
+ * or an empty output. One pass over each window. */
 TG_API tg_tensor *tg_max_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2],
                                 const int stride[2], const int padding[2]);
 /** Average pooling of x [N,C,H,W], sizes and errors as tg_max_pool2d; every
