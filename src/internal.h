@@ -17,6 +17,20 @@
 
 #define TG__ALIGN 64 /* bytes; cache line and the widest vector */
 
+/* TG__ASAN is set in AddressSanitizer builds (gcc or clang), where the arena
+ * poisons the bytes it has not handed out (arena.c). */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TG__ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__) && !defined(TG__ASAN)
+#define TG__ASAN 1
+#endif
+#ifdef TG__ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 struct tg_tensor {
     tg_dtype dtype;
     int rank;
@@ -29,6 +43,12 @@ struct tg_tensor {
     bool is_grad;       /* a gradient, owned by its tensor */
     bool reached;       /* the current backward sweep has reached it */
     char name[64];
+    /* The tape whose arena holds it (op results and their gradients) and that
+     * tape's recording generation when it was made; NULL and 0 for leaves and
+     * their gradients. An op refuses a tensor of another tape or of an older
+     * generation, whose memory the arena may have handed out again. */
+    tg_tape *tape;
+    uint64_t gen;
 };
 
 /* ====== Heap allocation (alloc.c): every malloc of the library goes through here ====== */
@@ -75,18 +95,38 @@ typedef struct tg__node {
     void *ctx;
 } tg__node;
 
+/* What a node recorded of one input that is not the tape's own (a leaf): the
+ * caller can reshape a leaf, so replay and backward compare it with this
+ * before they run anything. The tape's own tensors never change shape. */
+typedef struct tg__leaf_use {
+    const tg_tensor *leaf;
+    size_t node; /* the node that reads it */
+    int input;   /* as its input number */
+    int rank;
+    tg_dtype dtype;
+    int64_t shape[TG_MAX_RANK];
+} tg__leaf_use;
+
 struct tg_tape {
     tg_status status;
-    char msg[256];
+    char
+        msg[512]; /* the sticky error's message, or the last refused call's while status is TG_OK */
     tg__node *nodes;
     size_t n_nodes, cap_nodes;
+    tg__leaf_use *leaves; /* one entry per leaf input of each node, in recording order */
+    size_t n_leaves, cap_leaves;
     tg__arena arena;
+    uint64_t gen; /* the recording generation, bumped by tg_tape_reset */
     bool anomaly; /* tg_tape_set_anomaly: check every output and gradient for NaN and Inf */
 };
 
 /* Records the first error on the tape (later ones are echoes) and returns the
- * tape's status. Every tape error passes through here. */
+ * tape's status. Every sticky tape error passes through here. */
 TG__PRINTF(3, 4) tg_status tg__fail(tg_tape *tp, tg_status s, const char *fmt, ...);
+/* Refuses one call (a backward or replay with bad arguments, or on leaves
+ * that changed shape): writes the message that tg_tape_error shows until the
+ * next call, returns s, and leaves the tape's status as it was. */
+TG__PRINTF(3, 4) tg_status tg__refuse(tg_tape *tp, tg_status s, const char *fmt, ...);
 /* ====== Errors of calls without a tape (status.c) ====== */
 
 /* Records a failure of a tape-less call as the thread's tg_last_error and
@@ -102,16 +142,24 @@ TG__PRINTF(3, 4) tg_status tg__set_error(tg_error *err, tg_status s, const char 
 tg_status tg__bad_tensor(const char *fn, tg_dtype dt, int rank, const int64_t *shape);
 
 /* The guard every op opens with: false (and nothing new recorded) on a NULL
- * or failed tape; a NULL input on a healthy tape records TG_ERR_ARG. */
+ * or failed tape. On a healthy tape it fails it with TG_ERR_ARG for a NULL
+ * input or a gradient buffer (which backward rewrites under the node that
+ * reads it), and TG_ERR_STATE for a result of another tape or of this one
+ * before its last reset. */
 bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in);
 /* Copies built-in op parameters into the tape's arena so they can serve as ctx. */
 void *tg__tape_copy(tg_tape *tp, const void *src, size_t size);
 
 /* ====== Tensors (tensor.c) ====== */
 
-/* Writes "[2x3x4]" ("[]" for rank 0) into buf and returns buf. */
+/* Writes the tensor's name, if it has one, and its shape, "W1 [2x3]" or
+ * "[2x3x4]" ("[]" for rank 0), into buf and returns buf: how messages name an
+ * operand. */
 const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size);
-#define TG__SHAPE_STR_MAX 96
+/* Writes a shape alone, "[2x3]", into buf and returns buf. */
+const char *tg__dims_str(int rank, const int64_t *shape, char *buf, size_t size);
+/* Room for a 63-byte name, a space and four 20-digit dimensions. */
+#define TG__SHAPE_STR_MAX 160
 /* Number of elements of a shape, -1 for a bad rank, a negative dimension or overflow. */
 int64_t tg__numel(int rank, const int64_t *shape);
 /* ====== Dtypes: one table, one dispatch ======
@@ -137,7 +185,10 @@ static inline const tg__dtype_info *tg__dt(tg_dtype dt) { return &tg__dtypes[dt]
 /* Bytes per element. */
 static inline size_t tg__dtype_size(tg_dtype dt) { return tg__dt(dt)->size; }
 /* Element k as a double, whatever the dtype. */
-static inline double tg__get(const tg_tensor *t, int64_t k) { return tg__dt(t->dtype)->get(t->data, k); }
+static inline double tg__get(const tg_tensor *t, int64_t k)
+{
+    return tg__dt(t->dtype)->get(t->data, k);
+}
 /* Stores v at element k (rounded for F32, truncated for I64) and returns the value stored. */
 static inline double tg__put(tg_tensor *t, int64_t k, double v)
 {
@@ -150,16 +201,22 @@ static inline double tg__put(tg_tensor *t, int64_t k, double v)
 #define TG__FLOAT_SWITCH(dt, BODY, FAIL) \
     do {                                 \
         switch (dt) {                    \
-        case TG_F32: BODY(float); break; \
-        case TG_F64: BODY(double); break; \
-        default: return FAIL;            \
+        case TG_F32:                     \
+            BODY(float);                 \
+            break;                       \
+        case TG_F64:                     \
+            BODY(double);                \
+            break;                       \
+        default:                         \
+            return FAIL;                 \
         }                                \
     } while (0)
 
 /* A heap leaf whose data the caller fills (zeroed). */
 tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape);
-/* A tape-owned tensor in the arena, zero-filled; NULL when out of memory. */
-tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *shape);
+/* A tensor of tp's current recording, in its arena, zero-filled; NULL when
+ * out of memory. */
+tg_tensor *tg__tensor_arena(tg_tape *tp, tg_dtype dt, int rank, const int64_t *shape);
 bool tg__same_shape(const tg_tensor *a, const tg_tensor *b);
 /* The gradient buffer of t, created zeroed when missing (a leaf's on the heap,
  * an intermediate's in the arena). NULL when out of memory. Inline: the

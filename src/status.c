@@ -12,8 +12,9 @@ static const char *const status_msg[] = {
     [TG_ERR_STATE] = "call out of order",
     [TG_ERR_IO] = "I/O error",
     [TG_ERR_FORMAT] = "malformed or truncated file",
+    [TG_ERR_NUMERIC] = "NaN or infinity produced",
 };
-_Static_assert(sizeof status_msg / sizeof *status_msg == TG_ERR_FORMAT + 1, "one text per status");
+_Static_assert(sizeof status_msg / sizeof *status_msg == TG_ERR_NUMERIC + 1, "one text per status");
 
 const char *tg_status_str(tg_status s)
 {
@@ -36,6 +37,16 @@ tg_status tg__fail(tg_tape *tp, tg_status s, const char *fmt, ...)
 {
     if (tp->status != TG_OK) return tp->status;
     tp->status = s;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tp->msg, sizeof tp->msg, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+tg_status tg__refuse(tg_tape *tp, tg_status s, const char *fmt, ...)
+{
+    if (tp->status != TG_OK) return tp->status;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tp->msg, sizeof tp->msg, fmt, ap);

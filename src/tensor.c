@@ -50,7 +50,8 @@ static void set_shape(tg_tensor *t, tg_dtype dt, int rank, const int64_t *shape,
 {
     t->dtype = dt;
     t->rank = rank;
-    for (int i = 0; i < rank; i++) t->shape[i] = shape[i];
+    for (int i = 0; i < rank; i++)
+        t->shape[i] = shape[i];
     t->numel = numel;
 }
 
@@ -74,17 +75,19 @@ tg_tensor *tg__tensor_alloc(tg_dtype dt, int rank, const int64_t *shape)
     return t;
 }
 
-tg_tensor *tg__tensor_arena(tg__arena *a, tg_dtype dt, int rank, const int64_t *shape)
+tg_tensor *tg__tensor_arena(tg_tape *tp, tg_dtype dt, int rank, const int64_t *shape)
 {
     int64_t numel = tg__numel(rank, shape);
     if (numel < 0 || !valid_dtype(dt)) return NULL;
     if ((uint64_t)numel * tg__dtype_size(dt) > SIZE_MAX - TG__ALIGN) return NULL;
-    tg_tensor *t = tg__arena_alloc(a, sizeof *t);
+    tg_tensor *t = tg__arena_alloc(&tp->arena, sizeof *t);
     if (!t) return NULL;
-    t->data = tg__arena_alloc(a, (size_t)numel * tg__dtype_size(dt));
+    t->data = tg__arena_alloc(&tp->arena, (size_t)numel * tg__dtype_size(dt));
     if (!t->data) return NULL;
     set_shape(t, dt, rank, shape, numel);
     t->tape_owned = true;
+    t->tape = tp;
+    t->gen = tp->gen;
     return t;
 }
 
@@ -177,19 +180,26 @@ bool tg__same_shape(const tg_tensor *a, const tg_tensor *b)
     return true;
 }
 
+const char *tg__dims_str(int rank, const int64_t *shape, char *buf, size_t size)
+{
+    size_t len = (size_t)snprintf(buf, size, "[");
+    for (int i = 0; i < rank && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, i ? "x%lld" : "%lld", (long long)shape[i]);
+    if (len < size) snprintf(buf + len, size - len, "]");
+    return buf;
+}
+
 const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size)
 {
-    size_t len = 0;
-    len += (size_t)snprintf(buf, size, "[");
-    for (int i = 0; i < t->rank && len < size; i++)
-        len += (size_t)snprintf(buf + len, size - len, i ? "x%lld" : "%lld", (long long)t->shape[i]);
-    if (len < size) snprintf(buf + len, size - len, "]");
+    if (!t->name[0]) return tg__dims_str(t->rank, t->shape, buf, size);
+    size_t len = (size_t)snprintf(buf, size, "%s ", t->name);
+    if (len < size) tg__dims_str(t->rank, t->shape, buf + len, size - len);
     return buf;
 }
 
 tg_tensor *tg__grad_new(tg_tape *tp, tg_tensor *t)
 {
-    tg_tensor *g = t->tape_owned ? tg__tensor_arena(&tp->arena, t->dtype, t->rank, t->shape)
+    tg_tensor *g = t->tape_owned ? tg__tensor_arena(tp, t->dtype, t->rank, t->shape)
                                  : tg__tensor_alloc(t->dtype, t->rank, t->shape);
     if (!g) return NULL;
     g->is_grad = true;

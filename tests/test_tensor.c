@@ -355,7 +355,8 @@ static const struct {
     {TG_ERR_STATE, "call out of order"},
     {TG_ERR_IO, "I/O error"},
     {TG_ERR_FORMAT, "malformed or truncated file"},
-    {(tg_status)(TG_ERR_FORMAT + 1), "unknown status"},
+    {TG_ERR_NUMERIC, "NaN or infinity produced"},
+    {(tg_status)(TG_ERR_NUMERIC + 1), "unknown status"},
     {(tg_status)1000, "unknown status"},
     {(tg_status)-1, "unknown status"},
 };

@@ -75,6 +75,7 @@ typedef enum tg_status {
     TG_ERR_STATE,  /**< wrong order of calls (such as backward on a failed tape) */
     TG_ERR_IO,     /**< open/read/write failed */
     TG_ERR_FORMAT, /**< malformed or truncated file */
+    TG_ERR_NUMERIC, /**< anomaly mode found a NaN or an infinity */
 } tg_status;
 
 /** Static text for a status; never NULL, never allocates. */
