@@ -16,11 +16,13 @@
 
 typedef struct name_ref {
     const tg_tensor *t;
-    size_t pos;    /* first appearance, in recording order */
-    size_t node;   /* the node that made t, or SIZE_MAX for a leaf */
-    size_t leaf;   /* leaf number, in order of first appearance */
-    int n_contrib; /* VJP contributions to t's gradient in the last sweep */
-    int n_done;    /* of those, printed so far; the DOT writer's "drawn" mark */
+    size_t pos;      /* first appearance, in recording order */
+    size_t node;     /* the node that made t, or SIZE_MAX for a leaf */
+    size_t leaf;     /* leaf number, in order of first appearance */
+    int n_contrib;   /* VJP contributions to t's gradient in the last sweep */
+    int n_done;      /* of those, printed so far; the DOT writer's "drawn" mark */
+    size_t drawn_at; /* DOT: the node next to which this leaf was last drawn */
+    int copies;      /* DOT: the leaf's dashed copies drawn so far */
 } name_ref;
 
 typedef struct names {
@@ -334,25 +336,50 @@ static void put_dot_text(FILE *f, const char *s)
 
 static const char *dtype_name(tg_dtype dt) { return tg__dt(dt)->name; }
 
-/* Leaves are boxes, ops ellipses; the loss (leaf or op) a bold red box. */
-static const char style_loss[] =
-    "shape=box, style=\"rounded,filled,bold\", fillcolor=\"#f6c1bb\", color=\"#a93226\"";
-static const char style_param[] =
-    "shape=box, style=\"rounded,filled\", fillcolor=\"#fde9a6\", color=\"#9a7d0a\"";
-static const char style_input[] =
-    "shape=box, style=\"rounded,filled\", fillcolor=\"#ececec\", color=\"#7b7d7d\"";
+/* Leaves are boxes, ops ellipses; the loss (leaf or op) a bold red box. A
+ * leaf's copy (below) has the same colours and a dashed outline. */
+static const char colors_loss[] = "fillcolor=\"#f6c1bb\", color=\"#a93226\"";
+static const char colors_param[] = "fillcolor=\"#fde9a6\", color=\"#9a7d0a\"";
+static const char colors_input[] = "fillcolor=\"#ececec\", color=\"#7b7d7d\"";
 static const char style_op[] =
     "shape=ellipse, style=filled, fillcolor=\"#dceaf7\", color=\"#2e6da4\"";
 
-static void dot_leaf(FILE *f, const names *nm, const name_ref *r, const tg_tensor *loss)
+/* A leaf used again this many nodes after it was last drawn is drawn again,
+ * dashed, beside that use. One box feeding every step of an unrolled loop
+ * makes edges that span the whole graph, and Graphviz's ranking and
+ * crossing passes grow with the square of their length: a 50-step RNN took
+ * minutes. With copies no leaf edge spans more than this many nodes. */
+#define LEAF_REACH 16
+
+/* Draws leaf r beside node k if it is not drawn yet or was last drawn too far
+ * back, and writes its DOT id ("L3", or "L3_2" for its second copy) into id. */
+static void dot_leaf(FILE *f, const names *nm, name_ref *r, const tg_tensor *loss, size_t k,
+                     char *id, size_t id_size)
 {
+    bool copy = r->n_done && k - r->drawn_at > LEAF_REACH;
+    if (r->n_done && !copy) {
+        if (r->copies)
+            snprintf(id, id_size, "L%zu_%d", r->leaf, r->copies);
+        else
+            snprintf(id, id_size, "L%zu", r->leaf);
+        return;
+    }
+    if (copy) {
+        r->copies++;
+        snprintf(id, id_size, "L%zu_%d", r->leaf, r->copies);
+    } else {
+        snprintf(id, id_size, "L%zu", r->leaf);
+    }
+    r->n_done = 1;
+    r->drawn_at = k;
     char name[NAME_MAX_LEN];
     const tg_tensor *t = r->t;
     bool is_loss = t == loss, param = t->requires_grad;
-    fprintf(f, "  L%zu [%s, label=\"", r->leaf,
-            is_loss ? style_loss
-            : param ? style_param
-                    : style_input);
+    fprintf(f, "  %s [shape=box, style=\"rounded,filled%s%s\", %s, label=\"", id,
+            is_loss ? ",bold" : "", copy ? ",dashed" : "",
+            is_loss ? colors_loss
+            : param ? colors_param
+                    : colors_input);
     put_dot_text(f, name_of(nm, t, false, name));
     fputs("\\n", f);
     put_shape(f, t, false);
@@ -371,34 +398,49 @@ tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss)
         if (tp->nodes[k].out->reached) loss = tp->nodes[k].out;
     if (!loss && tp->n_nodes) loss = tp->nodes[tp->n_nodes - 1].out;
 
+    /* The layout limits bound Graphviz's network-simplex and crossing passes,
+     * which otherwise grow faster than the graph; a tape is drawn in
+     * recording order, which needs no more. */
     fputs("digraph tape {\n"
-          "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\"];\n"
+          "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\", "
+          "nslimit=2, nslimit1=2, mclimit=0.5, remincross=false];\n"
           "  node [fontname=\"Helvetica\", fontsize=11, penwidth=1.2];\n"
-          "  edge [color=\"#566573\", arrowsize=0.7];\n",
+          "  edge [color=\"#566573\", arrowsize=0.7, labelfontsize=9, "
+          "labelfontcolor=\"#2e6da4\", labeldistance=1.6, labelangle=-40];\n",
           out);
-    char name[NAME_MAX_LEN];
-    /* Leaves are drawn where they first appear, so the file (and the layout)
+    char name[NAME_MAX_LEN], id[48];
+    /* Leaves are drawn where they are used, so the file (and the layout)
      * depends on the recording only, never on addresses. */
     for (size_t k = 0; k < tp->n_nodes; k++) {
         const tg__node *nd = &tp->nodes[k];
+        bool is_loss = nd->out == loss;
         for (int j = 0; j < nd->n_in; j++) {
             name_ref *r = names_find(&nm, nd->in[j]);
-            if (r->node == NO_NODE && !r->n_done++) dot_leaf(out, &nm, r, loss);
+            if (r->node == NO_NODE) dot_leaf(out, &nm, r, loss, k, id, sizeof id);
         }
-        bool is_loss = nd->out == loss;
-        fprintf(out, "  N%zu [%s, label=\"", k, is_loss ? style_loss : style_op);
+        if (is_loss)
+            fprintf(out, "  N%zu [shape=box, style=\"rounded,filled,bold\", %s, label=\"", k,
+                    colors_loss);
+        else
+            fprintf(out, "  N%zu [%s, label=\"", k, style_op);
         put_dot_text(out, nd->def->name ? nd->def->name : "custom");
         fputs("\\n", out);
         put_dot_text(out, name_of(&nm, nd->out, false, name));
         fputc(' ', out);
         put_shape(out, nd->out, false);
         fprintf(out, " %s%s\"];\n", dtype_name(nd->out->dtype), is_loss ? "\\nloss" : "");
+        /* Operand order matters (sub, div, matmul...): with several inputs,
+         * each edge says which one it is. */
         for (int j = 0; j < nd->n_in; j++) {
-            const name_ref *r = names_find(&nm, nd->in[j]);
+            name_ref *r = names_find(&nm, nd->in[j]);
             if (r->node == NO_NODE)
-                fprintf(out, "  L%zu -> N%zu;\n", r->leaf, k);
+                dot_leaf(out, &nm, r, loss, k, id, sizeof id);
             else
-                fprintf(out, "  N%zu -> N%zu;\n", r->node, k);
+                snprintf(id, sizeof id, "N%zu", r->node);
+            if (nd->n_in > 1)
+                fprintf(out, "  %s -> N%zu [headlabel=\"%d\"];\n", id, k, j);
+            else
+                fprintf(out, "  %s -> N%zu;\n", id, k);
         }
     }
     fputs("}\n", out);

@@ -86,7 +86,9 @@ typedef struct rule_case {
 } rule_case;
 
 static const rule_case rule_cases[] = {
-    {"matmul", rec_matmul, {"2x3", "3x4"},
+    {"matmul",
+     rec_matmul,
+     {"2x3", "3x4"},
      "dt0 [2x4] = 1\n"
      "dx0 [2x3] = dt0 [2x4] · x1ᵀ [4x3]\n"
      "dx1 [3x4] = x0ᵀ [3x2] · dt0 [2x4]\n"},
@@ -94,9 +96,13 @@ static const rule_case rule_cases[] = {
     {"add", rec_add, {"2x3", "3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_bcast dt0\n"},
     {"sub", rec_sub, {"2x3", "3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = −Σ_bcast dt0\n"},
     {"mul", rec_mul, {"2x3", "2x3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊙ x1\ndx1 [2x3] = dt0 ⊙ x0\n"},
-    {"div", rec_div, {"2x3", "2x1"},
+    {"div",
+     rec_div,
+     {"2x3", "2x1"},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊘ x1\ndx1 [2x1] = −Σ_bcast dt0 ⊙ x0 ⊘ x1²\n"},
-    {"add_bias", rec_bias, {"2x3", "3"},
+    {"add_bias",
+     rec_bias,
+     {"2x3", "3"},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_rows dt0 [2x3]\n"},
     {"scale", rec_scale, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = 0.5 · dt0\n"},
     {"neg", rec_neg, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = −dt0\n"},
@@ -109,15 +115,25 @@ static const rule_case rule_cases[] = {
     {"sum", rec_sum, {"2x3", NULL}, "dt0 [] = 1\ndx0 [2x3] = dt0 broadcast to [2x3]\n"},
     {"mean", rec_mean, {"2x3", NULL}, "dt0 [] = 1\ndx0 [2x3] = dt0 / 6 broadcast to [2x3]\n"},
     {"sum_axis", rec_sum0, {"2x3", NULL}, "dt0 [3] = 1\ndx0 [2x3] = dt0 [3] broadcast to [2x3]\n"},
-    {"softmax", rec_softmax, {"2x3", NULL},
+    {"softmax",
+     rec_softmax,
+     {"2x3", NULL},
      "dt0 [2x3] = 1\ndx0 [2x3] = t0 ⊙ (dt0 − rowsum(dt0 ⊙ t0))\n"},
-    {"log_softmax", rec_lsm, {"2x3", NULL},
+    {"log_softmax",
+     rec_lsm,
+     {"2x3", NULL},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0 − exp(t0) ⊙ rowsum(dt0)\n"},
-    {"frobenius_loss", rec_frob, {"2x3", "2x3"},
+    {"frobenius_loss",
+     rec_frob,
+     {"2x3", "2x3"},
      "dt0 [] = 1\ndx0 [2x3] = 2 (x0 − x1) · dt0\ndx1 [2x3] = −2 (x0 − x1) · dt0\n"},
-    {"mse_loss", rec_mse, {"2x3", "2x3"},
+    {"mse_loss",
+     rec_mse,
+     {"2x3", "2x3"},
      "dt0 [] = 1\ndx0 [2x3] = 2 (x0 − x1) · dt0 / 6\ndx1 [2x3] = −2 (x0 − x1) · dt0 / 6\n"},
-    {"softmax_cross_entropy", rec_ce, {"2x3", "2x3"},
+    {"softmax_cross_entropy",
+     rec_ce,
+     {"2x3", "2x3"},
      "dt0 [] = 1\n"
      "dx0 [2x3] = (softmax(x0) ⊙ rowsum(x1) − x1) · dt0 / 2\n"
      "dx1 [2x3] = −log_softmax(x0) · dt0 / 2\n"},
@@ -136,7 +152,8 @@ START_TEST(rule_line_of_each_op)
     tg_tensor *y = rc->rec(tp, in);
     ck_assert_msg(y != NULL, "%s: %s", rc->op, tg_tape_error(tp));
     tg_tensor *ones = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
-    for (int64_t k = 0; k < tg_tensor_numel(ones); k++) ((double *)tg_tensor_data(ones))[k] = 1;
+    for (int64_t k = 0; k < tg_tensor_numel(ones); k++)
+        ((double *)tg_tensor_data(ones))[k] = 1;
     ck_assert_int_eq(tg_backward_seed(tp, y, ones), TG_OK);
 
     capture c;
@@ -190,7 +207,8 @@ static void seed_net_free(seed_net *n)
 {
     tg_tape_free(n->tp);
     tg_tensor *leaves[] = {n->x, n->y, n->w2, n->b2, n->w3, n->b3};
-    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++) tg_tensor_free(leaves[i]);
+    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++)
+        tg_tensor_free(leaves[i]);
 }
 
 static const char seed_backward[] = "dC [] = 1\n"
@@ -383,7 +401,9 @@ static tg_status copy_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
 }
 
 static const tg_op_def bare_def = {.name = "bare", .forward = copy_forward, .vjp = copy_vjp};
-static const tg_op_def short_def = {.name = "short", .forward = copy_forward, .vjp = copy_vjp,
+static const tg_op_def short_def = {.name = "short",
+                                    .forward = copy_forward,
+                                    .vjp = copy_vjp,
                                     .rules = (const char *const[]){"{dy:s} first", NULL}};
 /* Three positional fields, as code written before 'rules' existed: still a valid
  * definition ('rules' is NULL), though -Wextra notes the missing initializer. */
@@ -392,7 +412,9 @@ static const tg_op_def short_def = {.name = "short", .forward = copy_forward, .v
 static const tg_op_def old_def = {"old", copy_forward, copy_vjp};
 #pragma GCC diagnostic pop
 static const tg_op_def odd_def = {
-    .name = "odd", .forward = copy_forward, .vjp = copy_vjp,
+    .name = "odd",
+    .forward = copy_forward,
+    .vjp = copy_vjp,
     .rules = (const char *const[]){"{zz} {9} {0:q} {c} {} {y:rows} {dy:shape} {bcast:s} {", NULL}};
 
 typedef struct custom_case {
@@ -477,7 +499,10 @@ START_TEST(dot_of_the_seed_network)
     ck_assert_ptr_nonnull(strstr(text, "label=\"matmul\\nt0 [1x3] f64\"];\n"));
     ck_assert_ptr_nonnull(strstr(text, "N6 [shape=box, style=\"rounded,filled,bold\""));
     ck_assert_ptr_nonnull(strstr(text, "label=\"scale\\nC [] f64\\nloss\"];\n  N5 -> N6;\n}\n"));
-    ck_assert_ptr_nonnull(strstr(text, "  L0 -> N0;\n  L1 -> N0;\n"));
+    /* An op with several inputs labels each edge with the operand's position. */
+    ck_assert_ptr_nonnull(
+        strstr(text, "  L0 -> N0 [headlabel=\"0\"];\n  L1 -> N0 [headlabel=\"1\"];\n"));
+    ck_assert_ptr_nonnull(strstr(text, "  N1 -> N2;\n")); /* one input: no label */
     capture_free(&c);
 
     /* After a backward from Z3 the loss is Z3, unless one is given. */
@@ -501,19 +526,65 @@ START_TEST(dot_escapes_names_and_draws_empty_tapes)
     capture c;
     assert_text(to_dot(&c, tp, NULL),
                 "digraph tape {\n"
-                "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\"];\n"
+                "  graph [rankdir=TB, nodesep=0.25, ranksep=0.35, fontname=\"Helvetica\", "
+                "nslimit=2, nslimit1=2, mclimit=0.5, remincross=false];\n"
                 "  node [fontname=\"Helvetica\", fontsize=11, penwidth=1.2];\n"
-                "  edge [color=\"#566573\", arrowsize=0.7];\n"
+                "  edge [color=\"#566573\", arrowsize=0.7, labelfontsize=9, "
+                "labelfontcolor=\"#2e6da4\", labeldistance=1.6, labelangle=-40];\n"
                 "}\n");
     capture_free(&c);
     tg_tensor *x = tu_random(TG_F32, "2", -1, 1, 1);
     tg_tensor_set_name(x, "a \"quoted\" \\ name");
     ck_assert_ptr_nonnull(tg_neg(tp, x));
-    ck_assert_ptr_nonnull(strstr(to_dot(&c, tp, NULL),
-                                 "label=\"a \\\"quoted\\\" \\\\ name\\n[2] f32\\ninput\"];\n"));
+    ck_assert_ptr_nonnull(
+        strstr(to_dot(&c, tp, NULL), "label=\"a \\\"quoted\\\" \\\\ name\\n[2] f32\\ninput\"];\n"));
     capture_free(&c);
     tg_tape_free(tp);
     tg_tensor_free(x);
+}
+END_TEST
+
+/* A leaf used far from where it was drawn is drawn again, dashed, beside the
+ * use, so that an unrolled loop has no edge spanning the whole graph. */
+START_TEST(dot_draws_a_far_used_leaf_again)
+{
+    tg_tensor *w = tu_random(TG_F64, "2", -1, 1, 1), *h0 = tu_random(TG_F64, "2", -1, 1, 2);
+    tg_tensor_set_name(w, "W");
+    tg_tensor_set_requires_grad(w, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *h = h0;
+    for (int step = 0; step < 3; step++) { /* W feeds nodes 0, 10 and 20 */
+        h = tg_mul(tp, w, h);
+        for (int k = 0; k < 9; k++)
+            h = tg_neg(tp, h);
+    }
+    ck_assert_ptr_nonnull(h);
+    capture c;
+    const char *text = to_dot(&c, tp, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "  L0 [shape=box, style=\"rounded,filled\", "
+                                       "fillcolor=\"#fde9a6\", color=\"#9a7d0a\", "
+                                       "label=\"W\\n[2] f64\\nparameter\"];\n"));
+    ck_assert_ptr_nonnull(strstr(text, "  L0 -> N0 [headlabel=\"0\"];\n"));
+    ck_assert_ptr_nonnull(strstr(text, "  L0 -> N10 [headlabel=\"0\"];\n")); /* 10 nodes on */
+    /* 20 nodes after it was drawn: a dashed copy beside node 20. */
+    ck_assert_ptr_nonnull(strstr(text, "  L0_1 [shape=box, style=\"rounded,filled,dashed\", "
+                                       "fillcolor=\"#fde9a6\", color=\"#9a7d0a\", "
+                                       "label=\"W\\n[2] f64\\nparameter\"];\n"));
+    ck_assert_ptr_nonnull(strstr(text, "  L0_1 -> N20 [headlabel=\"0\"];\n"));
+    ck_assert_ptr_nonnull(strstr(text, "  N19 -> N20 [headlabel=\"1\"];\n"));
+    ck_assert_ptr_null(strstr(text, "L0_2"));
+    capture_free(&c);
+
+    /* A leaf used twice by one node is drawn once, with both edges labelled. */
+    tg_tape_reset(tp);
+    ck_assert_ptr_nonnull(tg_mul(tp, w, w));
+    text = to_dot(&c, tp, NULL);
+    ck_assert_ptr_nonnull(
+        strstr(text, "  L0 -> N0 [headlabel=\"0\"];\n  L0 -> N0 [headlabel=\"1\"];\n}\n"));
+    capture_free(&c);
+    tg_tape_free(tp);
+    tg_tensor_free(w);
+    tg_tensor_free(h0);
 }
 END_TEST
 
@@ -572,6 +643,7 @@ static Suite *explain_suite(void)
     tc = tcase_create("dot");
     tcase_add_test(tc, dot_of_the_seed_network);
     tcase_add_test(tc, dot_escapes_names_and_draws_empty_tapes);
+    tcase_add_test(tc, dot_draws_a_far_used_leaf_again);
     tcase_add_test(tc, errors);
     suite_add_tcase(s, tc);
     return s;
