@@ -11,9 +11,10 @@
 /* Under AddressSanitizer the arena tells it which bytes are handed out: a
  * chunk starts poisoned, each allocation unpoisons its own bytes and leaves a
  * poisoned red zone after them, and a rewind poisons everything again. An
- * op that writes past its output, or a read of a tensor from before a reset,
- * is then reported like a heap overflow or a use after free, although the
- * arena is a few large blocks to the C library. Other builds pay nothing. */
+ * op that writes past its output, or a read through a pointer from before a
+ * reset, is then reported like a heap overflow or a use after free, although
+ * the arena is a few large blocks to the C library (the tape asks ASan first
+ * and refuses such a tensor as an op input). Other builds pay nothing. */
 #ifdef TG__ASAN
 #define POISON(p, n)   __asan_poison_memory_region((p), (n))
 #define UNPOISON(p, n) __asan_unpoison_memory_region((p), (n))

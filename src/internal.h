@@ -49,6 +49,9 @@ struct tg_tensor {
      * generation, whose memory the arena may have handed out again. */
     tg_tape *tape;
     uint64_t gen;
+    /* Counts tg_tensor_reshape calls, so that replay can tell with one
+     * comparison that a leaf kept the shape a node recorded. */
+    uint32_t reshapes;
 };
 
 /* ====== Heap allocation (alloc.c): every malloc of the library goes through here ====== */
@@ -100,8 +103,9 @@ typedef struct tg__node {
  * before they run anything. The tape's own tensors never change shape. */
 typedef struct tg__leaf_use {
     const tg_tensor *leaf;
-    size_t node; /* the node that reads it */
-    int input;   /* as its input number */
+    uint32_t reshapes; /* the leaf's count when its shape was last seen to match */
+    int input;         /* the node's input number */
+    size_t node;       /* the node that reads it */
     int rank;
     tg_dtype dtype;
     int64_t shape[TG_MAX_RANK];

@@ -299,12 +299,18 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
 
 /* ====== Leaves that changed under the tape ====== */
 
-static bool leaf_unchanged(const tg__leaf_use *u)
+/* Whether the leaf still has the shape and dtype the node recorded. A leaf
+ * that was never reshaped since is the common case and costs one comparison;
+ * one reshaped back to the recorded shape is compared in full and then
+ * remembered as matching. */
+static bool leaf_unchanged(tg__leaf_use *u)
 {
     const tg_tensor *x = u->leaf;
+    if (x->reshapes == u->reshapes) return true;
     if (x->rank != u->rank || x->dtype != u->dtype) return false;
     for (int k = 0; k < u->rank; k++)
         if (x->shape[k] != u->shape[k]) return false;
+    u->reshapes = x->reshapes;
     return true;
 }
 
@@ -316,7 +322,7 @@ static bool leaf_unchanged(const tg__leaf_use *u)
 static tg_status check_leaves(tg_tape *tp)
 {
     for (size_t i = 0; i < tp->n_leaves; i++) {
-        const tg__leaf_use *u = &tp->leaves[i];
+        tg__leaf_use *u = &tp->leaves[i];
         if (leaf_unchanged(u)) continue;
         const tg_tensor *x = u->leaf;
         char was[TG__SHAPE_STR_MAX], now[TG__SHAPE_STR_MAX], name[80] = "";

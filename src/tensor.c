@@ -169,6 +169,7 @@ tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape)
                              (long long)t->numel, (long long)numel);
     set_shape(t, t->dtype, rank, shape, numel);
     if (t->grad) set_shape(t->grad, t->dtype, rank, shape, numel);
+    t->reshapes++;
     return TG_OK;
 }
 

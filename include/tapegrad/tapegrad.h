@@ -26,10 +26,14 @@
  * intermediate's gradient belong to the tape and live until tg_tape_reset or
  * tg_tape_free. Every op (tg_matmul ... tg_softmax_cross_entropy, tg_custom,
  * tg_dense, tg_mlp_forward) returns such a tape-owned tensor, or NULL with the
- * tape's error set: TG_ERR_ARG for a NULL input, TG_ERR_SHAPE or
- * TG_ERR_DTYPE for operands that do not fit, TG_ERR_NOMEM; on a tape that has
- * already failed it records nothing and returns NULL. Ops cost one pass over
- * their operands (the matrix product O(n k m)), and so does their VJP.
+ * tape's error set: TG_ERR_ARG for a NULL input or a gradient (backward
+ * rewrites it), TG_ERR_STATE for a result of another tape or of this one
+ * before its last tg_tape_reset (leaves may be used on any tape),
+ * TG_ERR_SHAPE or TG_ERR_DTYPE for operands that do not fit, TG_ERR_NOMEM; on
+ * a tape that has already failed it records nothing and returns NULL.
+ * Messages name operands by their tg_tensor_set_name name where set. Ops cost
+ * one pass over their operands (the matrix product O(n k m)), and so does
+ * their VJP.
  */
 #ifndef TAPEGRAD_H
 #define TAPEGRAD_H
@@ -67,14 +71,15 @@ TG_API const char *tg_version_string(void);
 
 /** What a call returns: TG_OK, or the reason it failed. */
 typedef enum tg_status {
-    TG_OK = 0, /**< success */
-    TG_ERR_ARG,    /**< NULL or out-of-range argument */
-    TG_ERR_SHAPE,  /**< shapes do not fit the op */
-    TG_ERR_DTYPE,  /**< mixed or unsupported dtypes */
-    TG_ERR_NOMEM,  /**< an allocation failed */
-    TG_ERR_STATE,  /**< wrong order of calls (such as backward on a failed tape) */
-    TG_ERR_IO,     /**< open/read/write failed */
-    TG_ERR_FORMAT, /**< malformed or truncated file */
+    TG_OK = 0,      /**< success */
+    TG_ERR_ARG,     /**< NULL or out-of-range argument */
+    TG_ERR_SHAPE,   /**< shapes do not fit the op */
+    TG_ERR_DTYPE,   /**< mixed or unsupported dtypes */
+    TG_ERR_NOMEM,   /**< an allocation failed */
+    TG_ERR_STATE,   /**< wrong order of calls (such as backward on a failed tape), or a
+                         tensor of another tape or of an earlier recording */
+    TG_ERR_IO,      /**< open/read/write failed */
+    TG_ERR_FORMAT,  /**< malformed or truncated file */
     TG_ERR_NUMERIC, /**< anomaly mode found a NaN or an infinity */
 } tg_status;
 
@@ -147,17 +152,21 @@ TG_API void tg_tensor_set_requires_grad(tg_tensor *t, bool on);
  * result from its inputs. false for NULL. */
 TG_API bool tg_tensor_requires_grad(const tg_tensor *t);
 /** dC/dt after a backward reached t, else NULL. Owned by t (a leaf) or by the
- * tape (an intermediate); never free it. */
+ * tape (an intermediate, and then only that tape may read it as a seed); never
+ * free it. Ops refuse a gradient as an input (TG_ERR_ARG): backward rewrites
+ * it while the node that reads it runs. Copy it into a tensor of your own. */
 TG_API tg_tensor *tg_tensor_grad(const tg_tensor *t);
 /** Sets t's gradient to zero if it has one. */
 TG_API void tg_tensor_zero_grad(tg_tensor *t);
 /** Gives a leaf a new shape with the same number of elements (no data moves).
  * TG_ERR_ARG for a tape-owned tensor or a bad rank, TG_ERR_SHAPE for another
- * element count, with the reason in tg_last_error. Do not reshape a leaf a
- * live tape has recorded. */
+ * element count, with the reason in tg_last_error. A tape that recorded the
+ * leaf with its old shape refuses tg_tape_replay and tg_backward
+ * (TG_ERR_SHAPE) until it has that shape back. */
 TG_API tg_status tg_tensor_reshape(tg_tensor *t, int rank, const int64_t *shape);
-/** Optional name used in messages and explanations; copied (truncated to 63
- * bytes). NULL clears it. */
+/** Optional name used in error messages ("matmul: inner dimensions differ:
+ * W1 [2x3] x x [2x2]"), anomaly reports and explanations; copied (truncated to
+ * 63 bytes). NULL clears it. */
 TG_API void tg_tensor_set_name(tg_tensor *t, const char *name);
 /** The name given by tg_tensor_set_name, owned by t; "" when unnamed or NULL. */
 TG_API const char *tg_tensor_name(const tg_tensor *t);
@@ -175,34 +184,53 @@ TG_API tg_tape *tg_tape_new(void);
  * nodes); the leaves it recorded are the caller's and stay. NULL is fine. */
 TG_API void tg_tape_free(tg_tape *tp);
 /** Forgets the nodes, releases the intermediates (their memory is kept for the
- * next recording) and clears the error. */
+ * next recording) and clears the error. Results of the forgotten recording
+ * are refused by ops and backward afterwards (TG_ERR_STATE), as long as the
+ * arena has not handed their memory to a new result; never keep them. */
 TG_API void tg_tape_reset(tg_tape *tp);
-/** TG_OK, or the first error recorded since the tape was made or reset; TG_ERR_ARG for NULL. */
+/** TG_OK, or the first error recorded since the tape was made or reset;
+ * TG_ERR_ARG for NULL. A refused call of tg_backward, tg_backward_seed or
+ * tg_tape_replay (bad arguments, or leaves that changed shape) returns its
+ * status but leaves this one TG_OK. */
 TG_API tg_status tg_tape_status(const tg_tape *tp);
-/** The first error's message, "" when OK; valid until the next call on the tape. */
+/** The first error's message on a failed tape. On a healthy one, the message
+ * of a refused call (see tg_tape_status) until the next call on the tape
+ * (op, replay, backward, reset), else "". Valid until the next call on the tape. */
 TG_API const char *tg_tape_error(const tg_tape *tp);
 /** The number of nodes (ops) recorded since the tape was made or reset; 0 for NULL. */
 TG_API size_t tg_tape_size(const tg_tape *tp);
 /** Recomputes every node in recording order from the leaves' current data,
- * with no allocation. Returns the tape's status. */
+ * with no allocation. Returns the tape's status, or refuses the call with
+ * TG_ERR_SHAPE (before anything runs, the tape staying healthy) when a leaf
+ * no longer has the shape or dtype a node recorded: "matmul: input 0 was
+ * [2x3] when recorded, is now [3x2]". */
 TG_API tg_status tg_tape_replay(tg_tape *tp);
 /** Seeds dloss = 1 (loss has one element) and sweeps the tape in reverse,
  * each node adding its VJP into its inputs' gradients (fan-out is summed).
  * Intermediates' gradients restart from zero at every sweep; leaves'
- * accumulate until tg_tensor_zero_grad. Returns the tape's status:
- * TG_ERR_SHAPE for a loss of several elements, TG_ERR_STATE when it depends
- * on nothing that requires grad, TG_ERR_NOMEM, or the error already stored.
- * Costs about one forward pass; allocates gradient buffers on its first run
- * only. */
+ * accumulate until tg_tensor_zero_grad. Returns TG_OK, the error already
+ * stored on a failed tape, or the status of a refused call, which writes
+ * nothing and leaves the tape usable (tg_tape_error has the message):
+ * TG_ERR_ARG for a NULL loss, TG_ERR_SHAPE for a loss of several elements or
+ * a leaf that changed shape since it was recorded, TG_ERR_STATE for a loss
+ * that depends on nothing that requires grad or belongs to another tape or
+ * an earlier recording. Failures while it runs stay on the tape: TG_ERR_NOMEM,
+ * a failing VJP, TG_ERR_NUMERIC in anomaly mode. Costs about one forward pass;
+ * allocates gradient buffers on its first run only. */
 TG_API tg_status tg_backward(tg_tape *tp, tg_tensor *loss);
 /** Like tg_backward with the seed dC/d'out' given: 'seed' has out's shape
- * and dtype (TG_ERR_SHAPE, TG_ERR_DTYPE otherwise) and is only read. */
+ * and dtype (else the call is refused with TG_ERR_SHAPE, TG_ERR_DTYPE) and is
+ * only read, before any gradient is zeroed, so it may be a gradient of this
+ * tape, out's own included (tg_tensor_grad(out) seeds with its current
+ * value). A seed of another tape is refused like out (TG_ERR_STATE); in
+ * anomaly mode a NaN or Inf in it is refused with TG_ERR_NUMERIC. */
 TG_API tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *seed);
 /** Anomaly mode, off by default and kept across resets: after each node's
  * forward (recording and replay) and each VJP, the output or the gradients
  * just written are scanned; the first NaN or Inf fails the tape with
- * TG_ERR_STATE and a message naming the node, the op and the input shapes.
- * One extra pass over every buffer, so it is for debugging. NULL is ignored. */
+ * TG_ERR_NUMERIC and a message naming the node, the op, the tensor (by name
+ * where set) and the inputs' names and shapes. One extra pass over every
+ * buffer, so it is for debugging. NULL is ignored. */
 TG_API void tg_tape_set_anomaly(tg_tape *tp, bool on);
 
 /* ====== Ops ======
@@ -513,8 +541,11 @@ typedef struct tg_op_def {
  * (TG_I64 with def->index_output) and the given shape. 'def' and 'ctx' must outlive the tape's
  * recording (until reset or free). A NULL 'vjp' makes the output constant.
  * Returns the tape-owned output, or NULL with TG_ERR_ARG (no forward, no
- * inputs, a NULL input, a bad shape), TG_ERR_DTYPE (float inputs differ,
- * an I64 input where no index is expected or the reverse),
+ * inputs, a NULL input or a gradient as input, a rank outside 0..4 or a NULL
+ * shape), TG_ERR_SHAPE (a negative dimension, or more elements than memory
+ * can hold; the message gives the shape and the inputs'), TG_ERR_STATE (an
+ * input of another tape or an earlier recording), TG_ERR_DTYPE (float inputs
+ * differ, an I64 input where no index is expected or the reverse),
  * TG_ERR_NOMEM or the status 'forward' returned. */
 TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
                             int out_rank, const int64_t *out_shape, void *ctx);
@@ -542,10 +573,15 @@ TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const 
 TG_API tg_status tg_tape_explain(const tg_tape *tp, FILE *out, unsigned flags);
 /** Writes the recorded graph in Graphviz DOT: one node per op (op, output name,
  * shape and dtype) and per leaf, with inputs, parameters (leaves that require
- * grad) and the loss drawn apart. 'loss' may be NULL: then the output the
- * last backward started from, or without one the last op's output. Works on
- * a failed tape too (the ops recorded before the error). TG_ERR_ARG for NULL
- * tape or file, TG_ERR_NOMEM, TG_ERR_IO. Render with "dot -Tsvg". */
+ * grad) and the loss drawn apart. Edges into an op with several inputs are
+ * labelled with the operand's position (0, 1, ...). A leaf used again more
+ * than 16 nodes after it was last drawn is drawn again, dashed, beside that
+ * use, so that shared weights of an unrolled loop do not make edges across
+ * the whole graph: a 1000-node recurrent network renders in seconds. 'loss'
+ * may be NULL: then the output the last backward started from, or without
+ * one the last op's output. Works on a failed tape too (the ops recorded
+ * before the error). TG_ERR_ARG for NULL tape or file, TG_ERR_NOMEM,
+ * TG_ERR_IO. Render with "dot -Tsvg". */
 TG_API tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss);
 
 /* ====== Gradient check ====== */
