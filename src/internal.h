@@ -158,12 +158,12 @@ void *tg__tape_copy(tg_tape *tp, const void *src, size_t size);
 
 /* Writes the tensor's name, if it has one, and its shape, "W1 [2x3]" or
  * "[2x3x4]" ("[]" for rank 0), into buf and returns buf: how messages name an
- * operand. */
+ * operand. A long name is shortened so that the whole shape always fits. */
 const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size);
 /* Writes a shape alone, "[2x3]", into buf and returns buf. */
 const char *tg__dims_str(int rank, const int64_t *shape, char *buf, size_t size);
-/* Room for a 63-byte name, a space and four 20-digit dimensions. */
-#define TG__SHAPE_STR_MAX 160
+/* Room for four 20-digit dimensions, or a name and a smaller shape. */
+#define TG__SHAPE_STR_MAX 96
 /* Number of elements of a shape, -1 for a bad rank, a negative dimension or overflow. */
 int64_t tg__numel(int rank, const int64_t *shape);
 /* ====== Dtypes: one table, one dispatch ======
@@ -189,10 +189,7 @@ static inline const tg__dtype_info *tg__dt(tg_dtype dt) { return &tg__dtypes[dt]
 /* Bytes per element. */
 static inline size_t tg__dtype_size(tg_dtype dt) { return tg__dt(dt)->size; }
 /* Element k as a double, whatever the dtype. */
-static inline double tg__get(const tg_tensor *t, int64_t k)
-{
-    return tg__dt(t->dtype)->get(t->data, k);
-}
+static inline double tg__get(const tg_tensor *t, int64_t k) { return tg__dt(t->dtype)->get(t->data, k); }
 /* Stores v at element k (rounded for F32, truncated for I64) and returns the value stored. */
 static inline double tg__put(tg_tensor *t, int64_t k, double v)
 {

@@ -108,14 +108,14 @@ void tg_tape_set_anomaly(tg_tape *tp, bool on)
 
 /* The first element of t that is NaN or Inf, as a double in *bad; false if
  * none, and for index tensors, which hold neither. */
-#define FIND_NONFINITE(T)                      \
-    do {                                       \
-        const T *v = t->data;                  \
-        for (int64_t i = 0; i < t->numel; i++) \
-            if (!isfinite(v[i])) {             \
-                *bad = (double)v[i];           \
-                return true;                   \
-            }                                  \
+#define FIND_NONFINITE(T)                                  \
+    do {                                                   \
+        const T *v = t->data;                              \
+        for (int64_t i = 0; i < t->numel; i++)             \
+            if (!isfinite(v[i])) {                         \
+                *bad = (double)v[i];                       \
+                return true;                               \
+            }                                              \
     } while (0)
 
 static bool find_nonfinite(const tg_tensor *t, double *bad)
@@ -273,8 +273,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
         return NULL;
     }
     memcpy(ins, in, (size_t)n_in * sizeof *ins);
-    for (int i = 0; i < n_in; i++)
-        out->requires_grad |= in[i]->requires_grad;
+    for (int i = 0; i < n_in; i++) out->requires_grad |= in[i]->requires_grad;
     out->requires_grad &= def->vjp != NULL && !def->index_output;
 
     tg_status s = def->forward(out, ins, n_in, ctx);
@@ -472,9 +471,7 @@ tg_status tg_backward(tg_tape *tp, tg_tensor *loss)
     /* The seed dloss = 1, on the stack: backward allocates nothing after its first run. */
     double one64 = 1.0;
     float one32 = 1.0f;
-    tg_tensor seed = {.dtype = loss->dtype,
-                      .rank = loss->rank,
-                      .numel = 1,
+    tg_tensor seed = {.dtype = loss->dtype, .rank = loss->rank, .numel = 1,
                       .data = loss->dtype == TG_F64 ? (void *)&one64 : (void *)&one32};
     memcpy(seed.shape, loss->shape, sizeof seed.shape);
     return sweep(tp, loss, &seed);

@@ -50,8 +50,7 @@ static void set_shape(tg_tensor *t, tg_dtype dt, int rank, const int64_t *shape,
 {
     t->dtype = dt;
     t->rank = rank;
-    for (int i = 0; i < rank; i++)
-        t->shape[i] = shape[i];
+    for (int i = 0; i < rank; i++) t->shape[i] = shape[i];
     t->numel = numel;
 }
 
@@ -192,9 +191,14 @@ const char *tg__dims_str(int rank, const int64_t *shape, char *buf, size_t size)
 
 const char *tg__shape_str(const tg_tensor *t, char *buf, size_t size)
 {
-    if (!t->name[0]) return tg__dims_str(t->rank, t->shape, buf, size);
-    size_t len = (size_t)snprintf(buf, size, "%s ", t->name);
-    if (len < size) tg__dims_str(t->rank, t->shape, buf + len, size - len);
+    char dims[TG__SHAPE_STR_MAX];
+    tg__dims_str(t->rank, t->shape, dims, sizeof dims);
+    size_t room = size > strlen(dims) + 2 ? size - strlen(dims) - 2 : 0; /* a space, a NUL */
+    if (!t->name[0] || !room) {
+        snprintf(buf, size, "%s", dims);
+        return buf;
+    }
+    snprintf(buf, size, "%.*s %s", (int)room, t->name, dims); /* the name cut to 'room' bytes */
     return buf;
 }
 

@@ -86,9 +86,7 @@ typedef struct rule_case {
 } rule_case;
 
 static const rule_case rule_cases[] = {
-    {"matmul",
-     rec_matmul,
-     {"2x3", "3x4"},
+    {"matmul", rec_matmul, {"2x3", "3x4"},
      "dt0 [2x4] = 1\n"
      "dx0 [2x3] = dt0 [2x4] · x1ᵀ [4x3]\n"
      "dx1 [3x4] = x0ᵀ [3x2] · dt0 [2x4]\n"},
@@ -96,13 +94,9 @@ static const rule_case rule_cases[] = {
     {"add", rec_add, {"2x3", "3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_bcast dt0\n"},
     {"sub", rec_sub, {"2x3", "3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = −Σ_bcast dt0\n"},
     {"mul", rec_mul, {"2x3", "2x3"}, "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊙ x1\ndx1 [2x3] = dt0 ⊙ x0\n"},
-    {"div",
-     rec_div,
-     {"2x3", "2x1"},
+    {"div", rec_div, {"2x3", "2x1"},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0 ⊘ x1\ndx1 [2x1] = −Σ_bcast dt0 ⊙ x0 ⊘ x1²\n"},
-    {"add_bias",
-     rec_bias,
-     {"2x3", "3"},
+    {"add_bias", rec_bias, {"2x3", "3"},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0\ndx1 [3] = Σ_rows dt0 [2x3]\n"},
     {"scale", rec_scale, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = 0.5 · dt0\n"},
     {"neg", rec_neg, {"3", NULL}, "dt0 [3] = 1\ndx0 [3] = −dt0\n"},
@@ -115,25 +109,15 @@ static const rule_case rule_cases[] = {
     {"sum", rec_sum, {"2x3", NULL}, "dt0 [] = 1\ndx0 [2x3] = dt0 broadcast to [2x3]\n"},
     {"mean", rec_mean, {"2x3", NULL}, "dt0 [] = 1\ndx0 [2x3] = dt0 / 6 broadcast to [2x3]\n"},
     {"sum_axis", rec_sum0, {"2x3", NULL}, "dt0 [3] = 1\ndx0 [2x3] = dt0 [3] broadcast to [2x3]\n"},
-    {"softmax",
-     rec_softmax,
-     {"2x3", NULL},
+    {"softmax", rec_softmax, {"2x3", NULL},
      "dt0 [2x3] = 1\ndx0 [2x3] = t0 ⊙ (dt0 − rowsum(dt0 ⊙ t0))\n"},
-    {"log_softmax",
-     rec_lsm,
-     {"2x3", NULL},
+    {"log_softmax", rec_lsm, {"2x3", NULL},
      "dt0 [2x3] = 1\ndx0 [2x3] = dt0 − exp(t0) ⊙ rowsum(dt0)\n"},
-    {"frobenius_loss",
-     rec_frob,
-     {"2x3", "2x3"},
+    {"frobenius_loss", rec_frob, {"2x3", "2x3"},
      "dt0 [] = 1\ndx0 [2x3] = 2 (x0 − x1) · dt0\ndx1 [2x3] = −2 (x0 − x1) · dt0\n"},
-    {"mse_loss",
-     rec_mse,
-     {"2x3", "2x3"},
+    {"mse_loss", rec_mse, {"2x3", "2x3"},
      "dt0 [] = 1\ndx0 [2x3] = 2 (x0 − x1) · dt0 / 6\ndx1 [2x3] = −2 (x0 − x1) · dt0 / 6\n"},
-    {"softmax_cross_entropy",
-     rec_ce,
-     {"2x3", "2x3"},
+    {"softmax_cross_entropy", rec_ce, {"2x3", "2x3"},
      "dt0 [] = 1\n"
      "dx0 [2x3] = (softmax(x0) ⊙ rowsum(x1) − x1) · dt0 / 2\n"
      "dx1 [2x3] = −log_softmax(x0) · dt0 / 2\n"},
@@ -152,8 +136,7 @@ START_TEST(rule_line_of_each_op)
     tg_tensor *y = rc->rec(tp, in);
     ck_assert_msg(y != NULL, "%s: %s", rc->op, tg_tape_error(tp));
     tg_tensor *ones = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
-    for (int64_t k = 0; k < tg_tensor_numel(ones); k++)
-        ((double *)tg_tensor_data(ones))[k] = 1;
+    for (int64_t k = 0; k < tg_tensor_numel(ones); k++) ((double *)tg_tensor_data(ones))[k] = 1;
     ck_assert_int_eq(tg_backward_seed(tp, y, ones), TG_OK);
 
     capture c;
@@ -207,8 +190,7 @@ static void seed_net_free(seed_net *n)
 {
     tg_tape_free(n->tp);
     tg_tensor *leaves[] = {n->x, n->y, n->w2, n->b2, n->w3, n->b3};
-    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++)
-        tg_tensor_free(leaves[i]);
+    for (size_t i = 0; i < sizeof leaves / sizeof *leaves; i++) tg_tensor_free(leaves[i]);
 }
 
 static const char seed_backward[] = "dC [] = 1\n"
@@ -401,9 +383,7 @@ static tg_status copy_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
 }
 
 static const tg_op_def bare_def = {.name = "bare", .forward = copy_forward, .vjp = copy_vjp};
-static const tg_op_def short_def = {.name = "short",
-                                    .forward = copy_forward,
-                                    .vjp = copy_vjp,
+static const tg_op_def short_def = {.name = "short", .forward = copy_forward, .vjp = copy_vjp,
                                     .rules = (const char *const[]){"{dy:s} first", NULL}};
 /* Three positional fields, as code written before 'rules' existed: still a valid
  * definition ('rules' is NULL), though -Wextra notes the missing initializer. */
@@ -412,9 +392,7 @@ static const tg_op_def short_def = {.name = "short",
 static const tg_op_def old_def = {"old", copy_forward, copy_vjp};
 #pragma GCC diagnostic pop
 static const tg_op_def odd_def = {
-    .name = "odd",
-    .forward = copy_forward,
-    .vjp = copy_vjp,
+    .name = "odd", .forward = copy_forward, .vjp = copy_vjp,
     .rules = (const char *const[]){"{zz} {9} {0:q} {c} {} {y:rows} {dy:shape} {bcast:s} {", NULL}};
 
 typedef struct custom_case {
@@ -536,8 +514,8 @@ START_TEST(dot_escapes_names_and_draws_empty_tapes)
     tg_tensor *x = tu_random(TG_F32, "2", -1, 1, 1);
     tg_tensor_set_name(x, "a \"quoted\" \\ name");
     ck_assert_ptr_nonnull(tg_neg(tp, x));
-    ck_assert_ptr_nonnull(
-        strstr(to_dot(&c, tp, NULL), "label=\"a \\\"quoted\\\" \\\\ name\\n[2] f32\\ninput\"];\n"));
+    ck_assert_ptr_nonnull(strstr(to_dot(&c, tp, NULL),
+                                 "label=\"a \\\"quoted\\\" \\\\ name\\n[2] f32\\ninput\"];\n"));
     capture_free(&c);
     tg_tape_free(tp);
     tg_tensor_free(x);

@@ -465,6 +465,25 @@ START_TEST(operands_are_named_by_their_names)
 }
 END_TEST
 
+/* A long name is cut so that the whole shape still shows. */
+START_TEST(a_long_name_leaves_room_for_the_shape)
+{
+    char name[64];
+    memset(name, 'n', 63);
+    name[63] = '\0';
+    tg_tensor *a = tg_tensor_new(TG_F64, 4, (int64_t[]){INT64_C(1) << 40, 0, 123456789, 7});
+    tg_tensor *b = leaf("3x3", (double[]){1, 2, 3, 4, 5, 6, 7, 8, 9}, false);
+    tg_tensor_set_name(a, name);
+    tg_tape *tp = tg_tape_new();
+    ck_assert_ptr_null(tg_matmul(tp, a, b));
+    const char *msg = tg_tape_error(tp);
+    ck_assert_msg(strstr(msg, "nnnn [1099511627776x0x123456789x7] x [3x3]"), "%s", msg);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+END_TEST
+
 START_TEST(an_impossible_output_is_a_shape_error_with_the_shapes)
 {
     tg_tensor *a = tg_tensor_new(TG_F64, 2, (int64_t[]){INT64_C(1) << 30, 0});
@@ -531,6 +550,7 @@ int main(void)
 
     tc = tcase_create("texts");
     tcase_add_test(tc, operands_are_named_by_their_names);
+    tcase_add_test(tc, a_long_name_leaves_room_for_the_shape);
     tcase_add_test(tc, an_impossible_output_is_a_shape_error_with_the_shapes);
     tcase_add_test(tc, anomaly_has_a_status_of_its_own);
     suite_add_tcase(s, tc);

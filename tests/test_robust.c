@@ -41,11 +41,11 @@ static tg_tensor *from(tg_dtype dt, const char *shape, const double *v)
 }
 
 /* Element k is 'want' exactly (NaN matches NaN). */
-#define ASSERT_EXACT(t, k, want)                                                   \
-    do {                                                                           \
-        double got_ = tu_at(t, k), want_ = (double)(want);                         \
-        ck_assert_msg(got_ == want_ || (isnan(got_) && isnan(want_)),              \
-                      "element %d: got %.17g, want %.17g", (int)(k), got_, want_); \
+#define ASSERT_EXACT(t, k, want)                                                                   \
+    do {                                                                                           \
+        double got_ = tu_at(t, k), want_ = (double)(want);                                         \
+        ck_assert_msg(got_ == want_ || (isnan(got_) && isnan(want_)),                              \
+                      "element %d: got %.17g, want %.17g", (int)(k), got_, want_);                 \
     } while (0)
 
 /* ====== Anomaly mode ====== */
@@ -254,8 +254,7 @@ START_TEST(softmax_family_exact_at_1e4)
     ASSERT_EXACT(g, 0, -2.0);
     ASSERT_EXACT(g, 1, 1.0);
     ASSERT_EXACT(g, 2, 1.0);
-    for (int k = 3; k < 6; k++)
-        ck_assert(isfinite(tu_at(g, k)));
+    for (int k = 3; k < 6; k++) ck_assert(isfinite(tu_at(g, k)));
 
     /* Cross-entropy: -log p of the target class, mean over rows; dz = (p - t) / n. */
     tg_tape_reset(tp);
@@ -390,9 +389,9 @@ typedef struct shape_case {
 
 static const shape_case impossible[] = {
     {1, {INT64_MAX}},
-    {1, {INT64_C(1) << 60}}, /* 2^63 bytes of F64: one past the limit */
+    {1, {INT64_C(1) << 60}},         /* 2^63 bytes of F64: one past the limit */
     {2, {INT64_C(1) << 31, INT64_C(1) << 31}},
-    {4, {65536, 65536, 65536, 65536}},         /* 2^64: wraps to 0 in 64-bit arithmetic */
+    {4, {65536, 65536, 65536, 65536}}, /* 2^64: wraps to 0 in 64-bit arithmetic */
     {3, {3, INT64_C(3074457345618258603), 2}}, /* wraps to a small number */
     {2, {-1, 4}},
     {2, {0, -1}},
@@ -509,8 +508,8 @@ START_TEST(files_that_promise_too_much)
     tg_tensor *t = NULL;
 
     /* IDX: 4 dims of 2^32-1 overflow; 2^32-1 bytes promised by a 12-byte file. */
-    static const unsigned char idx_overflow[] = {0,   0,   8,   4,   255, 255, 255, 255, 255, 255,
-                                                 255, 255, 255, 255, 255, 255, 255, 255, 255, 255};
+    static const unsigned char idx_overflow[] = {0, 0, 8, 4, 255, 255, 255, 255, 255, 255, 255,
+                                                 255, 255, 255, 255, 255, 255, 255, 255, 255};
     static const unsigned char idx_short[] = {0, 0, 8, 1, 255, 255, 255, 255, 1, 2, 3, 4};
     FILE *f = fopen(path, "wb");
     fwrite(idx_overflow, 1, sizeof idx_overflow, f);
@@ -535,8 +534,7 @@ START_TEST(files_that_promise_too_much)
                        "\"data_offsets\":[9223372036854775800,9223372036854775807]}}";
     uint64_t len = strlen(json);
     f = fopen(path, "wb");
-    for (int k = 0; k < 8; k++)
-        fputc((int)(len >> (8 * k)) & 0xff, f);
+    for (int k = 0; k < 8; k++) fputc((int)(len >> (8 * k)) & 0xff, f);
     fputs(json, f);
     fclose(f);
     ck_assert_int_eq(tg_checkpoint_load(path, &ps, 1, &err), TG_ERR_FORMAT);
