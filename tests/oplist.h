@@ -213,8 +213,8 @@ typedef struct tu_values {
     X(expand_2x0x4, "expand", UNIFORM(-1, 1), "1x1 2x1x4", tg_expand(tp, in[0], 3, (int64_t[]){2, 0, 4})) \
     X(expand_keep, "expand", UNIFORM(-1, 1), "2x1 1x3 0x1", tg_expand(tp, in[0], 2, (int64_t[]){-1, 3})) \
     X(expand_rank4, "expand", UNIFORM(-1, 1), "3x1 1x1x2", tg_expand(tp, in[0], 4, (int64_t[]){2, 1, 3, 2})) \
-    X(pad_3, "pad", UNIFORM(-1, 1), "2x3x1 1x1x1 2x0x2", tg_pad(tp, in[0], (int64_t[]){1, 0, 2}, (int64_t[]){0, 3, 1}, 0.5)) \
-    X(pad_2, "pad", UNIFORM(-1, 1), "3x2 0x1 1x1", tg_pad(tp, in[0], (int64_t[]){2, 1}, (int64_t[]){1, 0}, -3)) \
+    X(pad_3, "pad", UNIFORM(-1, 1), "2x3x1 1x1x1 2x0x2", tg_pad(tp, in[0], (int64_t[TG_MAX_RANK]){1, 0, 2}, (int64_t[TG_MAX_RANK]){0, 3, 1}, 0.5)) \
+    X(pad_2, "pad", UNIFORM(-1, 1), "3x2 0x1 1x1", tg_pad(tp, in[0], (int64_t[TG_MAX_RANK]){2, 1}, (int64_t[TG_MAX_RANK]){1, 0}, -3)) \
     X(pad_scalar, "pad", UNIFORM(-1, 1), "scalar", tg_pad(tp, in[0], NULL, NULL, 2)) \
     X(index_select_0, "index_select", UNIFORM(-1, 1), "3x4;i:4@-3:3 4x1x2;i:6@-4:4 3;i:5@0:3", tg_index_select(tp, in[0], 0, in[1])) \
     X(index_select_m1, "index_select", UNIFORM(-1, 1), "2x2;i:3@-2:2 3x2x2;i:4@0:2 0x2;i:3@-2:2 1x1x2;i:2@-2:2", tg_index_select(tp, in[0], -1, in[1])) \

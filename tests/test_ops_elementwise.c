@@ -584,6 +584,7 @@ static Suite *ops_elementwise_suite(void)
 {
     Suite *s = suite_create("ops_elementwise");
     TCase *tc = tcase_create("elementwise");
+    tcase_set_timeout(tc, 60); /* the 1M-element tanh comparison takes seconds on a loaded machine */
     tcase_add_loop_test(tc, forward_values, 0, 2 * N(fwd_cases));
     tcase_add_loop_test(tc, broadcast_matches_naive, 0, 2 * N(walk_shapes));
     tcase_add_loop_test(tc, ieee_edge_values, 0, 2);
