@@ -275,9 +275,9 @@ tg_tensor *tg_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *labels)
 
 /* ====== bce_with_logits: y = 1/n Σ max(x, 0) − x t + log(1 + e^−|x|) ======
  * dx += dG/n (σ(x) − t),  dt −= dG/n x. The log term only ever exponentiates
- * −|x|, so large logits cost nothing in accuracy; the target's rule is −x
- * exactly (torch forms it as log(1 − σ(x)) − log σ(x), which is infinite once
- * σ(x) rounds to 1). */
+ * −|x|, so large logits cost nothing in accuracy, and the target's rule is
+ * −x itself rather than log(1 − σ(x)) − log σ(x), which is infinite once σ(x)
+ * rounds to 1. */
 
 static double sigmoid(double x)
 {
