@@ -67,7 +67,7 @@ static tg_tensor *i64(const char *shape, const int64_t *v)
     int rank = tu_parse_shape(shape, s);
     tg_tensor *t = tg_tensor_new(TG_I64, rank, s);
     ck_assert_ptr_nonnull(t);
-    memcpy(tg_tensor_data(t), v, (size_t)tg_tensor_numel(t) * sizeof *v);
+    if (tg_tensor_numel(t)) memcpy(tg_tensor_data(t), v, (size_t)tg_tensor_numel(t) * sizeof *v);
     return t;
 }
 
