@@ -290,7 +290,7 @@ static double sigmoid(double x)
         const T *x = in[0]->data, *t = in[1]->data;                                                \
         double acc = 0;                                                                            \
         for (int64_t i = 0; i < n; i++) {                                                          \
-            double xi = x[i];                                                                      \
+            double xi = (double)x[i];                                                              \
             acc += (xi > 0 ? xi : 0) - xi * (double)t[i] + log1p(exp(-fabs(xi)));                  \
         }                                                                                          \
         *(T *)out->data = (T)(acc / (double)n);                                                    \
@@ -311,7 +311,7 @@ static tg_status bce_forward(tg_tensor *out, tg_tensor *const *in, int n_in, voi
         if (gin[0]) {                                                                              \
             T *dx = gin[0]->data;                                                                  \
             for (int64_t i = 0; i < n; i++) /* dx += (σ(x) − t) dG / n */                          \
-                dx[i] += (T)((sigmoid(x[i]) - (double)t[i]) * g / dn);                             \
+                dx[i] += (T)((sigmoid((double)x[i]) - (double)t[i]) * g / dn);                     \
         }                                                                                          \
         if (gin[1]) {                                                                              \
             T *dt = gin[1]->data;                                                                  \

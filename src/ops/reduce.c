@@ -333,7 +333,7 @@ tg_tensor *tg_argmax(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
         for (int64_t o = 0; o < c->outer; o++) {                                                   \
             const T *xo = x + o * c->n * c->inner;                                                 \
             T *m = y + o * c->inner;                                                               \
-            for (int64_t i = 0; i < c->inner; i++) m[i] = -INFINITY, c->acc[i] = 0;                \
+            for (int64_t i = 0; i < c->inner; i++) m[i] = (T)-INFINITY, c->acc[i] = 0;             \
             for (int64_t k = 0; k < c->n; k++)                                                     \
                 for (int64_t i = 0; i < c->inner; i++)                                             \
                     if (BEATS(xo[k * c->inner + i], m[i])) m[i] = xo[k * c->inner + i];            \
