@@ -89,6 +89,17 @@ typedef struct tu_values {
 #define BNORM_EVAL                                                                        \
     "4x3;3;3;" BNORM_STATS(3) " 2x3x2x2;3;3;" BNORM_STATS(3) " 2x3x4;3;3;" BNORM_STATS(3) \
     " 1x3;3;3;" BNORM_STATS(3) " 1x1x1x1;1;1;" BNORM_STATS(1)
+/* The same with 0-sized dimensions added: UN and BIN with an empty operand,
+ * each AXIS_* list with a shape that is empty off the axis (an empty result).
+ * Empty reduced axes and losses over nothing give NaN or -inf, which the
+ * F32-against-F64 check does not take as agreeing; tests/test_ops_more.c
+ * checks them. */
+#define UN0 UN " 0x3"
+#define BIN0 BIN " 0x3;3 2x0;1"
+#define AXIS0_0 AXIS_0 " 3x0"
+#define AXIS0_1 AXIS_1 " 0x3"
+#define AXIS0_M1 AXIS_M1 " 0x3"
+#define AXIS0_M2 AXIS_M2 " 0x3x2"
 
 /* ====== The rows ====== */
 
@@ -106,6 +117,33 @@ typedef struct tu_values {
     X(exp, "exp", UNIFORM(-1, 1), UN, tg_exp(tp, in[0])) \
     X(log, "log", UNIFORM(0.5, 2), UN, tg_log(tp, in[0])) \
     X(square, "square", UNIFORM(-1, 1), UN, tg_square(tp, in[0])) \
+    X(add_scalar, "add_scalar", UNIFORM(-1, 1), UN0, tg_add_scalar(tp, in[0], 0.75)) \
+    X(pow_2, "pow", UNIFORM(-1, 1), UN0, tg_pow(tp, in[0], 2)) \
+    X(pow_3, "pow", UNIFORM(-1, 1), UN0, tg_pow(tp, in[0], 3)) \
+    X(pow_0, "pow", UNIFORM(-1, 1), UN0, tg_pow(tp, in[0], 0)) \
+    X(pow_m1, "pow", UNIFORM(0.5, 2), UN0, tg_pow(tp, in[0], -1)) \
+    X(pow_half, "pow", UNIFORM(0.5, 2), UN0, tg_pow(tp, in[0], 0.5)) \
+    X(pow_m_half, "pow", UNIFORM(0.5, 2), UN0, tg_pow(tp, in[0], -0.5)) \
+    X(pow_2_5, "pow", UNIFORM(0.5, 2), UN0, tg_pow(tp, in[0], 2.5)) \
+    X(pow_m1_7, "pow", UNIFORM(0.5, 2), UN0, tg_pow(tp, in[0], -1.7)) \
+    X(abs, "abs", AWAY(-1, 1, 0), UN0, tg_abs(tp, in[0])) \
+    X(sqrt, "sqrt", UNIFORM(0.5, 2), UN0, tg_sqrt(tp, in[0])) \
+    X(sin, "sin", UNIFORM(-3, 3), UN0, tg_sin(tp, in[0])) \
+    X(cos, "cos", UNIFORM(-3, 3), UN0, tg_cos(tp, in[0])) \
+    X(clamp, "clamp", AWAY2(-1, 1, -0.5, 0.5), UN0, tg_clamp(tp, in[0], -0.5, 0.5)) \
+    X(maximum, "maximum", UNIFORM(-1, 1), BIN0, tg_maximum(tp, in[0], in[1])) \
+    X(maximum_ties, "maximum", TIES(-1, 1, 0.5), BIN0, tg_maximum(tp, in[0], in[1])) \
+    X(maximum_b, "maximum", TIES(-1, 1, 0.5), "c:3x4;3x4 c:3x4;4 c:2x1x5;1x3x1 c:scalar;2x3", tg_maximum(tp, in[0], in[1])) \
+    X(minimum, "minimum", UNIFORM(-1, 1), BIN0, tg_minimum(tp, in[0], in[1])) \
+    X(minimum_ties, "minimum", TIES(-1, 1, 0.5), BIN0, tg_minimum(tp, in[0], in[1])) \
+    X(minimum_a, "minimum", TIES(-1, 1, 0.5), "3x4;c:3x4 3x4;c:4 2x1x5;c:1x3x1 2x3;c:scalar", tg_minimum(tp, in[0], in[1])) \
+    X(leaky_relu, "leaky_relu", AWAY(-1, 1, 0), UN0, tg_leaky_relu(tp, in[0], 0.2)) \
+    X(leaky_relu_neg, "leaky_relu", AWAY(-1, 1, 0), UN0, tg_leaky_relu(tp, in[0], -0.3)) \
+    X(elu, "elu", AWAY(-2, 2, 0), UN0, tg_elu(tp, in[0], 0.7)) \
+    X(gelu, "gelu", UNIFORM(-3, 3), UN0, tg_gelu(tp, in[0], false)) \
+    X(gelu_tanh, "gelu", UNIFORM(-3, 3), UN0, tg_gelu(tp, in[0], true)) \
+    X(silu, "silu", UNIFORM(-3, 3), UN0, tg_silu(tp, in[0])) \
+    X(softplus, "softplus", UNIFORM(-3, 3), UN0, tg_softplus(tp, in[0])) \
     X(matmul, "matmul", UNIFORM(-1, 1), MATMUL, tg_matmul(tp, in[0], in[1])) \
     X(matmul_a, "matmul", UNIFORM(-1, 1), "1x1;c:1x1 3x1;c:1x4 2x5;c:5x3", tg_matmul(tp, in[0], in[1])) \
     X(matmul_b, "matmul", UNIFORM(-1, 1), "c:1x1;1x1 c:3x1;1x4 c:2x5;5x3", tg_matmul(tp, in[0], in[1])) \
@@ -155,6 +193,40 @@ typedef struct tu_values {
     X(max_pool2d_1, "max_pool2d", UNIFORM(-1, 1), "1x1x1x1 2x2x3x1", tg_max_pool2d(tp, in[0], (int[]){1, 1}, (int[]){1, 1}, (int[]){0, 0})) \
     X(avg_pool2d, "avg_pool2d", UNIFORM(-1, 1), "1x1x4x4 2x3x5x5 1x1x2x2 0x2x4x4", tg_avg_pool2d(tp, in[0], (int[]){2, 2}, NULL, NULL)) \
     X(avg_pool2d_pad, "avg_pool2d", UNIFORM(-1, 1), "2x1x4x5 1x2x1x1 1x1x3x2", tg_avg_pool2d(tp, in[0], (int[]){2, 3}, (int[]){1, 2}, (int[]){1, 1})) \
+    X(mean_axis_0, "mean_axis", UNIFORM(-1, 1), AXIS0_0, tg_mean_axis(tp, in[0], 0, false)) \
+    X(mean_axis_0_keep, "mean_axis", UNIFORM(-1, 1), AXIS0_0, tg_mean_axis(tp, in[0], 0, true)) \
+    X(mean_axis_1, "mean_axis", UNIFORM(-1, 1), AXIS0_1, tg_mean_axis(tp, in[0], 1, false)) \
+    X(mean_axis_1_keep, "mean_axis", UNIFORM(-1, 1), AXIS0_1, tg_mean_axis(tp, in[0], 1, true)) \
+    X(mean_axis_m1, "mean_axis", UNIFORM(-1, 1), AXIS0_M1, tg_mean_axis(tp, in[0], -1, false)) \
+    X(mean_axis_m1_keep, "mean_axis", UNIFORM(-1, 1), AXIS0_M1, tg_mean_axis(tp, in[0], -1, true)) \
+    X(mean_axis_m2, "mean_axis", UNIFORM(-1, 1), AXIS0_M2, tg_mean_axis(tp, in[0], -2, false)) \
+    X(mean_axis_m2_keep, "mean_axis", UNIFORM(-1, 1), AXIS0_M2, tg_mean_axis(tp, in[0], -2, true)) \
+    X(max_axis_0, "max_axis", UNIFORM(-1, 1), AXIS0_0, tg_max_axis(tp, in[0], 0, false)) \
+    X(max_axis_0_keep, "max_axis", UNIFORM(-1, 1), AXIS0_0, tg_max_axis(tp, in[0], 0, true)) \
+    X(max_axis_1, "max_axis", UNIFORM(-1, 1), AXIS0_1, tg_max_axis(tp, in[0], 1, false)) \
+    X(max_axis_1_keep, "max_axis", UNIFORM(-1, 1), AXIS0_1, tg_max_axis(tp, in[0], 1, true)) \
+    X(max_axis_m1, "max_axis", UNIFORM(-1, 1), AXIS0_M1, tg_max_axis(tp, in[0], -1, false)) \
+    X(max_axis_m1_keep, "max_axis", UNIFORM(-1, 1), AXIS0_M1, tg_max_axis(tp, in[0], -1, true)) \
+    X(max_axis_m2, "max_axis", UNIFORM(-1, 1), AXIS0_M2, tg_max_axis(tp, in[0], -2, false)) \
+    X(max_axis_m2_keep, "max_axis", UNIFORM(-1, 1), AXIS0_M2, tg_max_axis(tp, in[0], -2, true)) \
+    X(min_axis_0, "min_axis", UNIFORM(-1, 1), AXIS0_0, tg_min_axis(tp, in[0], 0, false)) \
+    X(min_axis_0_keep, "min_axis", UNIFORM(-1, 1), AXIS0_0, tg_min_axis(tp, in[0], 0, true)) \
+    X(min_axis_1, "min_axis", UNIFORM(-1, 1), AXIS0_1, tg_min_axis(tp, in[0], 1, false)) \
+    X(min_axis_1_keep, "min_axis", UNIFORM(-1, 1), AXIS0_1, tg_min_axis(tp, in[0], 1, true)) \
+    X(min_axis_m1, "min_axis", UNIFORM(-1, 1), AXIS0_M1, tg_min_axis(tp, in[0], -1, false)) \
+    X(min_axis_m1_keep, "min_axis", UNIFORM(-1, 1), AXIS0_M1, tg_min_axis(tp, in[0], -1, true)) \
+    X(min_axis_m2, "min_axis", UNIFORM(-1, 1), AXIS0_M2, tg_min_axis(tp, in[0], -2, false)) \
+    X(min_axis_m2_keep, "min_axis", UNIFORM(-1, 1), AXIS0_M2, tg_min_axis(tp, in[0], -2, true)) \
+    X(logsumexp_0, "logsumexp", UNIFORM(-2, 2), AXIS0_0, tg_logsumexp(tp, in[0], 0, false)) \
+    X(logsumexp_0_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_0, tg_logsumexp(tp, in[0], 0, true)) \
+    X(logsumexp_1, "logsumexp", UNIFORM(-2, 2), AXIS0_1, tg_logsumexp(tp, in[0], 1, false)) \
+    X(logsumexp_1_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_1, tg_logsumexp(tp, in[0], 1, true)) \
+    X(logsumexp_m1, "logsumexp", UNIFORM(-2, 2), AXIS0_M1, tg_logsumexp(tp, in[0], -1, false)) \
+    X(logsumexp_m1_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_M1, tg_logsumexp(tp, in[0], -1, true)) \
+    X(logsumexp_m2, "logsumexp", UNIFORM(-2, 2), AXIS0_M2, tg_logsumexp(tp, in[0], -2, false)) \
+    X(logsumexp_m2_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_M2, tg_logsumexp(tp, in[0], -2, true)) \
+    X(argmax_1, "argmax", UNIFORM(-1, 1), AXIS0_1, tg_argmax(tp, in[0], 1, false)) \
+    X(argmax_m1_ties, "argmax", TIES(-1, 1, 0.5), AXIS0_M1, tg_argmax(tp, in[0], -1, true)) \
     X(softmax, "softmax", UNIFORM(-2, 2), ROWS, tg_softmax(tp, in[0])) \
     X(log_softmax, "log_softmax", UNIFORM(-2, 2), ROWS, tg_log_softmax(tp, in[0])) \
     X(frobenius_loss, "frobenius_loss", UNIFORM(-1, 1), PAIRS, tg_frobenius_loss(tp, in[0], in[1])) \
@@ -222,7 +294,16 @@ typedef struct tu_values {
     X(embedding, "embedding", UNIFORM(-1, 1), "5x3;i:2x3@-5:5 5x1;i:7@0:5 5x0;i:2x2@-5:5 3x4;i:scalar@0:3 6x2;i:2x1x2@-6:6", tg_embedding(tp, in[0], in[1])) \
     X(where, "where", UNIFORM(-1, 1), "3x4;3x4;3x4 3x1;1x4;3x4 2x1x3;4x1; ;2x3;2x1 1x0;2x1;1 2x2x1x3;1x2x1;3", tg_where(tp, tg_relu(tp, in[0]), in[1], in[2])) \
     X(where_b, "where", UNIFORM(-1, 1), "c:3x1;c:1x4;3x4", tg_where(tp, tg_relu(tp, in[0]), in[1], in[2])) \
-    X(where_i64, "where", UNIFORM(-1, 1), "i:2x1x3@0:2;4x1; i:2x1x3@-1:2;2x4x3;1x3 i:3x1@0:2;1;3x2 i:scalar@0:2;2x3;2x3", tg_where(tp, in[0], in[1], in[2]))
+    X(where_i64, "where", UNIFORM(-1, 1), "i:2x1x3@0:2;4x1; i:2x1x3@-1:2;2x4x3;1x3 i:3x1@0:2;1;3x2 i:scalar@0:2;2x3;2x3", tg_where(tp, in[0], in[1], in[2])) \
+    X(cross_entropy, "cross_entropy", UNIFORM(-2, 2), "3x4;i:3@4 1x1;i:1@1 4x1;i:4@1 1x5;i:1@5", tg_cross_entropy(tp, in[0], in[1])) \
+    X(bce_with_logits, "bce_with_logits", UNIFORM(-2, 2), PAIRS, tg_bce_with_logits(tp, in[0], in[1])) \
+    X(bce_with_logits_x, "bce_with_logits", UNIFORM(-2, 2), "3x4;c:3x4 1;c:1", tg_bce_with_logits(tp, in[0], in[1])) \
+    X(bce_with_logits_t, "bce_with_logits", UNIFORM(-2, 2), "c:3x4;3x4 c:1;1", tg_bce_with_logits(tp, in[0], in[1])) \
+    X(l1_loss, "l1_loss", UNIFORM(-1, 1), PAIRS, tg_l1_loss(tp, in[0], in[1])) \
+    X(l1_loss_t, "l1_loss", UNIFORM(-1, 1), "c:3x4;3x4 c:1;1", tg_l1_loss(tp, in[0], in[1])) \
+    X(huber_loss, "huber_loss", UNIFORM(-1, 1), PAIRS, tg_huber_loss(tp, in[0], in[1], 0.5)) \
+    X(huber_loss_2, "huber_loss", UNIFORM(-2, 2), PAIRS, tg_huber_loss(tp, in[0], in[1], 2)) \
+    X(huber_loss_p, "huber_loss", UNIFORM(-1, 1), "3x4;c:3x4 1;c:1", tg_huber_loss(tp, in[0], in[1], 0.5))
 /* clang-format on */
 
 /* ====== The rows as a table ====== */

@@ -368,48 +368,68 @@ TG_API tg_tensor *tg_embedding(tg_tape *tp, tg_tensor *table, tg_tensor *idx);
  * gets no gradient (zero if it requires one). */
 TG_API tg_tensor *tg_where(tg_tape *tp, tg_tensor *cond, tg_tensor *a, tg_tensor *b);
 
-/* ====== More elementwise ops (ops/elementwise.c) ====== */
+/* ====== More elementwise ops (ops/elementwise.c) ======
+ * PyTorch's values and derivatives, including at the kinks; IEEE values (NaN,
+ * infinities) are results, not errors. The result has x's shape (the binary
+ * ones broadcast like tg_add); one pass over x, and one for the VJP. A
+ * parameter that would make every output NaN is TG_ERR_ARG. */
 
 /** x + s for a constant s. */
 TG_API tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, double s);
-/** torch.pow(x, p) with a float exponent. */
+/** torch.pow(x, p) with a float exponent: p = 0 gives 1 everywhere (gradient
+ * 0), x = 0 with p < 1 an infinite derivative, a negative x with a
+ * non-integer p NaN. TG_ERR_ARG for a NaN p. */
 TG_API tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, double p);
 /** |x|; the derivative at 0 is 0. */
 TG_API tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x);
-/** The square root. */
+/** The square root; NaN below 0, an infinite derivative at 0. */
 TG_API tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x);
 /** sin x. */
 TG_API tg_tensor *tg_sin(tg_tape *tp, tg_tensor *x);
 /** cos x. */
 TG_API tg_tensor *tg_cos(tg_tape *tp, tg_tensor *x);
-/** min(max(x, lo), hi); the gradient passes where lo <= x <= hi (torch.clamp). */
+/** min(max(x, lo), hi); the gradient passes where lo <= x <= hi, bounds
+ * included (torch.clamp). lo > hi gives hi everywhere; either bound may be
+ * infinite; TG_ERR_ARG for a NaN bound. */
 TG_API tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, double lo, double hi);
-/** The larger of a and b, broadcasting; ties split the gradient in half. */
+/** The larger of a and b, broadcasting; ties split the gradient in half, a
+ * NaN in either gives NaN and the whole gradient to both (torch.maximum). */
 TG_API tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
 /** The smaller of a and b, broadcasting; ties split the gradient in half. */
 TG_API tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b);
-/** x for x > 0, slope x otherwise; the derivative at x <= 0 is 'slope'. */
+/** x for x > 0, slope x otherwise; the derivative at x <= 0 is 'slope'
+ * (finite, any sign, else TG_ERR_ARG). */
 TG_API tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, double slope);
-/** x for x > 0, alpha (e^x - 1) otherwise. */
+/** x for x > 0, alpha (e^x - 1) otherwise (alpha finite, else TG_ERR_ARG). */
 TG_API tg_tensor *tg_elu(tg_tape *tp, tg_tensor *x, double alpha);
-/** torch's gelu: x Φ(x) exactly, or its tanh approximation. */
+/** torch's gelu: x Φ(x) through erf (approximate="none"), or its tanh
+ * approximation (approximate="tanh"), each with its exact derivative. */
 TG_API tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x, bool tanh_approx);
-/** x σ(x). */
+/** x σ(x), without overflow for large |x|. */
 TG_API tg_tensor *tg_silu(tg_tape *tp, tg_tensor *x);
-/** log(1 + e^x), stable for large |x| (beta 1, no threshold cut). */
+/** log(1 + e^x) as max(x, 0) + log1p(e^-|x|): stable for large |x| (beta 1,
+ * no threshold cut); the derivative is σ(x). */
 TG_API tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x);
 
-/* ====== Reductions along an axis (ops/reduce.c) ====== */
+/* ====== Reductions along an axis (ops/reduce.c) ======
+ * The axis may be negative (counted from the end); it disappears from the
+ * result, or stays with size 1 with keepdim. TG_ERR_ARG for an axis out of
+ * range (rank 0 has none). One pass over x, one for the VJP; F32 sums
+ * accumulate in double. */
 
-/** The mean over one axis, which disappears or stays as 1 with keepdim. */
+/** The mean over one axis; an empty axis gives NaN (0/0), as in torch. */
 TG_API tg_tensor *tg_mean_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
-/** The values of torch.max(x, axis); the gradient goes to the first maximum. */
+/** The values of torch.max(x, axis); the gradient goes to the first maximum,
+ * and a NaN counts as the maximum. TG_ERR_SHAPE for an empty axis. */
 TG_API tg_tensor *tg_max_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
-/** The values of torch.min(x, axis); the gradient goes to the first minimum. */
+/** The values of torch.min(x, axis); the gradient goes to the first minimum,
+ * and a NaN counts as the minimum. TG_ERR_SHAPE for an empty axis. */
 TG_API tg_tensor *tg_min_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
-/** The index (I64) of the first maximum along 'axis'; no gradient. */
+/** The index (I64) of the first maximum along 'axis' (of the first NaN if
+ * any); no gradient. TG_ERR_SHAPE for an empty axis. */
 TG_API tg_tensor *tg_argmax(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
-/** log Σ e^x along 'axis', the maximum subtracted first. */
+/** log Σ e^x along 'axis', the maximum subtracted first; as torch, a row of
+ * -inf (or an empty axis) gives -inf and a +inf gives +inf. */
 TG_API tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x, int axis, bool keepdim);
 
 /* ====== Neural-network ops (ops/conv.c, ops/norm.c) ====== */
@@ -495,15 +515,24 @@ TG_API tg_tensor *tg_batch_norm(tg_tape *tp, tg_tensor *x, tg_tensor *gamma, tg_
  * f32 or f64. One pass; the mask takes one byte per element in the arena. */
 TG_API tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng);
 
-/* ====== More losses (ops/loss.c), rank 0, mean over the batch ====== */
+/* ====== More losses (ops/loss.c), rank 0, mean over the batch ======
+ * A mean over no elements is NaN, as in torch. Sums accumulate in double; one
+ * pass over the inputs, one for the VJP. */
 
-/** Cross-entropy of logits [N,C] against class labels (I64 [N]). */
+/** Cross-entropy of logits [N,C] against class labels (I64 [N], each in
+ * [0, C); no ignore_index): -1/N Σ_i log_softmax(logits)[i, labels[i]].
+ * TG_ERR_SHAPE for other shapes; a label out of range is TG_ERR_ARG when
+ * recorded and fails the tape at replay, naming its position and value. */
 TG_API tg_tensor *tg_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *labels);
-/** Binary cross-entropy on logits, same shapes, stable for large |logits|. */
+/** Binary cross-entropy on logits, mean of max(x, 0) - x t + log(1 + e^-|x|)
+ * over every element; same shapes (TG_ERR_SHAPE otherwise), stable for large
+ * |logits|; the target gets a gradient (-x/N) too. */
 TG_API tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits, tg_tensor *target);
-/** The mean of |pred - target|. */
+/** The mean of |pred - target|; the derivative at pred = target is 0. Same
+ * shapes, TG_ERR_SHAPE otherwise. */
 TG_API tg_tensor *tg_l1_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target);
-/** The mean Huber loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta). */
+/** The mean Huber loss: 0.5 d^2 where |d| < delta, else delta (|d| - 0.5 delta),
+ * d = pred - target (torch's huber_loss). TG_ERR_ARG unless delta > 0. */
 TG_API tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target, double delta);
 
 /* ====== Custom ops (how users extend the graph, and how built-ins are defined) ====== */

@@ -1,6 +1,8 @@
 /*
- * Elementwise ops: add, sub, mul and div with NumPy broadcasting, and the
- * unary scale, neg, sigmoid, tanh, relu, exp, log and square.
+ * Elementwise ops: add, sub, mul, div, maximum and minimum with NumPy
+ * broadcasting, and the unary scale, neg, sigmoid, tanh, relu, exp, log,
+ * square, add_scalar, pow, abs, sqrt, sin, cos, clamp, leaky_relu, elu, gelu
+ * (both forms), silu and softplus.
  *
  * Adding an op here takes one BINARY_KERNEL or UNARY_KERNEL line (its forward
  * and VJP as expressions, the rule in a comment beside them), the
@@ -20,8 +22,9 @@
 
 /* The names the op expressions below are written in, at the current element:
  * the operands A and B of a binary op, the input X of a unary op (kept where
- * operand a is), the output Y, the output's gradient G, and s, tg_scale's
- * factor. */
+ * operand a is), the output Y, the output's gradient G, and s and s2, the
+ * parameters of a unary op that has them (tg_scale's factor, tg_clamp's
+ * bounds), as the element type. */
 #define A a[ia]
 #define B b[ib]
 #define X a[i]
@@ -39,7 +42,7 @@ typedef struct run {
     void *y, *g, *a, *b, *w;
     bool step_a, step_b; /* a (b) advances along the loop; false where it is broadcast */
     bool w_is_b;         /* w is laid out like b, else like a */
-    double s;            /* tg_scale's factor; 0 for the other ops */
+    double s, s2;        /* a unary op's parameters; 0 where it has none */
 } run;
 
 typedef void (*run_fn)(const run *r);
@@ -63,8 +66,8 @@ typedef void (*run_fn)(const run *r);
         const int64_t n = (r)->n;                                                 \
         T *restrict y = (r)->y, *restrict w = (r)->w;                             \
         const T *restrict g = (r)->g, *restrict a = (r)->a, *restrict b = (r)->b; \
-        const T s = (T)(r)->s;                                                    \
-        (void)y, (void)w, (void)g, (void)a, (void)b, (void)s;                     \
+        const T s = (T)(r)->s, s2 = (T)(r)->s2;                                   \
+        (void)y, (void)w, (void)g, (void)a, (void)b, (void)s, (void)s2;           \
         if ((r)->step_a && (r)->step_b)                                           \
             LOOP(n, i, i, STMT);                                                  \
         else if ((r)->step_a)                                                     \
@@ -275,7 +278,7 @@ tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
 /* ====== Unary ops ====== */
 
 /* Defines <op>_forward and <op>_vjp of a unary op from Y = FWD and dx += DX,
- * expressions in X, Y, G and s. */
+ * expressions in X, Y, G, s and s2. ctx is NULL or the op's two parameters. */
 #define UNARY_KERNEL(op, FWD, DX)                                                                \
     static void op##_run_y(const run *r) { RUN(r, y[i] = (FWD)); }                               \
     static void op##_run_dx(const run *r) { RUN(r, w[i] += (DX)); }                              \
@@ -293,9 +296,9 @@ tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
     }
 
 /* The forward pass (gout and gx NULL) or the VJP pass of a unary op: one
- * contiguous loop. */
+ * contiguous loop. 'p' is NULL or the op's two parameters. */
 static tg_status unary_pass(const tg_tensor *out, const tg_tensor *gout, const tg_tensor *x,
-                            tg_tensor *gx, const double *s, run_fn kernel)
+                            tg_tensor *gx, const double *p, run_fn kernel)
 {
     run r = {.dtype = out->dtype,
              .n = out->numel,
@@ -303,7 +306,8 @@ static tg_status unary_pass(const tg_tensor *out, const tg_tensor *gout, const t
              .a = x->data,
              .step_a = true,
              .step_b = true,
-             .s = s ? *s : 0};
+             .s = p ? p[0] : 0,
+             .s2 = p ? p[1] : 0};
     if (gout) r.g = gout->data, r.w = gx->data;
     kernel(&r);
     return TG_OK;
@@ -314,6 +318,27 @@ static tg_tensor *unary(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 {
     if (!tg__guard(tp, def->name, 1, &x)) return NULL;
     return tg_custom(tp, def, &x, 1, x->rank, x->shape, NULL);
+}
+
+/* The constructor of a unary op with parameters s and s2 (0 when it has one),
+ * copied into the arena as its ctx: the first is the double the '{c}' of its
+ * rules reads. The caller has opened with tg__guard and checked the values. */
+static tg_tensor *unary_with(tg_tape *tp, const tg_op_def *def, tg_tensor *x, double s, double s2)
+{
+    double *p = tg__tape_copy(tp, (const double[2]){s, s2}, 2 * sizeof(double));
+    return p ? tg_custom(tp, def, &x, 1, x->rank, x->shape, p) : NULL;
+}
+
+/* Fails the tape unless the parameter 'what' of op 'def' is finite: a NaN or
+ * infinite slope or scale would make every output NaN or infinite. */
+static bool finite_param(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const char *what,
+                         double v)
+{
+    if (isfinite(v)) return true;
+    char sx[TG__SHAPE_STR_MAX];
+    tg__fail(tp, TG_ERR_ARG, "%s: %s must be finite, got %g (input %s)", def->name, what, v,
+             tg__shape_str(x, sx, sizeof sx));
+    return false;
 }
 
 /* ====== scale: y = s x;  dx += s dG ====== */
@@ -327,9 +352,7 @@ static const tg_op_def scale_def = {
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 {
     if (!tg__guard(tp, "scale", 1, &x)) return NULL;
-    double *factor = tg__tape_copy(tp, &s, sizeof s); /* lives as long as the node */
-    if (!factor) return NULL;
-    return tg_custom(tp, &scale_def, &x, 1, x->rank, x->shape, factor);
+    return unary_with(tp, &scale_def, x, s, 0);
 }
 
 /* ====== neg: y = -x;  dx -= dG ====== */
@@ -477,3 +500,302 @@ static const tg_op_def square_def = {
     .rules = (const char *const[]){"2 {0} ⊙ {dy}", NULL}};
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, x); }
+
+/* ====== Helpers for the ops below, once per element type ======
+ * BOTH(DEF) writes DEF(float, f32) and DEF(double, f64); PICK(fn, x) is
+ * fn_f32 or fn_f64 by x's type. Each helper is a plain select or formula on
+ * its arguments, loaded unconditionally, so the loops stay vectorisable. */
+
+#define BOTH(DEF)   DEF(float, f32) DEF(double, f64)
+#define PICK(fn, x) _Generic((x), float : fn##_f32, default : fn##_f64)
+
+/* ====== add_scalar: y = x + s;  dx += dG ====== */
+
+UNARY_KERNEL(add_scalar, (X + s), G) /* dx += dG */
+
+static const tg_op_def add_scalar_def = {
+    .name = "add_scalar", .forward = add_scalar_forward, .vjp = add_scalar_vjp,
+    .rules = (const char *const[]){"{dy}", NULL}};
+
+tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, double s)
+{
+    if (!tg__guard(tp, "add_scalar", 1, &x)) return NULL;
+    return unary_with(tp, &add_scalar_def, x, s, 0);
+}
+
+/* ====== pow: y = x^p;  dx += dG (p x^(p-1)), 0 for p = 0 ======
+ * torch.pow with a float exponent, with the special cases of torch's CPU
+ * kernel so F64 results agree bit for bit: p = 0 gives 1 (for NaN and 0 too),
+ * 1 copies, 2 and 3 multiply, -2 is 1/(x x), 0.5 sqrt, -0.5 1/sqrt, -1 1/x;
+ * any other p is libm's pow. The VJP is torch's p * x.pow(p - 1), so x = 0
+ * with p < 1 has an infinite derivative, and a negative x with a non-integer
+ * p gives NaN, both ways. */
+#define POW_DEF(T, sfx)                                           \
+    static T pow_##sfx(T x, T p)                                  \
+    {                                                             \
+        if (p == 0) return 1;                                     \
+        if (p == 1) return x;                                     \
+        if (p == 2) return x * x;                                 \
+        if (p == 3) return x * x * x;                             \
+        if (p == -2) return 1 / (x * x);                          \
+        if (p == (T)0.5) return sqrt(x);                          \
+        if (p == (T)-0.5) return 1 / sqrt(x);                     \
+        if (p == -1) return 1 / x;                                \
+        return pow(x, p);                                         \
+    }                                                             \
+    static T pow_grad_##sfx(T x, T p, T g)                        \
+    {                                                             \
+        return p == 0 ? 0 : g * (p * pow_##sfx(x, p - 1));        \
+    }
+BOTH(POW_DEF)
+
+UNARY_KERNEL(pow, PICK(pow, X)(X, s), PICK(pow_grad, X)(X, s, G)) /* dx += dG p x^(p-1) */
+
+static const tg_op_def pow_def = {
+    .name = "pow", .forward = pow_forward, .vjp = pow_vjp,
+    .rules = (const char *const[]){"{c} {0}^({c} − 1) ⊙ {dy}", NULL}};
+
+tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, double p)
+{
+    if (!tg__guard(tp, "pow", 1, &x)) return NULL;
+    if (isnan(p)) {
+        char sx[TG__SHAPE_STR_MAX];
+        tg__fail(tp, TG_ERR_ARG, "pow: the exponent is NaN (input %s)",
+                 tg__shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    return unary_with(tp, &pow_def, x, p, 0);
+}
+
+/* ====== abs: y = |x|;  dx += dG sign(x), 0 at x = 0 (and for NaN) ====== */
+
+#define SIGN_DEF(T, sfx) \
+    static T sign_##sfx(T x) { return (T)((x > 0) - (x < 0)); }
+BOTH(SIGN_DEF)
+
+UNARY_KERNEL(abs, fabs(X), (G * PICK(sign, X)(X))) /* dx += dG sign(x) */
+
+static const tg_op_def abs_def = {
+    .name = "abs", .forward = abs_forward, .vjp = abs_vjp,
+    .rules = (const char *const[]){"sign({0}) ⊙ {dy}", NULL}};
+
+tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x) { return unary(tp, &abs_def, x); }
+
+/* ====== sqrt: y = √x;  dx += dG / (2 y), from the saved output ======
+ * As in torch, x = 0 gives an infinite derivative and x < 0 NaN. */
+UNARY_KERNEL(sqrt, sqrt(X), (G / (2 * Y))) /* dx += dG / (2 y) */
+
+static const tg_op_def sqrt_def = {
+    .name = "sqrt", .forward = sqrt_forward, .vjp = sqrt_vjp,
+    .rules = (const char *const[]){"{dy} ⊘ (2 {y})", NULL}};
+
+tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x) { return unary(tp, &sqrt_def, x); }
+
+/* ====== sin: y = sin x;  dx += dG cos x.   cos: y = cos x;  dx += dG (−sin x) ====== */
+
+UNARY_KERNEL(sin, sin(X), (G * cos(X))) /* dx += dG cos x */
+
+static const tg_op_def sin_def = {
+    .name = "sin", .forward = sin_forward, .vjp = sin_vjp,
+    .rules = (const char *const[]){"cos({0}) ⊙ {dy}", NULL}};
+
+tg_tensor *tg_sin(tg_tape *tp, tg_tensor *x) { return unary(tp, &sin_def, x); }
+
+UNARY_KERNEL(cos, cos(X), (G * -sin(X))) /* dx += dG (−sin x) */
+
+static const tg_op_def cos_def = {
+    .name = "cos", .forward = cos_forward, .vjp = cos_vjp,
+    .rules = (const char *const[]){"−sin({0}) ⊙ {dy}", NULL}};
+
+tg_tensor *tg_cos(tg_tape *tp, tg_tensor *x) { return unary(tp, &cos_def, x); }
+
+/* ====== clamp: y = min(max(x, lo), hi);  dx += dG where lo <= x <= hi ======
+ * torch.clamp: NaN stays NaN (and gets no gradient), the bounds themselves
+ * pass the gradient, and lo > hi gives hi everywhere with no gradient. */
+#define CLAMP_DEF(T, sfx)                                                            \
+    static T clamp_##sfx(T x, T lo, T hi)                                            \
+    {                                                                                \
+        T t = x < lo ? lo : x;                                                       \
+        return t > hi ? hi : t;                                                      \
+    }                                                                                \
+    static T clamp_grad_##sfx(T x, T lo, T hi, T g) { return x >= lo && x <= hi ? g : 0; }
+BOTH(CLAMP_DEF)
+
+UNARY_KERNEL(clamp, PICK(clamp, X)(X, s, s2),
+             PICK(clamp_grad, X)(X, s, s2, G)) /* dx += dG [lo <= x <= hi] */
+
+static const tg_op_def clamp_def = {
+    .name = "clamp", .forward = clamp_forward, .vjp = clamp_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ [lo ≤ {0} ≤ hi]", NULL}};
+
+tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, double lo, double hi)
+{
+    if (!tg__guard(tp, "clamp", 1, &x)) return NULL;
+    if (isnan(lo) || isnan(hi)) {
+        char sx[TG__SHAPE_STR_MAX];
+        tg__fail(tp, TG_ERR_ARG, "clamp: a bound is NaN (lo %g, hi %g, input %s)", lo, hi,
+                 tg__shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    return unary_with(tp, &clamp_def, x, lo, hi);
+}
+
+/* ====== maximum: y = max(a, b);  dA += dG [a > b] + dG/2 [a = b], dB likewise ======
+ * minimum mirrors it. As torch.maximum: a NaN in either operand gives NaN and
+ * the full dG to both; the selects are std::max's and std::min's. */
+#define MINMAX_DEF(T, sfx)                                                                   \
+    static T maximum_##sfx(T a, T b) { return b != b || a < b ? b : a; }                     \
+    static T minimum_##sfx(T a, T b) { return b != b || b < a ? b : a; }                     \
+    static T tie_or_##sfx(T a, T b, bool zero, T g) { return a == b ? g / 2 : zero ? 0 : g; }
+BOTH(MINMAX_DEF)
+
+#define TIE_OR(a, b, zero, g) PICK(tie_or, g)(a, b, zero, g)
+
+BINARY_KERNEL(maximum, PICK(maximum, A)(A, B), TIE_OR(A, B, A < B, G),
+              TIE_OR(A, B, A > B, G)) /* dA += dG [a > b] + dG/2 [a = b], dB likewise */
+
+static const tg_op_def maximum_def = {
+    .name = "maximum", .forward = maximum_forward, .vjp = maximum_vjp,
+    .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} > {1}] + ½ [{0} = {1}])",
+                                   "{bcast}{dy} ⊙ ([{1} > {0}] + ½ [{0} = {1}])", NULL}};
+
+tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return binary(tp, &maximum_def, a, b);
+}
+
+BINARY_KERNEL(minimum, PICK(minimum, A)(A, B), TIE_OR(A, B, A > B, G),
+              TIE_OR(A, B, A < B, G)) /* dA += dG [a < b] + dG/2 [a = b], dB likewise */
+
+static const tg_op_def minimum_def = {
+    .name = "minimum", .forward = minimum_forward, .vjp = minimum_vjp,
+    .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} < {1}] + ½ [{0} = {1}])",
+                                   "{bcast}{dy} ⊙ ([{1} < {0}] + ½ [{0} = {1}])", NULL}};
+
+tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
+{
+    return binary(tp, &minimum_def, a, b);
+}
+
+/* ====== leaky_relu: y = x for x > 0, s x else;  dx += dG, or s dG at x <= 0 ====== */
+
+#define LEAKY_DEF(T, sfx)                                                    \
+    static T leaky_##sfx(T x, T s) { return x > 0 ? x : x * s; }             \
+    static T leaky_grad_##sfx(T x, T s, T g) { return x > 0 ? g : g * s; }
+BOTH(LEAKY_DEF)
+
+UNARY_KERNEL(leaky_relu, PICK(leaky, X)(X, s),
+             PICK(leaky_grad, X)(X, s, G)) /* dx += dG, s dG at x <= 0 */
+
+static const tg_op_def leaky_relu_def = {
+    .name = "leaky_relu", .forward = leaky_relu_forward, .vjp = leaky_relu_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} [{0} ≤ 0])", NULL}};
+
+tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, double slope)
+{
+    if (!tg__guard(tp, "leaky_relu", 1, &x) ||
+        !finite_param(tp, &leaky_relu_def, x, "the slope", slope))
+        return NULL;
+    return unary_with(tp, &leaky_relu_def, x, slope, 0);
+}
+
+/* ====== elu: y = x for x > 0, α (e^x − 1) else;  dx += dG, or dG α e^x at x <= 0 ======
+ * e^x − 1 is expm1, exact to the last bit near 0 where the subtraction
+ * would cancel. */
+#define ELU_DEF(T, sfx)                                                          \
+    static T elu_##sfx(T x, T alpha) { return x > 0 ? x : expm1(x) * alpha; }    \
+    static T elu_grad_##sfx(T x, T alpha, T g) { return x > 0 ? g : g * (alpha * exp(x)); }
+BOTH(ELU_DEF)
+
+UNARY_KERNEL(elu, PICK(elu, X)(X, s), PICK(elu_grad, X)(X, s, G)) /* dx += dG, dG α e^x at x <= 0 */
+
+static const tg_op_def elu_def = {
+    .name = "elu", .forward = elu_forward, .vjp = elu_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} e^{0} [{0} ≤ 0])", NULL}};
+
+tg_tensor *tg_elu(tg_tape *tp, tg_tensor *x, double alpha)
+{
+    if (!tg__guard(tp, "elu", 1, &x) || !finite_param(tp, &elu_def, x, "alpha", alpha))
+        return NULL;
+    return unary_with(tp, &elu_def, x, alpha, 0);
+}
+
+/* ====== gelu: y = x Φ(x);  dx += dG (Φ(x) + x φ(x)) ======
+ * torch's formulas and their order of operations: Φ(x) = (1 + erf(x/√2)) / 2,
+ * φ(x) = e^(−x²/2) / √(2π). The tanh form is y = x/2 (1 + tanh u) with
+ * u = √(2/π) (x + 0.044715 x³), and its exact derivative
+ * (1 + tanh u)/2 + x/2 (1 − tanh² u) √(2/π) (1 + 3 · 0.044715 x²). */
+#define SQRT1_2      0.70710678118654752440 /* 1/√2 */
+#define INV_SQRT_2PI 0.39894228040143267794 /* 1/√(2π) */
+#define SQRT_2_PI    0.79788456080286535588 /* √(2/π) */
+#define GELU_KAPPA   0.044715
+
+#define GELU_DEF(T, sfx)                                                                   \
+    static T gelu_##sfx(T x) { return x * (T)0.5 * (1 + erf(x * (T)SQRT1_2)); }            \
+    static T gelu_grad_##sfx(T x, T g)                                                     \
+    {                                                                                      \
+        T cdf = (T)0.5 * (1 + erf(x * (T)SQRT1_2));                                        \
+        T pdf = (T)INV_SQRT_2PI * exp(x * x * (T)-0.5);                                    \
+        return g * (cdf + x * pdf);                                                        \
+    }                                                                                      \
+    static T gelu_tanh_##sfx(T x)                                                          \
+    {                                                                                      \
+        T inner = (T)SQRT_2_PI * (x + (T)GELU_KAPPA * (x * x * x));                        \
+        return (T)0.5 * x * (1 + TANH(inner));                                             \
+    }                                                                                      \
+    static T gelu_tanh_grad_##sfx(T x, T g)                                                \
+    {                                                                                      \
+        T t = TANH((T)SQRT_2_PI * (x + (T)GELU_KAPPA * (x * x * x)));                      \
+        T right = (T)0.5 * x * (1 - t * t) * ((T)SQRT_2_PI * (1 + 3 * (T)GELU_KAPPA * x * x)); \
+        return g * ((T)0.5 * (1 + t) + right);                                             \
+    }
+BOTH(GELU_DEF)
+
+UNARY_KERNEL(gelu, PICK(gelu, X)(X), PICK(gelu_grad, X)(X, G)) /* dx += dG (Φ(x) + x φ(x)) */
+UNARY_KERNEL(gelu_tanh, PICK(gelu_tanh, X)(X),
+             PICK(gelu_tanh_grad, X)(X, G)) /* dx += dG gelu_tanh'(x) */
+
+static const tg_op_def gelu_def = {
+    .name = "gelu", .forward = gelu_forward, .vjp = gelu_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ (Φ({0}) + {0} φ({0}))", NULL}};
+static const tg_op_def gelu_tanh_def = {
+    .name = "gelu", .forward = gelu_tanh_forward, .vjp = gelu_tanh_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ gelu_tanh'({0})", NULL}};
+
+tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x, bool tanh_approx)
+{
+    return unary(tp, tanh_approx ? &gelu_tanh_def : &gelu_def, x);
+}
+
+/* ====== silu: y = x σ(x);  dx += dG σ(x) (1 + x (1 − σ(x))) ======
+ * σ is the stable sigmoid above, so large |x| gives x or -0 without overflow. */
+#define SILU_DEF(T, sfx)                                  \
+    static T silu_grad_##sfx(T x, T g)                    \
+    {                                                     \
+        T sg = SIGMOID(x);                                \
+        return g * sg * (1 + x * (1 - sg));               \
+    }
+BOTH(SILU_DEF)
+
+UNARY_KERNEL(silu, (X * SIGMOID(X)), PICK(silu_grad, X)(X, G)) /* dx += dG σ (1 + x (1 − σ)) */
+
+static const tg_op_def silu_def = {
+    .name = "silu", .forward = silu_forward, .vjp = silu_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ σ({0}) ⊙ (1 + {0} ⊙ (1 − σ({0})))", NULL}};
+
+tg_tensor *tg_silu(tg_tape *tp, tg_tensor *x) { return unary(tp, &silu_def, x); }
+
+/* ====== softplus: y = log(1 + e^x) = max(x, 0) + log1p(e^−|x|);  dx += dG σ(x) ======
+ * exp only ever sees -|x|, so nothing overflows; y is x + e^-x to the last
+ * bit for large x, with no threshold where it switches to x. */
+#define SOFTPLUS_DEF(T, sfx) \
+    static T softplus_##sfx(T x) { return (x > 0 ? x : 0) + log1p(exp(-fabs(x))); }
+BOTH(SOFTPLUS_DEF)
+
+UNARY_KERNEL(softplus, PICK(softplus, X)(X), (G * SIGMOID(X))) /* dx += dG σ(x) */
+
+static const tg_op_def softplus_def = {
+    .name = "softplus", .forward = softplus_forward, .vjp = softplus_vjp,
+    .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL}};
+
+tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x) { return unary(tp, &softplus_def, x); }

@@ -1,7 +1,10 @@
 /*
  * Losses, each a rank-0 tensor: frobenius_loss ||P - T||_F^2, mse_loss (its
- * mean) and softmax_cross_entropy (mean over rows, log-sum-exp stable).
- * Gradients flow into the target too when it requires grad.
+ * mean), softmax_cross_entropy (mean over rows, log-sum-exp stable),
+ * cross_entropy with I64 class labels, bce_with_logits, l1_loss and
+ * huber_loss (means over every element). Sums accumulate in double; a mean
+ * over no elements is 0/0 = NaN, as in torch. Gradients flow into a float
+ * target too when it requires grad.
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
  */
 #include "internal.h"
@@ -167,4 +170,295 @@ tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *t
         return NULL;
     }
     return tg_custom(tp, &ce_def, in, 2, 0, NULL, ls);
+}
+
+/* ====== cross_entropy: y = −1/n Σ_i LS[i, l_i], LS = log_softmax(Z), l the labels ======
+ * dZ[i,j] += dG/n (softmax(Z)[i,j] − [j = l_i]); the labels get no gradient.
+ * torch.nn.functional.cross_entropy with class indices and no ignore_index:
+ * every label must be in [0, C). The forward checks them at recording and at
+ * every replay, since the caller may write new labels between replays; it
+ * fails the tape itself (ctx keeps the tape) so the message can name the
+ * position and the value. LS lives in ctx, made when the op is recorded. */
+
+typedef struct xent_ctx {
+    tg_tape *tp;
+    void *ls; /* n x C log-probabilities, the logits' dtype */
+} xent_ctx;
+
+/* TG_OK when every label is a class of the logits, else fails the tape with
+ * the first bad label. */
+static tg_status check_labels(const xent_ctx *c, tg_tensor *const *in)
+{
+    const int64_t *l = in[1]->data;
+    int64_t n = in[0]->shape[0], classes = in[0]->shape[1];
+    for (int64_t i = 0; i < n; i++) {
+        if (l[i] >= 0 && l[i] < classes) continue;
+        char sz[TG__SHAPE_STR_MAX], sl[TG__SHAPE_STR_MAX];
+        return tg__fail(c->tp, TG_ERR_ARG,
+                        "cross_entropy: label %lld at position %lld is out of range for %lld "
+                        "classes (logits %s, labels %s)",
+                        (long long)l[i], (long long)i, (long long)classes,
+                        tg__shape_str(in[0], sz, sizeof sz), tg__shape_str(in[1], sl, sizeof sl));
+    }
+    return TG_OK;
+}
+
+#define XENT_FWD(T)                                                                                \
+    do {                                                                                           \
+        const T *ls = c->ls;                                                                       \
+        double acc = 0;                                                                            \
+        for (int64_t i = 0; i < n; i++) acc += (double)ls[i * classes + l[i]];                     \
+        *(T *)out->data = (T)(-acc / (double)n);                                                   \
+    } while (0)
+
+static tg_status xent_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const xent_ctx *c = ctx;
+    tg_status s = check_labels(c, in);
+    if (s != TG_OK) return s;
+    const int64_t *l = in[1]->data;
+    int64_t n = in[0]->shape[0], classes = in[0]->shape[1];
+    tg__log_softmax_rows(out->dtype, in[0]->data, c->ls, n, classes, false);
+    TG__FLOAT_SWITCH(out->dtype, XENT_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define XENT_VJP(T)                                                                                \
+    do {                                                                                           \
+        const T *ls = c->ls;                                                                       \
+        T k = (T)(tg_tensor_item(gout) / (double)n), *dz = gin[0]->data;                           \
+        for (int64_t i = 0; i < n; i++)                                                            \
+            for (int64_t j = 0; j < classes; j++) /* dz += dG/n (softmax − onehot) */              \
+                dz[i * classes + j] += k * exp(ls[i * classes + j]) - (j == l[i] ? k : 0);         \
+    } while (0)
+
+static tg_status xent_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                          tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    if (!gin[0]) return TG_OK;
+    const xent_ctx *c = ctx;
+    const int64_t *l = in[1]->data;
+    int64_t n = in[0]->shape[0], classes = in[0]->shape[1];
+    TG__FLOAT_SWITCH(gout->dtype, XENT_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def xent_def = {
+    .name = "cross_entropy", .forward = xent_forward, .vjp = xent_vjp,
+    .rules = (const char *const[]){"(softmax({0}) − onehot({1})) · {dy} / {0:rows}", NULL},
+    .index_inputs = 1u << 1};
+
+tg_tensor *tg_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *labels)
+{
+    tg_tensor *in[2] = {logits, labels};
+    if (!tg__guard(tp, "cross_entropy", 2, in)) return NULL;
+    if (logits->rank != 2 || labels->rank != 1 || labels->shape[0] != logits->shape[0]) {
+        char sz[TG__SHAPE_STR_MAX], sl[TG__SHAPE_STR_MAX];
+        tg__fail(tp, TG_ERR_SHAPE,
+                 "cross_entropy: logits must be [n,C] and labels [n], got %s and %s",
+                 tg__shape_str(logits, sz, sizeof sz), tg__shape_str(labels, sl, sizeof sl));
+        return NULL;
+    }
+    xent_ctx c = {.tp = tp, .ls = NULL};
+    xent_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    size_t bytes = (size_t)logits->numel * tg__dtype_size(logits->dtype);
+    if (!(ctx->ls = tg__arena_alloc(&tp->arena, bytes))) {
+        tg__fail(tp, TG_ERR_NOMEM, "cross_entropy: out of memory for %lld log-probabilities",
+                 (long long)logits->numel);
+        return NULL;
+    }
+    return tg_custom(tp, &xent_def, in, 2, 0, NULL, ctx);
+}
+
+/* ====== bce_with_logits: y = 1/n Σ max(x, 0) − x t + log(1 + e^−|x|) ======
+ * dx += dG/n (σ(x) − t),  dt −= dG/n x. The log term only ever exponentiates
+ * −|x|, so large logits cost nothing in accuracy, and the target's rule is
+ * −x itself rather than log(1 − σ(x)) − log σ(x), which is infinite once σ(x)
+ * rounds to 1. */
+
+static double sigmoid(double x)
+{
+    double e = exp(-fabs(x));
+    return x >= 0 ? 1 / (1 + e) : e / (1 + e);
+}
+
+#define BCE_FWD(T)                                                                                 \
+    do {                                                                                           \
+        const T *x = in[0]->data, *t = in[1]->data;                                                \
+        double acc = 0;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            double xi = (double)x[i];                                                              \
+            acc += (xi > 0 ? xi : 0) - xi * (double)t[i] + log1p(exp(-fabs(xi)));                  \
+        }                                                                                          \
+        *(T *)out->data = (T)(acc / (double)n);                                                    \
+    } while (0)
+
+static tg_status bce_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    int64_t n = in[0]->numel;
+    TG__FLOAT_SWITCH(out->dtype, BCE_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define BCE_VJP(T)                                                                                 \
+    do {                                                                                           \
+        const T *x = in[0]->data, *t = in[1]->data;                                                \
+        double g = tg_tensor_item(gout), dn = (double)n;                                           \
+        if (gin[0]) {                                                                              \
+            T *dx = gin[0]->data;                                                                  \
+            for (int64_t i = 0; i < n; i++) /* dx += (σ(x) − t) dG / n */                          \
+                dx[i] += (T)((sigmoid((double)x[i]) - (double)t[i]) * g / dn);                     \
+        }                                                                                          \
+        if (gin[1]) {                                                                              \
+            T *dt = gin[1]->data;                                                                  \
+            for (int64_t i = 0; i < n; i++) /* dt −= x dG / n */                                   \
+                dt[i] -= (T)((double)x[i] * g / dn);                                               \
+        }                                                                                          \
+    } while (0)
+
+static tg_status bce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                         tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    int64_t n = in[0]->numel;
+    TG__FLOAT_SWITCH(gout->dtype, BCE_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def bce_def = {
+    .name = "bce_with_logits", .forward = bce_forward, .vjp = bce_vjp,
+    .rules = (const char *const[]){"(σ({0}) − {1}) · {dy} / n", "−{0} · {dy} / n", NULL}};
+
+/* The constructor of the losses over two same-shape operands with no
+ * parameter but delta (huber_loss), which ctx then holds. */
+static tg_tensor *pair_loss(tg_tape *tp, const tg_op_def *def, tg_tensor *pred, tg_tensor *target,
+                            const double *delta)
+{
+    tg_tensor *in[2] = {pred, target};
+    if (!tg__guard(tp, def->name, 2, in) || !same_shapes(tp, def->name, in)) return NULL;
+    double *ctx = NULL;
+    if (delta && !(ctx = tg__tape_copy(tp, delta, sizeof *delta))) return NULL;
+    return tg_custom(tp, def, in, 2, 0, NULL, ctx);
+}
+
+tg_tensor *tg_bce_with_logits(tg_tape *tp, tg_tensor *logits, tg_tensor *target)
+{
+    return pair_loss(tp, &bce_def, logits, target, NULL);
+}
+
+/* ====== l1_loss: y = 1/n Σ |p − t|;  dp += dG/n sign(p − t), dt −= the same ======
+ * sign(0) = 0, as torch's sgn. */
+
+#define L1_FWD(T)                                                                                  \
+    do {                                                                                           \
+        const T *p = in[0]->data, *t = in[1]->data;                                                \
+        double acc = 0;                                                                            \
+        for (int64_t i = 0; i < n; i++) acc += fabs((double)p[i] - (double)t[i]);                  \
+        *(T *)out->data = (T)(acc / (double)n);                                                    \
+    } while (0)
+
+static tg_status l1_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    int64_t n = in[0]->numel;
+    TG__FLOAT_SWITCH(out->dtype, L1_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define L1_VJP(T)                                                                                  \
+    do {                                                                                           \
+        const T *p = in[0]->data, *t = in[1]->data;                                                \
+        T k = (T)(tg_tensor_item(gout) / (double)n);                                               \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T d = k * (T)((p[i] > t[i]) - (p[i] < t[i])); /* dG/n sign(p − t) */                   \
+            if (gin[0]) ((T *)gin[0]->data)[i] += d;                                               \
+            if (gin[1]) ((T *)gin[1]->data)[i] -= d;                                               \
+        }                                                                                          \
+    } while (0)
+
+static tg_status l1_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                        tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    int64_t n = in[0]->numel;
+    TG__FLOAT_SWITCH(gout->dtype, L1_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def l1_def = {
+    .name = "l1_loss", .forward = l1_forward, .vjp = l1_vjp,
+    .rules = (const char *const[]){"sign({0} − {1}) · {dy} / n", "−sign({0} − {1}) · {dy} / n",
+                                   NULL}};
+
+tg_tensor *tg_l1_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target)
+{
+    return pair_loss(tp, &l1_def, pred, target, NULL);
+}
+
+/* ====== huber_loss: y = 1/n Σ h(p − t), h(d) = d²/2 for |d| < δ, δ (|d| − δ/2) else ======
+ * dp += dG/n clamp(p − t, −δ, δ), dt −= the same: torch.nn.functional.huber_loss
+ * with reduction "mean"; ctx holds δ > 0. */
+
+#define HUBER_FWD(T)                                                                               \
+    do {                                                                                           \
+        const T *p = in[0]->data, *t = in[1]->data;                                                \
+        double acc = 0;                                                                            \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            double z = fabs((double)p[i] - (double)t[i]);                                          \
+            acc += z < delta ? 0.5 * z * z : delta * (z - 0.5 * delta);                            \
+        }                                                                                          \
+        *(T *)out->data = (T)(acc / (double)n);                                                    \
+    } while (0)
+
+static tg_status huber_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    int64_t n = in[0]->numel;
+    double delta = *(const double *)ctx;
+    TG__FLOAT_SWITCH(out->dtype, HUBER_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define HUBER_VJP(T)                                                                               \
+    do {                                                                                           \
+        const T *p = in[0]->data, *t = in[1]->data;                                                \
+        T k = (T)(tg_tensor_item(gout) / (double)n), dl = (T)delta;                                \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            T x = p[i] - t[i];                                                                     \
+            T d = x < -dl ? -k * dl : x > dl ? k * dl : k * x; /* dG/n clamp(p − t, −δ, δ) */      \
+            if (gin[0]) ((T *)gin[0]->data)[i] += d;                                               \
+            if (gin[1]) ((T *)gin[1]->data)[i] -= d;                                               \
+        }                                                                                          \
+    } while (0)
+
+static tg_status huber_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                           tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    int64_t n = in[0]->numel;
+    double delta = *(const double *)ctx;
+    TG__FLOAT_SWITCH(gout->dtype, HUBER_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def huber_def = {
+    .name = "huber_loss", .forward = huber_forward, .vjp = huber_vjp,
+    .rules = (const char *const[]){"clamp({0} − {1}, −{c}, {c}) · {dy} / n",
+                                   "−clamp({0} − {1}, −{c}, {c}) · {dy} / n", NULL}};
+
+tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target, double delta)
+{
+    tg_tensor *in[2] = {pred, target};
+    if (!tg__guard(tp, "huber_loss", 2, in)) return NULL;
+    if (!(delta > 0)) {
+        char sp[TG__SHAPE_STR_MAX], st[TG__SHAPE_STR_MAX];
+        tg__fail(tp, TG_ERR_ARG, "huber_loss: delta must be > 0, got %g (pred %s, target %s)",
+                 delta, tg__shape_str(pred, sp, sizeof sp), tg__shape_str(target, st, sizeof st));
+        return NULL;
+    }
+    return pair_loss(tp, &huber_def, pred, target, &delta);
 }

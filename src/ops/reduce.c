@@ -1,10 +1,13 @@
 /*
- * Reductions: sum, mean (both to rank 0) and sum_axis. Sums of F32 data
+ * Reductions: sum, mean (both to rank 0), and along one axis sum_axis,
+ * mean_axis, max_axis, min_axis, argmax and logsumexp. Sums of F32 data
  * accumulate in double, so they lose next to nothing before the final
  * rounding to float. The VJPs broadcast dG back over the reduced elements.
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
  */
 #include "internal.h"
+
+#include <tgmath.h>
 
 /* ====== sum: y = sum_i x_i;  dx_i += dG.   mean: y = sum_i x_i / n;  dx_i += dG / n ======
  * ctx points at the divisor (1 for sum, n for mean), copied into the arena. */
@@ -61,16 +64,68 @@ static tg_tensor *total(tg_tape *tp, const tg_op_def *def, tg_tensor *x, bool me
 tg_tensor *tg_sum(tg_tape *tp, tg_tensor *x) { return total(tp, &sum_def, x, false); }
 tg_tensor *tg_mean(tg_tape *tp, tg_tensor *x) { return total(tp, &mean_def, x, true); }
 
-/* ====== sum_axis: y[o,i] = sum_k x[o,k,i];  dx[o,k,i] += dG[o,i] ======
- * x is seen as [outer, n, inner] around the reduced axis; keepdim only
- * changes the output's shape, not its elements. ctx holds the three extents
- * and a row of 'inner' double accumulators, allocated when the op is recorded
- * so replay allocates nothing; it keeps the innermost loops contiguous. */
+/* ====== Along one axis: x is seen as [outer, n, inner] around the reduced axis ======
+ * keepdim only changes the output's shape, not its elements. Every op below
+ * keeps its per-output scratch (accumulators, argument indices) in ctx,
+ * allocated when the op is recorded so replay allocates nothing; the
+ * innermost loops run over 'inner' contiguous elements. */
 
 typedef struct axis_ctx {
     int64_t outer, n, inner;
-    double *acc;
+    double div;      /* sum_axis 1, mean_axis n */
+    double *acc;     /* 'inner' accumulators: sum_axis, mean_axis, logsumexp */
+    int64_t *arg;    /* outer x inner positions along the axis: max_axis, min_axis */
+    bool min;        /* min_axis: the smallest, else the largest */
 } axis_ctx;
+
+/* Checks the axis of op 'op' on x (negative counts from the end; max, min
+ * and argmax also refuse an empty one, as torch does), writes the output's
+ * shape and rank, and returns the ctx in the arena with its extents, or NULL
+ * with the tape failed. */
+static axis_ctx *axis_setup(tg_tape *tp, const char *op, tg_tensor *x, int axis, bool keepdim,
+                            bool needs_elements, int64_t *shape, int *rank)
+{
+    char sx[TG__SHAPE_STR_MAX];
+    int ax = axis < 0 ? axis + x->rank : axis;
+    if (ax < 0 || ax >= x->rank) {
+        tg__fail(tp, TG_ERR_ARG, "%s: axis %d out of range for %s", op, axis,
+                 tg__shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    if (needs_elements && x->shape[ax] == 0) {
+        tg__fail(tp, TG_ERR_SHAPE, "%s: axis %d of %s is empty; there is no extreme to take", op,
+                 axis, tg__shape_str(x, sx, sizeof sx));
+        return NULL;
+    }
+    *rank = 0;
+    for (int i = 0; i < x->rank; i++) {
+        if (i != ax)
+            shape[(*rank)++] = x->shape[i];
+        else if (keepdim)
+            shape[(*rank)++] = 1;
+    }
+    /* An empty x may have huge dims whose product overflows: the extents are
+     * only formed for a result with elements, where they cannot (tg_custom
+     * then refuses a result too large to exist). */
+    axis_ctx c = {.n = x->shape[ax], .div = 1};
+    if (tg__numel(*rank, shape) > 0) {
+        c.outer = tg__numel(ax, x->shape);
+        c.inner = tg__numel(x->rank - ax - 1, x->shape + ax + 1);
+    }
+    return tg__tape_copy(tp, &c, sizeof c);
+}
+
+/* The 'inner' double accumulators of sum_axis, mean_axis and logsumexp. */
+static bool alloc_acc(tg_tape *tp, const char *op, axis_ctx *c)
+{
+    if ((c->acc = tg__arena_alloc(&tp->arena, (size_t)c->inner * sizeof *c->acc))) return true;
+    tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for %lld accumulators", op, (long long)c->inner);
+    return false;
+}
+
+/* ====== sum_axis: y[o,i] = sum_k x[o,k,i];  dx[o,k,i] += dG[o,i] ======
+ * mean_axis: the same divided by n, and dG / n. An empty axis gives 0 and
+ * 0/0 = NaN, as in torch. */
 
 #define AXIS_FWD(T)                                                                                \
     do {                                                                                           \
@@ -82,7 +137,7 @@ typedef struct axis_ctx {
                 const T *xk = x + (o * c->n + k) * c->inner;                                       \
                 for (int64_t i = 0; i < c->inner; i++) c->acc[i] += (double)xk[i];                 \
             }                                                                                      \
-            for (int64_t i = 0; i < c->inner; i++) y[o * c->inner + i] = (T)c->acc[i];             \
+            for (int64_t i = 0; i < c->inner; i++) y[o * c->inner + i] = (T)(c->acc[i] / c->div);  \
         }                                                                                          \
     } while (0)
 
@@ -98,11 +153,13 @@ static tg_status sum_axis_forward(tg_tensor *out, tg_tensor *const *in, int n_in
     do {                                                                                           \
         const T *g = gout->data;                                                                   \
         T *dx = gin[0]->data;                                                                      \
+        const T div = (T)c->div;                                                                   \
         for (int64_t o = 0; o < c->outer; o++)                                                     \
             for (int64_t k = 0; k < c->n; k++) {                                                   \
                 T *dxk = dx + (o * c->n + k) * c->inner;                                           \
                 const T *go = g + o * c->inner;                                                    \
-                for (int64_t i = 0; i < c->inner; i++) dxk[i] += go[i]; /* dx[o,k,i] += dG[o,i] */ \
+                for (int64_t i = 0; i < c->inner; i++)                                             \
+                    dxk[i] += go[i] / div; /* dx[o,k,i] += dG[o,i] / div */                        \
             }                                                                                      \
     } while (0)
 
@@ -119,39 +176,217 @@ static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 static const tg_op_def sum_axis_def = {
     .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
     .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL}};
+static const tg_op_def mean_axis_def = {
+    .name = "mean_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
+    .rules = (const char *const[]){"{dy:s} / n broadcast to {0:shape}", NULL}};
+
+static tg_tensor *sum_or_mean(tg_tape *tp, const tg_op_def *def, tg_tensor *x, int axis,
+                              bool keepdim)
+{
+    if (!tg__guard(tp, def->name, 1, &x)) return NULL;
+    int64_t shape[TG_MAX_RANK];
+    int rank;
+    axis_ctx *c = axis_setup(tp, def->name, x, axis, keepdim, false, shape, &rank);
+    if (!c || !alloc_acc(tp, def->name, c)) return NULL;
+    if (def == &mean_axis_def) c->div = (double)c->n;
+    return tg_custom(tp, def, &x, 1, rank, shape, c);
+}
 
 tg_tensor *tg_sum_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
 {
-    if (!tg__guard(tp, "sum_axis", 1, &x)) return NULL;
-    int ax = axis < 0 ? axis + x->rank : axis;
-    if (ax < 0 || ax >= x->rank) {
-        char sx[TG__SHAPE_STR_MAX];
-        tg__fail(tp, TG_ERR_ARG, "sum_axis: axis %d out of range for %s", axis,
-                 tg__shape_str(x, sx, sizeof sx));
-        return NULL;
-    }
+    return sum_or_mean(tp, &sum_axis_def, x, axis, keepdim);
+}
+
+tg_tensor *tg_mean_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    return sum_or_mean(tp, &mean_axis_def, x, axis, keepdim);
+}
+
+/* ====== max_axis: y[o,i] = max_k x[o,k,i];  dx[o,k*,i] += dG[o,i], k* the first maximum ======
+ * min_axis the same with the minimum, argmax y[o,i] = k* as I64. As torch: a
+ * NaN counts as larger (smaller) than everything, so the first NaN along the
+ * axis is the result and gets the gradient; among equal values the first
+ * wins. The axis is never empty (refused when recorded), so k = 0 starts. */
+
+#define BEATS(v, best) ((v) > (best) || ((v) != (v) && (best) == (best)))
+#define BEATS_MIN(v, best) ((v) < (best) || ((v) != (v) && (best) == (best)))
+
+#define EXTREME_FWD(T)                                                                             \
+    do {                                                                                           \
+        const T *x = in[0]->data;                                                                  \
+        T *y = values ? out->data : NULL;                                                          \
+        for (int64_t o = 0; o < c->outer; o++) {                                                   \
+            const T *xo = x + o * c->n * c->inner;                                                 \
+            int64_t *ao = arg + o * c->inner;                                                      \
+            for (int64_t i = 0; i < c->inner; i++) ao[i] = 0;                                      \
+            for (int64_t k = 1; k < c->n; k++) {                                                   \
+                const T *xk = xo + k * c->inner;                                                   \
+                for (int64_t i = 0; i < c->inner; i++) {                                           \
+                    T v = xk[i], best = xo[ao[i] * c->inner + i];                                  \
+                    if (c->min ? BEATS_MIN(v, best) : BEATS(v, best)) ao[i] = k;                   \
+                }                                                                                  \
+            }                                                                                      \
+            if (y)                                                                                 \
+                for (int64_t i = 0; i < c->inner; i++)                                             \
+                    y[o * c->inner + i] = xo[ao[i] * c->inner + i];                                \
+        }                                                                                          \
+    } while (0)
+
+/* Writes the positions of the extremes into 'arg' and, when 'values', the
+ * extremes into out. */
+static tg_status extreme(const axis_ctx *c, tg_tensor *out, tg_tensor *const *in, int64_t *arg,
+                         bool values)
+{
+    TG__FLOAT_SWITCH(in[0]->dtype, EXTREME_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status extreme_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const axis_ctx *c = ctx;
+    return extreme(c, out, in, c->arg, true);
+}
+
+#define EXTREME_VJP(T)                                                                             \
+    do {                                                                                           \
+        const T *g = gout->data;                                                                   \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t o = 0; o < c->outer; o++)                                                     \
+            for (int64_t i = 0; i < c->inner; i++) {                                               \
+                int64_t j = o * c->inner + i;                                                      \
+                dx[(o * c->n + c->arg[j]) * c->inner + i] += g[j]; /* dx[o,k*,i] += dG[o,i] */     \
+            }                                                                                      \
+    } while (0)
+
+static tg_status extreme_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    if (!gin[0]) return TG_OK;
+    const axis_ctx *c = ctx;
+    TG__FLOAT_SWITCH(gout->dtype, EXTREME_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    return extreme(ctx, out, in, out->data, false);
+}
+
+static const tg_op_def max_axis_def = {
+    .name = "max_axis", .forward = extreme_forward, .vjp = extreme_vjp,
+    .rules = (const char *const[]){"{dy:s} at the first maximum along the axis of {0:shape}",
+                                   NULL}};
+static const tg_op_def min_axis_def = {
+    .name = "min_axis", .forward = extreme_forward, .vjp = extreme_vjp,
+    .rules = (const char *const[]){"{dy:s} at the first minimum along the axis of {0:shape}",
+                                   NULL}};
+/* No VJP: the index is piecewise constant, and its output is I64. */
+static const tg_op_def argmax_def = {.name = "argmax", .forward = argmax_forward,
+                                     .index_output = true};
+
+static tg_tensor *extreme_op(tg_tape *tp, const tg_op_def *def, tg_tensor *x, int axis,
+                             bool keepdim)
+{
+    if (!tg__guard(tp, def->name, 1, &x)) return NULL;
     int64_t shape[TG_MAX_RANK];
-    int rank = 0;
-    for (int i = 0; i < x->rank; i++) {
-        if (i != ax)
-            shape[rank++] = x->shape[i];
-        else if (keepdim)
-            shape[rank++] = 1;
-    }
-    /* An empty x may have huge dims whose product overflows: the extents are
-     * only formed for a result with elements, where they cannot (tg_custom
-     * then refuses a result too large to exist). */
-    axis_ctx c = {.n = x->shape[ax]};
-    if (tg__numel(rank, shape) > 0) {
-        c.outer = tg__numel(ax, x->shape);
-        c.inner = tg__numel(x->rank - ax - 1, x->shape + ax + 1);
-    }
-    axis_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
-    if (!ctx) return NULL;
-    if (!(ctx->acc = tg__arena_alloc(&tp->arena, (size_t)c.inner * sizeof *ctx->acc))) {
-        tg__fail(tp, TG_ERR_NOMEM, "sum_axis: out of memory for %lld accumulators",
-                 (long long)c.inner);
+    int rank;
+    axis_ctx *c = axis_setup(tp, def->name, x, axis, keepdim, true, shape, &rank);
+    if (!c) return NULL;
+    c->min = def == &min_axis_def;
+    if (def != &argmax_def &&
+        !(c->arg = tg__arena_alloc(&tp->arena, (size_t)(c->outer * c->inner) * sizeof *c->arg))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for %lld positions", def->name,
+                 (long long)(c->outer * c->inner));
         return NULL;
     }
-    return tg_custom(tp, &sum_axis_def, &x, 1, rank, shape, ctx);
+    return tg_custom(tp, def, &x, 1, rank, shape, c);
+}
+
+tg_tensor *tg_max_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    return extreme_op(tp, &max_axis_def, x, axis, keepdim);
+}
+
+tg_tensor *tg_min_axis(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    return extreme_op(tp, &min_axis_def, x, axis, keepdim);
+}
+
+tg_tensor *tg_argmax(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    return extreme_op(tp, &argmax_def, x, axis, keepdim);
+}
+
+/* ====== logsumexp: y[o,i] = m + log sum_k e^(x[o,k,i] − m), m = max_k x[o,k,i];
+ *        dx[o,k,i] += dG[o,i] e^(x[o,k,i] − y[o,i]) ======
+ * As torch: an infinite m is replaced by 0, so a row of -inf gives -inf (and
+ * an empty axis too), a +inf gives +inf, and a NaN gives NaN. The sum runs in
+ * double; m is kept per column in the output row until the sum is done. */
+
+#define LSE_FWD(T)                                                                                 \
+    do {                                                                                           \
+        const T *x = in[0]->data;                                                                  \
+        T *y = out->data;                                                                          \
+        for (int64_t o = 0; o < c->outer; o++) {                                                   \
+            const T *xo = x + o * c->n * c->inner;                                                 \
+            T *m = y + o * c->inner;                                                               \
+            for (int64_t i = 0; i < c->inner; i++) m[i] = (T)-INFINITY, c->acc[i] = 0;             \
+            for (int64_t k = 0; k < c->n; k++)                                                     \
+                for (int64_t i = 0; i < c->inner; i++)                                             \
+                    if (BEATS(xo[k * c->inner + i], m[i])) m[i] = xo[k * c->inner + i];            \
+            for (int64_t i = 0; i < c->inner; i++)                                                 \
+                if (isinf(m[i])) m[i] = 0;                                                         \
+            for (int64_t k = 0; k < c->n; k++)                                                     \
+                for (int64_t i = 0; i < c->inner; i++)                                             \
+                    c->acc[i] += exp((double)xo[k * c->inner + i] - (double)m[i]);             \
+            for (int64_t i = 0; i < c->inner; i++) m[i] = (T)(log(c->acc[i]) + (double)m[i]);      \
+        }                                                                                          \
+    } while (0)
+
+static tg_status logsumexp_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const axis_ctx *c = ctx;
+    TG__FLOAT_SWITCH(out->dtype, LSE_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define LSE_VJP(T)                                                                                 \
+    do {                                                                                           \
+        const T *x = in[0]->data, *y = out->data, *g = gout->data;                                 \
+        T *dx = gin[0]->data;                                                                      \
+        for (int64_t o = 0; o < c->outer; o++)                                                     \
+            for (int64_t k = 0; k < c->n; k++) {                                                   \
+                int64_t base = (o * c->n + k) * c->inner;                                          \
+                const T *yo = y + o * c->inner, *go = g + o * c->inner;                            \
+                for (int64_t i = 0; i < c->inner; i++) /* dx += dG e^(x − y) */                    \
+                    dx[base + i] += go[i] * exp(x[base + i] - yo[i]);                              \
+            }                                                                                      \
+    } while (0)
+
+static tg_status logsumexp_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                               tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)n_in;
+    if (!gin[0]) return TG_OK;
+    const axis_ctx *c = ctx;
+    TG__FLOAT_SWITCH(gout->dtype, LSE_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def logsumexp_def = {
+    .name = "logsumexp", .forward = logsumexp_forward, .vjp = logsumexp_vjp,
+    .rules = (const char *const[]){"{dy:s} ⊙ e^({0} − {y}) along the axis", NULL}};
+
+tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
+{
+    if (!tg__guard(tp, "logsumexp", 1, &x)) return NULL;
+    int64_t shape[TG_MAX_RANK];
+    int rank;
+    axis_ctx *c = axis_setup(tp, "logsumexp", x, axis, keepdim, false, shape, &rank);
+    if (!c || !alloc_acc(tp, "logsumexp", c)) return NULL;
+    return tg_custom(tp, &logsumexp_def, &x, 1, rank, shape, c);
 }

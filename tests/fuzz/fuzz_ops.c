@@ -479,8 +479,8 @@ static void op_unary(state *st, prog *pr)
     before b = look(st);
     enum ew ew = EW_NONE;
     tg_tensor *r = unary_op(st->tp, which, x, &ew);
-    expect e = !x ? fails() : gives(tg_tensor_rank(x), tg_tensor_shape(x));
-    if (which % 9 >= 7 && x && tg_tensor_rank(x) == 0) e = fails(); /* softmax needs an axis */
+    expect e = !operands(&x, 1) ? fails() : gives(tg_tensor_rank(x), tg_tensor_shape(x));
+    if (which % 9 >= 7 && e.ok && tg_tensor_rank(x) == 0) e = fails(); /* softmax needs an axis */
     judge(st, pr, &b, e, r, x);
     if (r && ew != EW_NONE) check_values(ew, r, x, NULL, 0);
 }
@@ -504,7 +504,8 @@ static void op_scale(state *st, prog *pr)
     tg_tensor *x = pick(st, pr);
     before b = look(st);
     tg_tensor *r = tg_scale(st->tp, x, s);
-    judge(st, pr, &b, x ? gives(tg_tensor_rank(x), tg_tensor_shape(x)) : fails(), r, x);
+    judge(st, pr, &b, operands(&x, 1) ? gives(tg_tensor_rank(x), tg_tensor_shape(x)) : fails(), r,
+          x);
     if (r) check_values(EW_SCALE, r, x, NULL, s);
 }
 
@@ -520,7 +521,7 @@ static void op_linalg(state *st, prog *pr)
         if (operands(in, 2)) e = expect_matmul(in[0], in[1]);
     } else if (which == 1) {
         r = tg_transpose(st->tp, in[0]);
-        if (in[0] && tg_tensor_rank(in[0]) == 2)
+        if (operands(in, 1) && tg_tensor_rank(in[0]) == 2)
             e = gives(2, (int64_t[]){tg_tensor_shape(in[0])[1], tg_tensor_shape(in[0])[0]});
     } else if (which == 2) {
         r = tg_add_bias(st->tp, in[0], in[1]);
@@ -547,7 +548,7 @@ static void op_reduce(state *st, prog *pr)
     tg_tensor *x = pick(st, pr);
     before b = look(st);
     tg_tensor *r;
-    expect e = x ? gives(0, NULL) : fails();
+    expect e = operands(&x, 1) ? gives(0, NULL) : fails();
     if (which % 3 == 0) {
         r = tg_sum(st->tp, x);
     } else if (which % 3 == 1) {
@@ -555,7 +556,7 @@ static void op_reduce(state *st, prog *pr)
     } else {
         if (which & 0x80) axis = which & 0x40 ? INT_MIN : INT_MAX;
         r = tg_sum_axis(st->tp, x, axis, which & 4);
-        if (x) e = expect_sum_axis(x, axis, which & 4);
+        if (e.ok) e = expect_sum_axis(x, axis, which & 4);
     }
     judge(st, pr, &b, e, r, x);
 }
@@ -582,7 +583,8 @@ static void op_activate(state *st, prog *pr)
     tg_tensor *x = pick(st, pr);
     before b = look(st);
     tg_tensor *r = tg_activate(st->tp, x, act);
-    bool ok = x && (unsigned)act <= TG_ACT_SIGMOID;
+    /* TG_ACT_NONE hands x back whatever its dtype; the others need a float x. */
+    bool ok = x && (unsigned)act <= TG_ACT_SIGMOID && (act == TG_ACT_NONE || operands(&x, 1));
     judge(st, pr, &b, ok ? gives(tg_tensor_rank(x), tg_tensor_shape(x)) : fails(), r, x);
 }
 
