@@ -6,7 +6,8 @@
  * (batch_norm's cases also hold the running statistics after the call). Each
  * case is recorded here through the public API from the table below, seeded
  * with W through tg_backward_seed (the same VJP as backward of sum(out * W)),
- * and compared within REF_RTOL relative plus REF_ATOL absolute. The JSON and
+ * and compared within REF_RTOL relative plus REF_ATOL absolute, the output
+ * again after tg_tape_replay. The JSON and
  * the table must name the same ops, so a new op needs both a row here and
  * cases in the generator. CI needs no torch: the numbers are committed data.
  */
@@ -578,6 +579,11 @@ START_TEST(agrees_with_torch)
         }
         tg_tensor_free(w);
     }
+    /* Replay on the same leaves must give torch's output again (batch_norm's
+     * running statistics move once more, but its output does not read them in
+     * training mode, and in eval mode they stay). */
+    ck_assert_msg(tg_tape_replay(tp) == TG_OK, "%s/%s replay: %s", c.op, c.name, tg_tape_error(tp));
+    expect_close(&c, "replayed out", out, json_object_get(c.j, "out"));
     tg_tape_free(tp);
     for (int i = 0; i < c.n; i++)
         tg_tensor_free(c.in[i]);

@@ -263,6 +263,9 @@ unary("pow", "square_with_zero", lit([2, 3], [-1.5, 0.0, 0.5, 1.25, -0.75, 2.0])
 unary("pow", "cube_negative", rand([4], -2, 2), lambda x: torch.pow(x, 3.0), {"p": 3.0})
 unary("pow", "sqrt", rand([2, 3], 0.1, 4), lambda x: torch.pow(x, 0.5), {"p": 0.5})
 unary("pow", "negative_fraction", rand([5], 0.2, 3), lambda x: torch.pow(x, -1.5), {"p": -1.5})
+# torch's derivative of x^0 is 0 everywhere, x = 0 included (not 0 * 0^-1).
+unary("pow", "zero_exponent", lit([4], [-1.5, 0.0, 0.5, 2.0]), lambda x: torch.pow(x, 0.0),
+      {"p": 0.0})
 unary("abs", "with_zero", lit([5], [-1.5, 0.0, 0.25, -0.0, 3.0]), torch.abs)
 unary("abs", "random", rand([2, 3]), torch.abs)
 unary("sqrt", "2x3", rand([2, 3], 0.01, 9), torch.sqrt)
