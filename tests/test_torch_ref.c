@@ -11,6 +11,7 @@
  * the table must name the same ops, so a new op needs both a row here and
  * cases in the generator. CI needs no torch: the numbers are committed data.
  */
+#include "oplist.h"
 #include "testutil.h"
 
 #include <jansson.h>
@@ -29,7 +30,7 @@
 /* Op families whose implementation has not landed on main yet. Their
  * recording functions would not link, so they stay out of the build and their
  * cases are counted as pending (the JSON keeps them). Each becomes 1 when its
- * family is on main. */
+ * family is on main; built_ops_are_the_listed_ops fails until it does. */
 #define REF_HAVE_SHAPE_OPS 0 /* reshape ... where (ops/shape.c) */
 #define REF_HAVE_EW_OPS    0 /* elementwise, axis reductions and losses of v0.2 */
 #define REF_HAVE_NN_OPS    0 /* batched matmul, convolutions, pooling */
@@ -628,11 +629,34 @@ START_TEST(json_and_table_agree)
 }
 END_TEST
 
+/* An op is on main exactly when the op list (tests/oplist.h) has rows for it:
+ * then its torch cases must be built here too, and the reverse. */
+START_TEST(built_ops_are_the_listed_ops)
+{
+    for (int i = 0; i < tu_n_ops; i++) {
+        const ref_op *op = op_row(tu_ops[i].name);
+        ck_assert_msg(op != NULL, "op '%s' of the op list has no row here", tu_ops[i].name);
+        ck_assert_msg(op->record != NULL,
+                      "op '%s' is in the op list but its torch cases are not built: set its "
+                      "REF_HAVE_ family to 1",
+                      op->name);
+    }
+    for (int i = 0; i < N_OPS; i++) {
+        bool listed = false;
+        for (int k = 0; k < tu_n_ops && !listed; k++)
+            listed = strcmp(tu_ops[k].name, ops[i].name) == 0;
+        ck_assert_msg(listed || !ops[i].record, "op '%s' is built here but not in the op list",
+                      ops[i].name);
+    }
+}
+END_TEST
+
 static Suite *torch_ref_suite(void)
 {
     Suite *s = suite_create("torch_ref");
     TCase *tc = tcase_create("table");
     tcase_add_test(tc, json_and_table_agree);
+    tcase_add_test(tc, built_ops_are_the_listed_ops);
     suite_add_tcase(s, tc);
     tc = tcase_create("cases");
     tcase_add_loop_test(tc, agrees_with_torch, 0, n_runnable);
