@@ -31,10 +31,8 @@
  * recording functions would not link, so they stay out of the build and their
  * cases are counted as pending (the JSON keeps them). Each becomes 1 when its
  * family is on main; built_ops_are_the_listed_ops fails until it does. */
-#define REF_HAVE_SHAPE_OPS 0 /* reshape ... where (ops/shape.c) */
-#define REF_HAVE_EW_OPS    0 /* elementwise, axis reductions and losses of v0.2 */
-#define REF_HAVE_NN_OPS    0 /* batched matmul, convolutions, pooling */
-#define REF_HAVE_NORM_OPS  0 /* layer_norm, batch_norm, dropout */
+#define REF_HAVE_EW_OPS 0 /* elementwise, axis reductions and losses of v0.2 */
+#define REF_HAVE_NN_OPS 0 /* batched matmul, convolutions, pooling */
 
 /* One case's leaves, made from its "inputs" in order, and its parameters. */
 typedef struct ref_case {
@@ -101,8 +99,6 @@ static bool p_bool(const ref_case *c, const char *key)
     return json_is_true(v);
 }
 
-/* Only the shape and nn families take integer arrays. */
-#if REF_HAVE_SHAPE_OPS || REF_HAVE_NN_OPS
 /* The integer array 'key' into out (at most max entries); returns its length. */
 static int p_i64s(const ref_case *c, const char *key, int64_t *out, int max)
 {
@@ -127,7 +123,6 @@ static int p_ints(const ref_case *c, const char *key, int *out, int max)
         out[i] = (int)v[i];
     return n;
 }
-#endif
 
 /* A tensor from {"shape", "data", "dtype"?}: F64, or I64 for "dtype": "i64". */
 static tg_tensor *tensor_of(const json_t *j, const char *what)
@@ -197,7 +192,6 @@ static tg_tensor *rec_scale(tg_tape *tp, ref_case *c)
     return tg_scale(tp, in(c, "x"), p_double(c, "s"));
 }
 
-#if REF_HAVE_SHAPE_OPS
 static tg_tensor *rec_reshape(tg_tape *tp, ref_case *c)
 {
     int64_t shape[TG_MAX_RANK];
@@ -256,10 +250,6 @@ static tg_tensor *rec_where(tg_tape *tp, ref_case *c)
 {
     return tg_where(tp, in(c, "cond"), in(c, "a"), in(c, "b"));
 }
-#define REF_SHAPE(fn) fn
-#else
-#define REF_SHAPE(fn) NULL
-#endif
 
 #if REF_HAVE_EW_OPS
 static tg_tensor *rec_add_scalar(tg_tape *tp, ref_case *c)
@@ -371,7 +361,6 @@ static tg_tensor *rec_avg_pool2d(tg_tape *tp, ref_case *c)
 #define REF_NN(fn) NULL
 #endif
 
-#if REF_HAVE_NORM_OPS
 static tg_tensor *rec_layer_norm(tg_tape *tp, ref_case *c)
 {
     return tg_layer_norm(tp, in(c, "x"), opt_in(c, "gamma"), opt_in(c, "beta"), p_double(c, "eps"));
@@ -390,10 +379,6 @@ static tg_tensor *rec_dropout(tg_tape *tp, ref_case *c)
     tg_rng_seed(&c->rng, 7);
     return tg_dropout(tp, in(c, "x"), p_double(c, "p"), &c->rng);
 }
-#define REF_NORM(fn) fn
-#else
-#define REF_NORM(fn) NULL
-#endif
 
 static const ref_op ops[] = {
     {"matmul", rec_matmul},
@@ -419,16 +404,16 @@ static const ref_op ops[] = {
     {"frobenius_loss", rec_frobenius_loss},
     {"mse_loss", rec_mse_loss},
     {"softmax_cross_entropy", rec_softmax_cross_entropy},
-    {"reshape", REF_SHAPE(rec_reshape)},
-    {"permute", REF_SHAPE(rec_permute)},
-    {"slice", REF_SHAPE(rec_slice)},
-    {"concat", REF_SHAPE(rec_concat)},
-    {"stack", REF_SHAPE(rec_stack)},
-    {"expand", REF_SHAPE(rec_expand)},
-    {"pad", REF_SHAPE(rec_pad)},
-    {"index_select", REF_SHAPE(rec_index_select)},
-    {"embedding", REF_SHAPE(rec_embedding)},
-    {"where", REF_SHAPE(rec_where)},
+    {"reshape", rec_reshape},
+    {"permute", rec_permute},
+    {"slice", rec_slice},
+    {"concat", rec_concat},
+    {"stack", rec_stack},
+    {"expand", rec_expand},
+    {"pad", rec_pad},
+    {"index_select", rec_index_select},
+    {"embedding", rec_embedding},
+    {"where", rec_where},
     {"add_scalar", REF_EW(rec_add_scalar)},
     {"pow", REF_EW(rec_pow)},
     {"abs", REF_EW(rec_abs)},
@@ -456,9 +441,9 @@ static const ref_op ops[] = {
     {"conv2d", REF_NN(rec_conv2d)},
     {"max_pool2d", REF_NN(rec_max_pool2d)},
     {"avg_pool2d", REF_NN(rec_avg_pool2d)},
-    {"layer_norm", REF_NORM(rec_layer_norm)},
-    {"batch_norm", REF_NORM(rec_batch_norm)},
-    {"dropout", REF_NORM(rec_dropout)},
+    {"layer_norm", rec_layer_norm},
+    {"batch_norm", rec_batch_norm},
+    {"dropout", rec_dropout},
 };
 #define N_OPS ((int)(sizeof ops / sizeof *ops))
 
