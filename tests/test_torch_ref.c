@@ -32,7 +32,6 @@
  * cases are counted as pending (the JSON keeps them). Each becomes 1 when its
  * family is on main; built_ops_are_the_listed_ops fails until it does. */
 #define REF_HAVE_EW_OPS 0 /* elementwise, axis reductions and losses of v0.2 */
-#define REF_HAVE_NN_OPS 0 /* batched matmul, convolutions, pooling */
 
 /* One case's leaves, made from its "inputs" in order, and its parameters. */
 typedef struct ref_case {
@@ -163,7 +162,7 @@ static tg_tensor *tensor_of(const json_t *j, const char *what)
         return tg_##op(tp, in(c, "x"), p_int(c, "axis"), p_bool(c, "keepdim")); \
     }
 
-/* The v0.1 ops; matmul's batched cases wait for REF_HAVE_NN_OPS (see runnable). */
+/* The v0.1 ops, matmul now batched. */
 REF_BINARY(matmul, "a", "b")
 REF_UNARY(transpose)
 REF_BINARY(add, "a", "b")
@@ -310,7 +309,6 @@ static tg_tensor *rec_huber_loss(tg_tape *tp, ref_case *c)
 #define REF_EW(fn) NULL
 #endif
 
-#if REF_HAVE_NN_OPS
 /* Convolution options from the case; conv1d's arrays have one entry. */
 static tg_conv_opts conv_opts(const ref_case *c)
 {
@@ -356,10 +354,6 @@ static tg_tensor *rec_avg_pool2d(tg_tape *tp, ref_case *c)
     return tg_avg_pool2d(tp, in(c, "x"), kernel, p_pair_or_null(c, "stride", stride),
                          p_pair_or_null(c, "padding", padding));
 }
-#define REF_NN(fn) fn
-#else
-#define REF_NN(fn) NULL
-#endif
 
 static tg_tensor *rec_layer_norm(tg_tape *tp, ref_case *c)
 {
@@ -437,10 +431,10 @@ static const ref_op ops[] = {
     {"bce_with_logits", REF_EW(rec_bce_with_logits)},
     {"l1_loss", REF_EW(rec_l1_loss)},
     {"huber_loss", REF_EW(rec_huber_loss)},
-    {"conv1d", REF_NN(rec_conv1d)},
-    {"conv2d", REF_NN(rec_conv2d)},
-    {"max_pool2d", REF_NN(rec_max_pool2d)},
-    {"avg_pool2d", REF_NN(rec_avg_pool2d)},
+    {"conv1d", rec_conv1d},
+    {"conv2d", rec_conv2d},
+    {"max_pool2d", rec_max_pool2d},
+    {"avg_pool2d", rec_avg_pool2d},
     {"layer_norm", rec_layer_norm},
     {"batch_norm", rec_batch_norm},
     {"dropout", rec_dropout},
@@ -462,19 +456,11 @@ static const char *case_str(const json_t *j, const char *key)
     return s ? s : "?";
 }
 
-/* Whether this build can record the case: its op's family has landed (and,
- * for matmul, batched operands only with the batched product). */
+/* Whether this build can record the case: its op's family has landed. */
 static bool runnable(const json_t *j)
 {
     const ref_op *op = op_row(case_str(j, "op"));
-    if (!op || !op->record) return false;
-    if (!REF_HAVE_NN_OPS && strcmp(op->name, "matmul") == 0) {
-        const json_t *inputs = json_object_get(j, "inputs");
-        for (size_t i = 0; i < json_array_size(inputs); i++)
-            if (json_array_size(json_object_get(json_array_get(inputs, i), "shape")) > 2)
-                return false;
-    }
-    return true;
+    return op && op->record;
 }
 
 /* The indices of the runnable cases, filled in main before the suite runs. */
