@@ -7,7 +7,7 @@
  * The network reads one character at a time: embedding -> LSTM cell -> linear
  * to logits over the characters the text uses, and learns to predict the next
  * one. The training step unrolls the cell over --steps characters of --batch
- * windows; it is RECORDED ONCE (a few hundred nodes: the same dozen ops per
+ * windows; it is RECORDED ONCE (a few hundred nodes: the same twenty ops per
  * character) and REPLAYED for every batch, with backward and Adam after each.
  * Sampling uses a second tape of one cell step, replayed once per character
  * with the state copied from its outputs back into its input leaves.
@@ -143,18 +143,19 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* The training step, recorded once: inputs x [T,B] and targets y [T*B]
-     * (the next characters), both I64 leaves rewritten for every batch. */
+    /* The training step, recorded once: inputs x[t] [B] for each of the T
+     * characters and targets y [T*B] (the next characters), I64 leaves
+     * rewritten for every batch. */
     const int64_t T = o.steps, B = o.batch;
-    tg_tensor *x = tg_tensor_new(TG_I64, 2, (int64_t[]){T, B});
+    tg_tensor **x = calloc((size_t)T, sizeof *x);
+    tg_tensor **logits = calloc((size_t)T, sizeof *logits);
     tg_tensor *y = tg_tensor_new(TG_I64, 1, (int64_t[]){T * B});
     tg_tape *tp = tg_tape_new();
-    tg_tensor **logits = calloc((size_t)T, sizeof *logits);
     if (!x || !y || !tp || !logits) return 1;
     tg_tensor *h = NULL, *c = NULL;
     for (int64_t t = 0; t < T; t++) {
-        tg_tensor *x_t = tg_reshape(tp, tg_slice(tp, x, 0, t, t + 1, 1), 1, (int64_t[]){B});
-        logits[t] = cell_step(tp, &m, x_t, h, c, &h, &c);
+        if (!(x[t] = tg_tensor_new(TG_I64, 1, (int64_t[]){B}))) return 1;
+        logits[t] = cell_step(tp, &m, x[t], h, c, &h, &c);
     }
     tg_tensor *loss = tg_cross_entropy(tp, tg_concat(tp, logits, (int)T, 0), y);
     tg_optim *opt = tg_optim_new(m.ps, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 3e-3});
@@ -166,14 +167,14 @@ int main(int argc, char **argv)
            "windows)\n",
            o.text, n_text, vocab, (long long)tg_tape_size(tp), (long long)T, (long long)B);
 
-    int64_t *xs = tg_tensor_data(x), *ys = tg_tensor_data(y);
+    int64_t *ys = tg_tensor_data(y);
     double first = NAN, recent = 0;
     int n_recent = 0;
     for (long it = 1; it <= o.iters; it++) {
         for (int64_t b = 0; b < B; b++) { /* B random windows of T + 1 characters */
             long at = (long)tg_rng_below(&rng, (uint64_t)(n_text - T - 1));
             for (int64_t t = 0; t < T; t++) {
-                xs[t * B + b] = index[text[at + t]];
+                ((int64_t *)tg_tensor_data(x[t]))[b] = index[text[at + t]];
                 ys[t * B + b] = index[text[at + t + 1]];
             }
         }
@@ -210,7 +211,7 @@ int main(int argc, char **argv)
         const float *p = tg_tensor_data(probs);
         double u = tg_rng_uniform(&rng), acc = 0;
         int k = 0;
-        while (k < vocab - 1 && (acc += p[k]) <= u) k++;
+        while (k < vocab - 1 && (acc += (double)p[k]) <= u) k++;
         putchar(chars[k]);
         *(int64_t *)tg_tensor_data(sx) = k;
         memcpy(tg_tensor_data(sh), tg_tensor_data(h2), (size_t)o.hidden * sizeof(float));
@@ -224,8 +225,9 @@ int main(int argc, char **argv)
     tg_tensor_free(sc);
     tg_optim_free(opt);
     tg_tape_free(tp);
-    tg_tensor_free(x);
+    for (int64_t t = 0; t < T; t++) tg_tensor_free(x[t]);
     tg_tensor_free(y);
+    free(x);
     free(logits);
     tg_params_free(m.ps);
     free(text);

@@ -177,7 +177,7 @@ START_TEST(mha_matches_torch)
     fill(m.q.weight, 9), fill(m.k.weight, 10), fill(m.v.weight, 11), fill(m.out.weight, 15);
     fill(m.q.bias, 12), fill(m.k.bias, 13), fill(m.v.bias, 14), fill(m.out.bias, 16);
     tg_tensor *x = filled("2x3x4", 8), *mask = tg_causal_mask(3, TG_F64);
-    ck_assert(tu_at(mask, 1) == -INFINITY && tu_at(mask, 3) == 0 && tu_at(mask, 8) == 0);
+    ck_assert(tu_at(mask, 1) == -(double)INFINITY && tu_at(mask, 3) == 0 && tu_at(mask, 8) == 0);
     tg_tape *tp = tg_tape_new();
     tg_tensor *yc = tg_mha_forward(tp, &m, x, mask);
     tg_tensor *yp = tg_mha_forward(tp, &m, x, NULL);
