@@ -1,7 +1,8 @@
 /*
- * train_fashion_mnist: trains a 784-256-128-10 ReLU network with softmax
- * cross-entropy and Adam on Fashion-MNIST (28x28 grey images of ten kinds of
- * clothing: 60,000 to train on, 10,000 to test on).
+ * train_fashion_mnist: trains a 784-256-128-10 ReLU network (or, with
+ * --model cnn, a convolutional network with batch norm and dropout) with
+ * softmax cross-entropy and Adam on Fashion-MNIST (28x28 grey images of ten
+ * kinds of clothing: 60,000 to train on, 10,000 to test on).
  *
  * It trains the way tapegrad is meant to be used. The step
  * "x -> logits -> loss" is RECORDED ONCE on a tape for the batch shape; every
@@ -9,7 +10,10 @@
  * REPLAYED (no allocation), followed by backward and an optimizer step. The
  * last, short batch of an epoch runs on the same tape: the batcher's row
  * weights make its loss and gradient the mean over its real rows. The test set
- * is evaluated by replaying a second tape recorded for 1000 rows.
+ * is evaluated by replaying a second tape recorded for 1000 rows; for the CNN
+ * that tape is recorded in eval mode (batch norm uses its running statistics,
+ * dropout is left out), the training tape in training mode: one tape per mode,
+ * sharing the parameters.
  *
  * Each epoch prints a line on stdout and saves a safetensors checkpoint (the
  * parameters, Adam's state and the epochs done with their log), so --resume
@@ -33,8 +37,11 @@
 
 enum { TRAIN_LOSS, TEST_LOSS, TEST_ACC, SECONDS, N_COLS }; /* columns of the per-epoch log */
 
+typedef enum model_kind { MODEL_MLP, MODEL_CNN } model_kind;
+
 typedef struct options {
     const char *data, *checkpoint, *log, *chart;
+    model_kind model;
     int epochs, threads, n_hidden;
     int64_t batch, hidden[MAX_HIDDEN];
     double lr;
@@ -50,11 +57,24 @@ typedef struct step {
     tg_tensor *x, *y, *w, *logits, *loss;
 } step;
 
+/* The CNN: two blocks of 3x3 convolution, batch norm, ReLU and 2x2 max pooling
+ * (1 -> 32 -> 64 channels, 28x28 -> 14x14 -> 7x7), then dropout, a 3136-128
+ * ReLU layer, dropout and a 128-10 layer. */
+typedef struct cnn {
+    tg_conv_layer conv[2];
+    tg_batch_norm_layer bn[2];
+    tg_linear fc[2];
+    tg_rng drop; /* dropout's masks; reseeded from (seed, epoch) so a resumed run repeats them */
+} cnn;
+
+#define CNN_DROPOUT 0.25
+
 typedef struct run {
     options o;
     tg_tensor *x_train, *y_train, *x_test, *y_test;
     tg_params *params;
     tg_mlp *mlp;
+    cnn cnn;
     tg_optim *opt;
     step train, eval;
     double (*hist)[N_COLS]; /* one row per epoch done */
@@ -72,14 +92,18 @@ static double now_seconds(void)
 
 static const char usage_text[] =
     "Usage: %s [options]\n"
-    "Trains a ReLU MLP with softmax cross-entropy and Adam on Fashion-MNIST. The training\n"
-    "step is recorded on a tape once and replayed for every mini-batch.\n"
+    "Trains a ReLU MLP or a CNN with softmax cross-entropy and Adam on Fashion-MNIST. The\n"
+    "training step is recorded on a tape once and replayed for every mini-batch.\n"
     "\n"
+    "  --model mlp|cnn    the network: an MLP of --hidden layers, or two conv/batch-norm/\n"
+    "                     ReLU/max-pool blocks (32 and 64 channels), dropout %g and a\n"
+    "                     128-unit layer [mlp]\n"
     "  --data DIR         folder with train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,\n"
     "                     t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unzipped)\n"
     "                     [/usr/share/datasets/fashion-mnist]\n"
     "  --epochs N         epochs in all, resumed ones included [10]\n"
-    "  --batch N          mini-batch rows [64]\n"
+    "  --batch N          mini-batch rows [64; cnn 100: batch norm needs whole batches, so it\n"
+    "                     must divide the 60,000 training images]\n"
     "  --lr X             Adam's initial learning rate, decayed to 0 along a cosine [0.001]\n"
     "  --hidden LIST      hidden layer widths, comma-separated [256,128]\n"
     "  --seed N           seed of the initialisation and of the shuffles [1]\n"
@@ -131,6 +155,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"data", required_argument, NULL, 'd'},
         {"epochs", required_argument, NULL, 'e'},
         {"batch", required_argument, NULL, 'b'},
+        {"model", required_argument, NULL, 'm'},
         {"lr", required_argument, NULL, 'l'},
         {"hidden", required_argument, NULL, 'H'},
         {"seed", required_argument, NULL, 's'},
@@ -166,6 +191,10 @@ static int parse_args(int argc, char **argv, options *o)
             break;
         case 'H':
             ok = parse_hidden(optarg, o);
+            break;
+        case 'm':
+            ok = !strcmp(optarg, "mlp") || !strcmp(optarg, "cnn");
+            o->model = !strcmp(optarg, "cnn") ? MODEL_CNN : MODEL_MLP;
             break;
         case 's':
             ok = parse_ll(optarg, 0, INT64_MAX, &v);
@@ -255,8 +284,42 @@ static int argmax(const float *v, int n)
 
 /* ====== Steps: recorded once, replayed per batch ====== */
 
-static bool step_record(step *s, const char *what, const tg_mlp *mlp, int64_t rows,
-                        int64_t features)
+/* The CNN's logits for x [rows, 784]; 'training' picks batch statistics and dropout. */
+static tg_tensor *cnn_forward(tg_tape *tp, cnn *m, tg_tensor *x, bool training)
+{
+    int64_t rows = tg_tensor_shape(x)[0];
+    tg_tensor *h = tg_reshape(tp, x, 4, (int64_t[]){rows, 1, 28, 28});
+    for (int b = 0; b < 2; b++) {
+        h = tg_conv_layer_forward(tp, &m->conv[b], h);
+        h = tg_relu(tp, tg_batch_norm_layer_forward(tp, &m->bn[b], h, training));
+        h = tg_max_pool2d(tp, h, (const int[]){2, 2}, NULL, NULL);
+    }
+    h = tg_reshape(tp, h, 2, (int64_t[]){rows, -1});
+    if (training) h = tg_dropout(tp, h, CNN_DROPOUT, &m->drop);
+    h = tg_relu(tp, tg_linear_forward(tp, &m->fc[0], h));
+    if (training) h = tg_dropout(tp, h, CNN_DROPOUT, &m->drop);
+    return tg_linear_forward(tp, &m->fc[1], h);
+}
+
+/* Registers the CNN's parameters with PyTorch's initialisation. */
+static bool cnn_init(cnn *m, tg_params *ps, tg_rng *r)
+{
+    tg_error err = {0};
+    const tg_conv_opts same = {.padding = {1, 1}};
+    bool ok = !tg_conv_layer_init(&m->conv[0], ps, "conv.0", 2, 1, 32, (const int[]){3, 3},
+                                  &same, true, TG_F32, r, &err) &&
+              !tg_batch_norm_layer_init(&m->bn[0], ps, "bn.0", 32, TG_F32, &err) &&
+              !tg_conv_layer_init(&m->conv[1], ps, "conv.1", 2, 32, 64, (const int[]){3, 3},
+                                  &same, true, TG_F32, r, &err) &&
+              !tg_batch_norm_layer_init(&m->bn[1], ps, "bn.1", 64, TG_F32, &err) &&
+              !tg_linear_init(&m->fc[0], ps, "fc.0", 64 * 7 * 7, 128, true, TG_F32, r, &err) &&
+              !tg_linear_init(&m->fc[1], ps, "fc.1", 128, N_CLASSES, true, TG_F32, r, &err);
+    if (!ok) fprintf(stderr, "error: cannot build the network: %s\n", err.msg);
+    return ok;
+}
+
+static bool step_record(step *s, const char *what, run *r, int64_t rows, int64_t features,
+                        bool training)
 {
     s->tp = tg_tape_new();
     s->x = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, features});
@@ -266,7 +329,8 @@ static bool step_record(step *s, const char *what, const tg_mlp *mlp, int64_t ro
         fprintf(stderr, "error: recording the %s step: %s\n", what, tg_last_error()->msg);
         return false;
     }
-    s->logits = tg_mlp_forward(s->tp, mlp, s->x);
+    s->logits = r->o.model == MODEL_CNN ? cnn_forward(s->tp, &r->cnn, s->x, training)
+                                        : tg_mlp_forward(s->tp, r->mlp, s->x);
     /* Cross-entropy is linear in its target: weighting a row's target weights its
      * term, so rows / batch of real rows at weight batch / rows give their exact mean,
      * and the zeroed rows a short batch leaves over, at weight 0, count for nothing. */
@@ -320,6 +384,7 @@ static bool train_epoch(run *r, int epoch, double *mean_loss)
     }
     int64_t n_batches = tg_batcher_batches(bt);
     step *s = &r->train;
+    tg_rng_seed(&r->cnn.drop, o->seed * 1000003u + (uint64_t)epoch);
     while ((rows = tg_batcher_next(bt, s->x, s->y)) > 0) {
         /* The last, short batch is not dropped: its weights make the loss the mean over
          * its real rows (the full batch's are all 1). */
@@ -615,7 +680,6 @@ int main(int argc, char **argv)
                    .log = "fashion_mnist_log.csv",
                    .chart = "fashion_mnist.svg",
                    .epochs = 10,
-                   .batch = 64,
                    .lr = 1e-3,
                    .n_hidden = 2,
                    .hidden = {256, 128},
@@ -624,11 +688,12 @@ int main(int argc, char **argv)
     int status = EXIT_FAILURE;
     switch (parse_args(argc, argv, &r.o)) {
     case 1:
-        printf(usage_text, argv[0]);
+        printf(usage_text, argv[0], CNN_DROPOUT);
         return EXIT_SUCCESS;
     case -1:
         return EXIT_FAILURE;
     }
+    if (!r.o.batch) r.o.batch = r.o.model == MODEL_CNN ? 100 : 64;
     bool flushing = tg_set_flush_denormals(true);
     tg_set_num_threads(o->threads);
     if (!load_set(o->data, "train", &r.x_train, &r.y_train) ||
@@ -651,23 +716,41 @@ int main(int argc, char **argv)
         acts[l] = l < o->n_hidden ? TG_ACT_RELU : TG_ACT_NONE;
         len += snprintf(arch + len, sizeof arch - (size_t)len, "-%lld", (long long)sizes[l + 1]);
     }
+    if (o->model == MODEL_CNN) {
+        snprintf(arch, sizeof arch, "conv32-bn-pool-conv64-bn-pool-128-10");
+        if (features != 28 * 28) {
+            fprintf(stderr, "error: --model cnn needs 28x28 images, not %lld values\n",
+                    (long long)features);
+            goto out;
+        }
+        if (n_train % o->batch) {
+            fprintf(stderr,
+                    "error: --model cnn: batch %lld does not divide %lld training images; batch "
+                    "norm would count the padding of the short last batch in its statistics\n",
+                    (long long)o->batch, (long long)n_train);
+            goto out;
+        }
+    }
     tg_rng rng;
     tg_rng_seed(&rng, o->seed);
     r.params = tg_params_new();
-    r.mlp =
-        r.params ? tg_mlp_new(r.params, "mlp", o->n_hidden + 1, sizes, acts, TG_F32, &rng) : NULL;
-    r.opt =
-        r.mlp ? tg_optim_new(r.params, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = o->lr}) : NULL;
+    bool built = r.params && (o->model == MODEL_CNN
+                                  ? cnn_init(&r.cnn, r.params, &rng)
+                                  : (r.mlp = tg_mlp_new(r.params, "mlp", o->n_hidden + 1, sizes,
+                                                        acts, TG_F32, &rng)) != NULL);
+    r.opt = built ? tg_optim_new(r.params, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = o->lr})
+                  : NULL;
     if (!r.opt) {
-        fprintf(stderr, "error: cannot build the network: %s\n", tg_last_error()->msg);
+        if (o->model == MODEL_MLP || built)
+            fprintf(stderr, "error: cannot build the network: %s\n", tg_last_error()->msg);
         goto out;
     }
 
     /* Record each step ONCE: training on 'batch' rows (a short last batch included) and
      * evaluation on up to 1000 rows. */
-    if (!step_record(&r.train, "training", r.mlp, o->batch, features) ||
-        !step_record(&r.eval, "evaluation", r.mlp, n_test < EVAL_ROWS ? n_test : EVAL_ROWS,
-                     features))
+    if (!step_record(&r.train, "training", &r, o->batch, features, true) ||
+        !step_record(&r.eval, "evaluation", &r, n_test < EVAL_ROWS ? n_test : EVAL_ROWS, features,
+                     false))
         goto out;
 
     if (o->resume && !resume(&r)) goto out;
@@ -675,10 +758,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: out of memory\n");
         goto out;
     }
-    printf("Fashion-MNIST: %lld train and %lld test images; MLP %s, %lld parameters (f32)\n"
+    printf("Fashion-MNIST: %lld train and %lld test images; %s %s, %lld parameters (f32)\n"
            "Adam lr %g with cosine decay, batch %lld, epochs %d, seed %llu, BLAS threads %d, "
            "denormals %s\n",
-           (long long)n_train, (long long)n_test, arch, (long long)tg_params_numel(r.params), o->lr,
+           (long long)n_train, (long long)n_test, o->model == MODEL_CNN ? "CNN" : "MLP", arch,
+           (long long)tg_params_numel(r.params), o->lr,
            (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
            flushing ? "flushed to zero" : "kept (no flush on this CPU)");
     if (o->resume) printf("resuming from %s after epoch %d\n", o->checkpoint, r.n_done);
@@ -698,8 +782,8 @@ int main(int argc, char **argv)
     }
 
     char title[256];
-    snprintf(title, sizeof title, "Fashion-MNIST, MLP %s, Adam lr %g, batch %lld", arch, o->lr,
-             (long long)o->batch);
+    snprintf(title, sizeof title, "Fashion-MNIST, %s %s, Adam lr %g, batch %lld",
+             o->model == MODEL_CNN ? "CNN" : "MLP", arch, o->lr, (long long)o->batch);
     if (!write_csv(o->log, r.hist, r.n_done) || !write_svg(o->chart, title, r.hist, r.n_done))
         goto out;
     printf("wrote %s, %s and %s\n", o->checkpoint, o->log, o->chart);

@@ -235,6 +235,34 @@ static void step_fanout(void)
     tg_tape_free(tp);
 }
 
+/* ====== Step 7: beyond the MLP, a recurrent net unrolled in time ====== */
+
+static void step_rnn(void)
+{
+    printf("[rnn]\n");
+    tg_tape *tp = tg_tape_new();
+    /* tutorial: rnn */
+    tg_tensor *xs = leaf("X", 3, 2, (double[]){1, 0, 0.5, -1, -0.5, 2}, false); /* 3 steps */
+    tg_tensor *w = leaf("W", 2, 2, (double[]){0.5, -0.3, 0.8, 0.2}, true);
+    tg_tensor *u = leaf("U", 2, 2, (double[]){0.1, 0.4, -0.6, 0.3}, true);
+    tg_tensor *h = NULL;
+    for (int t = 0; t < 3; t++) { /* h_t = tanh(x_t W + h_(t-1) U), h_0 = 0 */
+        tg_tensor *x_t = tg_slice(tp, xs, 0, t, t + 1, 1); /* row t, [1x2] */
+        tg_tensor *z = tg_matmul(tp, x_t, w);
+        if (h) z = tg_add(tp, z, tg_matmul(tp, h, u));
+        h = tg_tanh(tp, z);
+    }
+    tg_tensor *c = tg_sum(tp, h);
+    tg_tensor_set_name(c, "C");
+    must(tp, tg_backward(tp, c));
+    show("dC/dW =", tg_tensor_grad(w));
+    show("dC/dU =", tg_tensor_grad(u));
+    /* tutorial end */
+    printf("%zu nodes; the sweep gave W one contribution per step:\n", tg_tape_size(tp));
+    must(tp, tg_tape_explain(tp, stdout, 0));
+    tg_tape_free(tp);
+}
+
 int main(void)
 {
     step_jacobian();
@@ -243,6 +271,7 @@ int main(void)
     step_bias();
     step_network();
     step_fanout();
+    step_rnn();
     for (int i = 0; i < n_leaves; i++)
         tg_tensor_free(leaves[i]);
     return EXIT_SUCCESS;

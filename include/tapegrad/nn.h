@@ -57,6 +57,9 @@ typedef enum tg_init {
     TG_INIT_XAVIER_NORMAL,  /**< N(0, 2 / (fan_in + fan_out)) */
     TG_INIT_HE_UNIFORM,     /**< U(-a, a), a = sqrt(6 / fan_in) */
     TG_INIT_HE_NORMAL,      /**< N(0, 2 / fan_in) */
+    /** U(-a, a), a = 1 / sqrt(fan_in): PyTorch's default for the weights and
+     * biases of Linear, Conv and RNN layers (kaiming_uniform with a = sqrt 5) */
+    TG_INIT_FAN_IN_UNIFORM,
 } tg_init;
 
 /** Fills t, drawing in element order (an F32 tensor gets the F64 values
@@ -96,6 +99,138 @@ TG_API void tg_mlp_free(tg_mlp *m);
 /** Records the network on x [batch, sizes[0]] and returns [batch, sizes[n_layers]]:
  * per layer tg_dense then tg_activate, so gradients come from those ops. */
 TG_API tg_tensor *tg_mlp_forward(tg_tape *tp, const tg_mlp *m, tg_tensor *x);
+
+/* ====== nn: layers for CNNs, RNNs and attention ======
+ * Each layer is a plain struct of parameter handles (owned by the registry)
+ * and settings, filled by its _init function, which registers the layer's
+ * parameters as "<prefix>.<name>" with PyTorch's default initialisation and
+ * names. Nothing to free. An _init that fails returns its status, says why in
+ * 'err' (may be NULL) and leaves nothing registered. The forward functions
+ * only record ops, so every gradient comes from those ops' VJPs; like any op
+ * they return NULL with the tape's error set, naming the layer. */
+
+/** y = x W + b over the last axis: W [in,out] (the transpose of PyTorch's
+ * Linear.weight), b [out] or NULL. */
+typedef struct tg_linear {
+    tg_tensor *weight; /**< "<prefix>.weight" [in,out], U(-1/sqrt(in), 1/sqrt(in)) */
+    tg_tensor *bias;   /**< "<prefix>.bias" [out], same bound; NULL without bias */
+} tg_linear;
+
+/** Registers a linear layer; TG_ERR_ARG for NULL arguments or sizes below 1,
+ * a name already taken, TG_ERR_NOMEM. */
+TG_API tg_status tg_linear_init(tg_linear *l, tg_params *ps, const char *prefix, int64_t in,
+                                int64_t out, bool bias, tg_dtype dt, tg_rng *r, tg_error *err);
+/** x [..., in] -> [..., out] (rank 1..4). */
+TG_API tg_tensor *tg_linear_forward(tg_tape *tp, const tg_linear *l, tg_tensor *x);
+
+/** A 1-D or 2-D convolution layer (torch.nn.Conv1d / Conv2d). */
+typedef struct tg_conv_layer {
+    int dims;          /**< 1 or 2 spatial dimensions */
+    tg_conv_opts opts; /**< stride, padding, dilation, groups */
+    tg_tensor *weight; /**< "<prefix>.weight" [O, C/groups, K] or [O, C/groups, KH, KW] */
+    tg_tensor *bias;   /**< "<prefix>.bias" [O], or NULL */
+} tg_conv_layer;
+
+/** Registers a convolution of 'in_ch' to 'out_ch' channels with kernel
+ * kernel[0] (dims 1) or kernel[0] x kernel[1] (dims 2); opts may be NULL.
+ * Weights and bias U(-a, a), a = 1/sqrt(C/groups * kernel area), as PyTorch. */
+TG_API tg_status tg_conv_layer_init(tg_conv_layer *l, tg_params *ps, const char *prefix, int dims,
+                                    int64_t in_ch, int64_t out_ch, const int kernel[2],
+                                    const tg_conv_opts *opts, bool bias, tg_dtype dt, tg_rng *r,
+                                    tg_error *err);
+/** tg_conv1d or tg_conv2d with the layer's weights and options. */
+TG_API tg_tensor *tg_conv_layer_forward(tg_tape *tp, const tg_conv_layer *l, tg_tensor *x);
+
+/** Batch normalisation (torch.nn.BatchNorm1d / BatchNorm2d) over C channels. */
+typedef struct tg_batch_norm_layer {
+    tg_tensor *weight;       /**< "<prefix>.weight" [C], ones */
+    tg_tensor *bias;         /**< "<prefix>.bias" [C], zeros */
+    tg_tensor *running_mean; /**< "<prefix>.running_mean" [C], zeros, never requiring grad */
+    tg_tensor *running_var;  /**< "<prefix>.running_var" [C], ones, never requiring grad */
+    double momentum;         /**< 0.1 */
+    double eps;              /**< 1e-5 */
+} tg_batch_norm_layer;
+
+/** Registers the four tensors; the running statistics are in the registry so
+ * checkpoints keep them, and require no grad so optimizers leave them alone. */
+TG_API tg_status tg_batch_norm_layer_init(tg_batch_norm_layer *l, tg_params *ps,
+                                          const char *prefix, int64_t channels, tg_dtype dt,
+                                          tg_error *err);
+/** tg_batch_norm on x [N,C] or [N,C,H,W]: batch statistics (and running ones
+ * updated) when 'training', the running ones otherwise. Record one tape per
+ * mode: both share the parameters and statistics. */
+TG_API tg_tensor *tg_batch_norm_layer_forward(tg_tape *tp, const tg_batch_norm_layer *l,
+                                              tg_tensor *x, bool training);
+
+/** Layer normalisation over the last axis (torch.nn.LayerNorm(D)). */
+typedef struct tg_layer_norm_layer {
+    tg_tensor *weight; /**< "<prefix>.weight" [D], ones */
+    tg_tensor *bias;   /**< "<prefix>.bias" [D], zeros */
+    double eps;        /**< 1e-5 */
+} tg_layer_norm_layer;
+
+/** Registers gamma and beta of size 'dim'. */
+TG_API tg_status tg_layer_norm_layer_init(tg_layer_norm_layer *l, tg_params *ps,
+                                          const char *prefix, int64_t dim, tg_dtype dt,
+                                          tg_error *err);
+/** tg_layer_norm with the layer's parameters. */
+TG_API tg_tensor *tg_layer_norm_layer_forward(tg_tape *tp, const tg_layer_norm_layer *l,
+                                              tg_tensor *x);
+
+/** An LSTM cell (torch.nn.LSTMCell), gates in PyTorch's order i, f, g, o. */
+typedef struct tg_lstm_cell {
+    tg_tensor *w_ih; /**< "<prefix>.weight_ih" [in, 4H] */
+    tg_tensor *w_hh; /**< "<prefix>.weight_hh" [H, 4H] */
+    tg_tensor *b_ih; /**< "<prefix>.bias_ih" [4H] */
+    tg_tensor *b_hh; /**< "<prefix>.bias_hh" [4H] */
+    int64_t hidden;  /**< H */
+} tg_lstm_cell;
+
+/** Registers an LSTM cell; every tensor U(-1/sqrt(H), 1/sqrt(H)) as PyTorch. */
+TG_API tg_status tg_lstm_cell_init(tg_lstm_cell *c, tg_params *ps, const char *prefix, int64_t in,
+                                   int64_t hidden, tg_dtype dt, tg_rng *r, tg_error *err);
+/** One step: x [N,in], state h, c [N,H] (both NULL for a zero state) -> the
+ * new h, and the new c in *c_out. c' = σ(f) ⊙ c + σ(i) ⊙ tanh(g),
+ * h' = σ(o) ⊙ tanh(c'), built from matmul, slice and elementwise ops. */
+TG_API tg_tensor *tg_lstm_cell_forward(tg_tape *tp, const tg_lstm_cell *cell, tg_tensor *x,
+                                       tg_tensor *h, tg_tensor *c, tg_tensor **c_out);
+
+/** A GRU cell (torch.nn.GRUCell), gates in PyTorch's order r, z, n. */
+typedef struct tg_gru_cell {
+    tg_tensor *w_ih; /**< "<prefix>.weight_ih" [in, 3H] */
+    tg_tensor *w_hh; /**< "<prefix>.weight_hh" [H, 3H] */
+    tg_tensor *b_ih; /**< "<prefix>.bias_ih" [3H] */
+    tg_tensor *b_hh; /**< "<prefix>.bias_hh" [3H] */
+    int64_t hidden;  /**< H */
+} tg_gru_cell;
+
+/** Registers a GRU cell; every tensor U(-1/sqrt(H), 1/sqrt(H)) as PyTorch. */
+TG_API tg_status tg_gru_cell_init(tg_gru_cell *c, tg_params *ps, const char *prefix, int64_t in,
+                                  int64_t hidden, tg_dtype dt, tg_rng *r, tg_error *err);
+/** One step: x [N,in], h [N,H] (NULL for zeros) -> h' = (1 - z) ⊙ n + z ⊙ h with
+ * n = tanh(x W_in + b_in + r ⊙ (h W_hn + b_hn)). */
+TG_API tg_tensor *tg_gru_cell_forward(tg_tape *tp, const tg_gru_cell *cell, tg_tensor *x,
+                                      tg_tensor *h);
+
+/** Multi-head self-attention (torch.nn.MultiheadAttention with batch_first,
+ * query = key = value = x). */
+typedef struct tg_mha {
+    tg_linear q, k, v; /**< "<prefix>.q", ".k", ".v": [D,D] weights, zero biases */
+    tg_linear out;     /**< "<prefix>.out": [D,D], zero bias */
+    int64_t heads;     /**< D divides by it */
+} tg_mha;
+
+/** Registers the four projections of a d_model-wide block with 'heads' heads:
+ * q, k, v Xavier-uniform over the stacked [D, 3D] projection, out U(±1/sqrt(D)),
+ * biases zero (PyTorch's initialisation). TG_ERR_ARG when heads does not divide d_model. */
+TG_API tg_status tg_mha_init(tg_mha *m, tg_params *ps, const char *prefix, int64_t d_model,
+                             int64_t heads, tg_dtype dt, tg_rng *r, tg_error *err);
+/** x [B,T,D] -> [B,T,D]: softmax(Q Kᵀ / sqrt(D/heads) + mask) V per head, the
+ * heads concatenated and projected. 'mask' is added to the scores: NULL, or
+ * [T,T] (tg_causal_mask). */
+TG_API tg_tensor *tg_mha_forward(tg_tape *tp, const tg_mha *m, tg_tensor *x, tg_tensor *mask);
+/** A new caller-owned [T,T] additive mask: 0 where key <= query, -inf above. */
+TG_API tg_tensor *tg_causal_mask(int64_t t, tg_dtype dt);
 
 /* ====== nn: optimizers ====== */
 

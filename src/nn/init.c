@@ -34,6 +34,11 @@ tg_status tg_init_tensor(tg_tensor *t, tg_init kind, int64_t fan_in, int64_t fan
         normal = kind == TG_INIT_HE_NORMAL;
         bound = sqrt((normal ? 2.0 : 6.0) / (double)fan_in);
         break;
+    case TG_INIT_FAN_IN_UNIFORM:
+        if (fan_in < 1) return TG_ERR_ARG;
+        normal = false;
+        bound = 1.0 / sqrt((double)fan_in);
+        break;
     default:
         return tg__fail_call(TG_ERR_ARG, "init_tensor: unknown kind %d", (int)kind);
     }
