@@ -215,9 +215,11 @@ TG_API tg_tensor *tg_gru_cell_forward(tg_tape *tp, const tg_gru_cell *cell, tg_t
 /** Multi-head self-attention (torch.nn.MultiheadAttention with batch_first,
  * query = key = value = x). */
 typedef struct tg_mha {
-    tg_linear q, k, v; /**< "<prefix>.q", ".k", ".v": [D,D] weights, zero biases */
-    tg_linear out;     /**< "<prefix>.out": [D,D], zero bias */
-    int64_t heads;     /**< D divides by it */
+    tg_linear q;   /**< "<prefix>.q": the query projection, [D,D], zero bias */
+    tg_linear k;   /**< "<prefix>.k": the key projection, [D,D], zero bias */
+    tg_linear v;   /**< "<prefix>.v": the value projection, [D,D], zero bias */
+    tg_linear out; /**< "<prefix>.out": the output projection, [D,D], zero bias */
+    int64_t heads; /**< D divides by it */
 } tg_mha;
 
 /** Registers the four projections of a d_model-wide block with 'heads' heads:
