@@ -92,3 +92,11 @@ void tg__arena_free(tg__arena *a)
     }
     a->head = a->first = NULL;
 }
+
+size_t tg__arena_bytes(const tg__arena *a)
+{
+    size_t n = 0;
+    for (const tg__chunk *c = a->first; c; c = c == a->head ? NULL : c->next)
+        n += c->used;
+    return n;
+}

@@ -86,6 +86,8 @@ void *tg__arena_alloc(tg__arena *a, size_t size);
 /* Forgets every allocation and keeps the chunks for reuse. */
 void tg__arena_rewind(tg__arena *a);
 void tg__arena_free(tg__arena *a);
+/* Bytes handed out since the last rewind (what a tape holds), padding included. */
+size_t tg__arena_bytes(const tg__arena *a);
 
 /* ====== Tape ====== */
 
@@ -122,6 +124,7 @@ struct tg_tape {
     tg__arena arena;
     uint64_t gen; /* the recording generation, bumped by tg_tape_reset */
     bool anomaly; /* tg_tape_set_anomaly: check every output and gradient for NaN and Inf */
+    bool no_grad; /* tg_tape_set_grad(tp, false): outputs recorded now require no grad */
 };
 
 /* Records the first error on the tape (later ones are echoes) and returns the

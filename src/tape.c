@@ -106,6 +106,11 @@ void tg_tape_set_anomaly(tg_tape *tp, bool on)
     if (tp) tp->anomaly = on;
 }
 
+void tg_tape_set_grad(tg_tape *tp, bool on)
+{
+    if (tp) tp->no_grad = !on;
+}
+
 /* The first element of t that is NaN or Inf, as a double in *bad; false if
  * none, and for index tensors, which hold neither. */
 #define FIND_NONFINITE(T)                                  \
@@ -267,14 +272,16 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
         n_leaf_in += !in[i]->tape;
     tg_tensor *out = tg__tensor_arena(tp, dt, out_rank, out_shape);
     tg_tensor **ins = tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *ins);
-    tg_tensor **gin = tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *gin);
-    if (!out || !ins || !gin || !grow_nodes(tp) || !grow_leaves(tp, n_leaf_in)) {
+    /* A node recorded without gradients never meets a backward: no gradient slots. */
+    tg_tensor **gin = tp->no_grad ? NULL : tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *gin);
+    if (!out || !ins || (!gin && !tp->no_grad) || !grow_nodes(tp) ||
+        !grow_leaves(tp, n_leaf_in)) {
         tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory recording the node", op);
         return NULL;
     }
     memcpy(ins, in, (size_t)n_in * sizeof *ins);
     for (int i = 0; i < n_in; i++) out->requires_grad |= in[i]->requires_grad;
-    out->requires_grad &= def->vjp != NULL && !def->index_output;
+    out->requires_grad &= def->vjp != NULL && !def->index_output && !tp->no_grad;
 
     tg_status s = def->forward(out, ins, n_in, ctx);
     if (s != TG_OK) {
@@ -426,9 +433,10 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
 
     for (size_t i = tp->n_nodes; i-- > 0;) {
         tg__node *nd = &tp->nodes[i];
-        /* Skip a node that does not lead to 'out', and a constant one (no VJP) even
-         * when the caller has since marked its output as requiring grad. */
-        if (!nd->out->reached || !nd->def->vjp) continue;
+        /* Skip a node that does not lead to 'out', and a constant one (no VJP) or
+         * one recorded without gradients even when the caller has since marked its
+         * output as requiring grad. */
+        if (!nd->out->reached || !nd->def->vjp || !nd->gin) continue;
         for (int j = 0; j < nd->n_in; j++) {
             tg_tensor *x = nd->in[j];
             nd->gin[j] = NULL;
