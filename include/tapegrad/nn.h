@@ -289,9 +289,9 @@ TG_API void tg_optim_free(tg_optim *o);
  * them untrained, so it refuses; make a new optimizer (or register every
  * parameter first). */
 TG_API tg_status tg_optim_step(tg_optim *o);
-/** Sets the learning rate of the next steps: any finite lr >= 0, 0 included
- * (a warm-up from 0). TG_ERR_ARG, and the rate unchanged, for a NULL
- * optimizer or a negative, infinite or NaN rate. */
+/** Sets the learning rate of the next steps, in every parameter group: any
+ * finite lr >= 0, 0 included (a warm-up from 0). TG_ERR_ARG, and the rates
+ * unchanged, for a NULL optimizer or a negative, infinite or NaN rate. */
 TG_API tg_status tg_optim_set_lr(tg_optim *o, double lr);
 /** The optimizer's state (moments, step count) as a registry it owns, so a
  * checkpoint can save and restore it; names start with "optim.". They are
@@ -299,6 +299,209 @@ TG_API tg_status tg_optim_set_lr(tg_optim *o, double lr);
  * `optim.sgd.momentum.<name>` (SGD with momentum > 0), `optim.adam.m.<name>`
  * and `optim.adam.v.<name>` ("optim.adamw..." for AdamW). */
 TG_API tg_params *tg_optim_state(tg_optim *o);
+
+#define TG_GROUP_SET_LR           1u /**< tg_param_group.set: the group's own lr */
+#define TG_GROUP_SET_WEIGHT_DECAY 2u /**< tg_param_group.set: the group's own weight decay */
+
+/** A parameter group (an entry of PyTorch's param_groups): the parameters it
+ * takes and the options it overrides. A parameter named in some group's
+ * 'params' belongs to that group; any other goes to the first group with a
+ * 'match' pattern that fits its name, and the parameters no group takes form
+ * a last group called "default" with the optimizer's options. */
+typedef struct tg_param_group {
+    const char *name;          /**< unique, not "default": its state is "optim.group.<name>.lr" */
+    const char *const *match;  /**< NULL-terminated fnmatch(3) patterns ("*.bias"), or NULL */
+    const char *const *params; /**< NULL-terminated parameter names, or NULL */
+    double lr;                 /**< the group's learning rate, with TG_GROUP_SET_LR */
+    double weight_decay;       /**< the group's weight decay, with TG_GROUP_SET_WEIGHT_DECAY */
+    unsigned set;              /**< TG_GROUP_SET_* bits; fields without one take the optimizer's */
+} tg_param_group;
+
+/** An optimizer over every parameter of 'ps' present now, in n_groups groups
+ * plus "default" (group n_groups, possibly empty), each with its own learning
+ * rate and weight decay: torch.optim.Adam([{"params": ..., "weight_decay": 0},
+ * ...], lr=..., weight_decay=...). The typical use is no decay for biases and
+ * normalisation parameters: {.name = "no_decay", .match = (const char *[]){
+ * "*.bias", "bn.*", NULL}, .set = TG_GROUP_SET_WEIGHT_DECAY}. Each group's
+ * current rate is part of the state, "optim.group.<name>.lr" (rank 0, F64),
+ * so a checkpoint keeps a rate a schedule lowered. NULL with TG_ERR_ARG in
+ * tg_last_error for the reasons of tg_optim_new, a group option that is bad
+ * in the same way, a group without a name, two groups of one name, a name in
+ * 'params' that the registry lacks or that two groups list, an unknown 'set'
+ * bit, or n_groups < 0; TG_ERR_NOMEM. tg_optim_new(ps, opts) is this with
+ * no group: one group, whose rate is not in the state. */
+TG_API tg_optim *tg_optim_new_groups(tg_params *ps, const tg_optim_opts *opts,
+                                     const tg_param_group *groups, int n_groups);
+/** The number of parameter groups (the "default" group included); 0 for NULL. */
+TG_API int tg_optim_group_count(const tg_optim *o);
+/** Group g's name ("default" for the last), NULL when g is out of range. */
+TG_API const char *tg_optim_group_name(const tg_optim *o, int g);
+/** The group a parameter of the registry belongs to, -1 (TG_ERR_ARG) if it
+ * has none (not in the registry, or added after the optimizer). */
+TG_API int tg_optim_group_of(const tg_optim *o, const char *param_name);
+/** Group g's current learning rate; NaN (TG_ERR_ARG) when g is out of range. */
+TG_API double tg_optim_group_lr(const tg_optim *o, int g);
+/** Group g's base rate, the one it was made with (PyTorch's initial_lr), which
+ * schedules scale; NaN (TG_ERR_ARG) when g is out of range. */
+TG_API double tg_optim_group_base_lr(const tg_optim *o, int g);
+/** Sets group g's learning rate; TG_ERR_ARG for a bad group or rate (as tg_optim_set_lr). */
+TG_API tg_status tg_optim_set_group_lr(tg_optim *o, int g, double lr);
+
+/* ====== nn: gradient clipping ====== */
+
+/** torch.nn.utils.clip_grad_norm_: the norm of order 'norm_type' (INFINITY for
+ * the largest magnitude) of all the gradients of 'ps' taken together, as if
+ * they were one vector, then every gradient times min(1, max_norm / (norm +
+ * 1e-6)). Returns the norm before clipping. As in PyTorch, a non-finite norm
+ * still scales: inf gives the factor 0 (so an inf element becomes NaN), NaN
+ * makes every gradient NaN; check the result with isfinite to skip such a
+ * step. Parameters without a gradient are left out; none at all returns 0.
+ * -1 with TG_ERR_ARG in tg_last_error, touching nothing, for a NULL registry,
+ * max_norm negative or NaN, or norm_type not > 0. F32 gradients are summed in
+ * double. */
+TG_API double tg_clip_grad_norm(tg_params *ps, double max_norm, double norm_type);
+/** torch.nn.utils.clip_grad_value_: clamps every gradient element of 'ps' to
+ * [-clip, clip] (NaN stays NaN). TG_ERR_ARG for NULL or clip negative or NaN. */
+TG_API tg_status tg_clip_grad_value(tg_params *ps, double clip);
+
+/* ====== nn: learning-rate schedules ======
+ * A schedule sets each parameter group's rate from its base rate
+ * (tg_optim_group_base_lr) as torch.optim.lr_scheduler does; "step" t counts
+ * the scheduler steps taken, so the rate at t is the one PyTorch's optimizer
+ * holds after t calls of scheduler.step(). Every kind but the plateau one is
+ * a pure function of t (tg_sched_lr), so a resumed run needs only its step
+ * count. */
+
+/** The rule of a tg_sched, with its PyTorch equivalent. */
+typedef enum tg_sched_kind {
+    TG_SCHED_CONSTANT,    /**< the base rate (LambdaLR(lambda t: 1)) */
+    TG_SCHED_STEP,        /**< base gamma^(t / step_size) (StepLR) */
+    TG_SCHED_EXPONENTIAL, /**< base gamma^t (ExponentialLR) */
+    /** min_lr + (base - min_lr) (1 + cos(pi t / T)) / 2 with T = total_steps -
+     * warmup_steps (CosineAnnealingLR(T_max=T, eta_min=min_lr)); past T it
+     * turns back up, as PyTorch's does */
+    TG_SCHED_COSINE,
+    /** up from base / div_factor to base over pct_start of total_steps, then
+     * down to base / div_factor / final_div_factor, along a cosine (or a line)
+     * (OneCycleLR(max_lr=base, cycle_momentum=False, three_phase=False));
+     * steps past total_steps are refused */
+    TG_SCHED_ONE_CYCLE,
+    /** times 'factor' (not below min_lr) after more than 'patience' steps
+     * without improvement of the metric given to tg_sched_step
+     * (ReduceLROnPlateau) */
+    TG_SCHED_PLATEAU,
+} tg_sched_kind;
+
+#define TG_SCHED_SET_PATIENCE  1u /**< tg_sched_opts.set: take patience as written, 0 included */
+#define TG_SCHED_SET_THRESHOLD 2u /**< tg_sched_opts.set: take threshold as written, 0 included */
+#define TG_SCHED_SET_EPS       4u /**< tg_sched_opts.set: take eps as written, 0 included */
+#define TG_SCHED_SET_PCT_START 8u /**< tg_sched_opts.set: take pct_start as written, 0 included */
+
+/** A schedule's options; a field left 0 is PyTorch's default, which is 0
+ * itself except where noted (as for tg_optim_opts, a 'set' bit asks for 0
+ * where 0 is a valid value with another default). */
+typedef struct tg_sched_opts {
+    tg_sched_kind kind;
+    /** CONSTANT, STEP, EXPONENTIAL, COSINE: this many steps of linear warm-up
+     * from warmup_start times the base first; the rule then starts from its
+     * own step 0 (SequentialLR([LinearLR(start_factor=warmup_start,
+     * total_iters=warmup_steps), rule], milestones=[warmup_steps])) */
+    int64_t warmup_steps;
+    double warmup_start;     /**< in (0, 1]; left 0, 1/3 (LinearLR's start_factor) */
+    int64_t step_size;       /**< STEP: >= 1 */
+    double gamma;            /**< STEP, EXPONENTIAL: > 0; left 0, 0.1 */
+    int64_t total_steps;     /**< COSINE: warm-up + T, T >= 1; ONE_CYCLE: >= 1 */
+    double min_lr;           /**< COSINE's eta_min; PLATEAU's floor; >= 0 */
+    double pct_start;        /**< ONE_CYCLE: in [0, 1]; left 0, 0.3 (see 'set') */
+    double div_factor;       /**< ONE_CYCLE: > 0; left 0, 25 */
+    double final_div_factor; /**< ONE_CYCLE: > 0; left 0, 1e4 */
+    bool anneal_linear;      /**< ONE_CYCLE: anneal_strategy "linear" instead of "cos" */
+    bool maximize;           /**< PLATEAU: mode "max" (an accuracy), else "min" (a loss) */
+    bool threshold_abs;      /**< PLATEAU: threshold_mode "abs", else "rel" */
+    double factor;           /**< PLATEAU: in (0, 1); left 0, 0.1 */
+    int64_t patience;        /**< PLATEAU: >= 0; left 0, 10 (see 'set') */
+    double threshold;        /**< PLATEAU: >= 0; left 0, 1e-4 (see 'set') */
+    int64_t cooldown;        /**< PLATEAU: >= 0 */
+    double eps;              /**< PLATEAU: least reduction; left 0, 1e-8 (see 'set') */
+    unsigned set;            /**< TG_SCHED_SET_* bits */
+} tg_sched_opts;
+
+/** A schedule: its options (defaults filled in) and its state, plain fields
+ * that a checkpoint can store. */
+typedef struct tg_sched {
+    tg_sched_opts o;       /**< as given, with the defaults filled in */
+    int64_t step;          /**< tg_sched_step calls so far (PyTorch's last_epoch) */
+    double best;           /**< PLATEAU: the best metric so far (+-inf at first) */
+    int64_t bad_steps;     /**< PLATEAU: steps since the best (num_bad_epochs) */
+    int64_t cooldown_left; /**< PLATEAU: steps before bad ones count again */
+} tg_sched;
+
+/** Checks the options, fills the defaults, sets step 0 and, if 'opt' is not
+ * NULL, every group's rate to the rate at step 0 (as creating a PyTorch
+ * scheduler does; PLATEAU leaves the rates). TG_ERR_ARG (tg_last_error names
+ * the field) for an option outside its range, an unknown kind or 'set' bit,
+ * a one-cycle whose first phase would last exactly one step (PyTorch divides
+ * 0 by 0 there), or NULL s or opts. */
+TG_API tg_status tg_sched_init(tg_sched *s, const tg_sched_opts *opts, tg_optim *opt);
+/** The rate at step t of a group with base rate 'base'; NaN (TG_ERR_ARG) for
+ * t < 0, ONE_CYCLE past total_steps, PLATEAU (whose rate is no function of
+ * t), or NULL. */
+TG_API double tg_sched_lr(const tg_sched *s, double base, int64_t t);
+/** One scheduler.step(): for PLATEAU, 'metric' decides, and each group's rate
+ * becomes max(rate factor, min_lr) when lowered by more than eps; for the
+ * others it is ignored and every group gets the rate of the next step.
+ * Call it after tg_optim_step (per batch or per epoch, as the schedule was
+ * planned). TG_ERR_ARG for NULL or, with the rates unchanged, a step that
+ * tg_sched_lr refuses. */
+TG_API tg_status tg_sched_step(tg_sched *s, tg_optim *opt, double metric);
+/** Sets s->step to t and every group's rate to the rate at t (not PLATEAU):
+ * how a resumed run, or one that counts steps itself, catches up. TG_ERR_ARG
+ * as tg_sched_step. */
+TG_API tg_status tg_sched_apply(tg_sched *s, tg_optim *opt, int64_t t);
+
+/* ====== nn: evaluation (no-grad tapes, train and eval modes) ======
+ * PyTorch evaluates under torch.no_grad() and model.eval(). Here the two are
+ * a tape recorded without gradients and layers recorded with training =
+ * false, on a tape of their own: a recorded tape keeps the mode it was
+ * recorded in, so a training loop records one tape per mode, both reading the
+ * same parameters (and batch norm's running statistics), and replays the one
+ * it needs. */
+
+/** Whether the ops recorded from now on track gradients (on by default;
+ * tg_tape_reset keeps the setting), like torch.set_grad_enabled. With it off
+ * no recorded output requires grad, so a backward through them is refused
+ * (TG_ERR_STATE), no node keeps gradient slots and no gradient buffer is ever
+ * made; forward values are unchanged. Replays of such a tape cost only the
+ * forward. NULL is ignored. */
+TG_API void tg_tape_set_grad(tg_tape *tp, bool on);
+
+/* ====== nn: metrics on tensors ======
+ * Scores are F32 or F64 [N, C] (logits or probabilities); labels are I64 [N]
+ * class indices or a float [N, C] one-hot (the first maximum of a row is its
+ * class). 'rows' counts the first rows only (-1 for all N), for a padded last
+ * batch. A prediction is the first maximum of a row (torch.argmax; NaN counts
+ * as the largest). Failures are TG_ERR_ARG (bad shapes, dtypes, k or rows, a
+ * label outside [0, C)) with the reason in tg_last_error. */
+
+/** The number of the rows whose label is among the k largest scores
+ * (torch.topk(scores, k).indices == label, any), ties broken towards the lower
+ * class as argmax does; -1 on failure. k = 1 counts argmax hits. */
+TG_API int64_t tg_topk_correct(const tg_tensor *scores, const tg_tensor *labels, int k,
+                               int64_t rows);
+/** tg_topk_correct(scores, labels, 1, -1) / N: (scores.argmax(1) ==
+ * labels).float().mean(); -1 on failure, NaN for N = 0. */
+TG_API double tg_accuracy(const tg_tensor *scores, const tg_tensor *labels);
+/** Adds the first 'rows' rows to an I64 [C, C] confusion matrix: cm[label,
+ * prediction] += 1 (rows are the true classes, as sklearn's and torchmetrics'
+ * confusion_matrix). cm is a leaf the caller zeroes (tg_tensor_new does). */
+TG_API tg_status tg_confusion_add(tg_tensor *cm, const tg_tensor *scores, const tg_tensor *labels,
+                                  int64_t rows);
+/** Per-class figures from a confusion matrix, each array C long (any may be
+ * NULL): precision = cm[c,c] / column sum, recall = cm[c,c] / row sum, f1 =
+ * 2 p r / (p + r), 0 where the denominator is 0 (sklearn's zero_division=0),
+ * support = row sum. TG_ERR_ARG for a cm that is not I64 [C, C]. */
+TG_API tg_status tg_class_report(const tg_tensor *cm, double *precision, double *recall, double *f1,
+                                 int64_t *support);
 
 /* ====== nn: data ====== */
 
