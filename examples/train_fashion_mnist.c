@@ -15,9 +15,16 @@
  * dropout is left out), the training tape in training mode: one tape per mode,
  * sharing the parameters.
  *
+ * The learning rate follows a cosine schedule (tg_sched) with an optional
+ * linear warm-up, set per batch from the step count, so a resumed run picks it
+ * up where it stopped; biases and batch norm's parameters take no weight decay
+ * (a parameter group). The evaluation tape is recorded without gradients.
+ *
  * Each epoch prints a line on stdout and saves a safetensors checkpoint (the
- * parameters, Adam's state and the epochs done with their log), so --resume
- * continues an interrupted run. At the end it writes a CSV log and an SVG chart.
+ * parameters, the optimizer's state and the epochs done with their log), so
+ * --resume continues an interrupted run; the best test accuracy's checkpoint
+ * is kept beside it, and --patience stops a run that no longer improves. At
+ * the end it prints a per-class report and writes a CSV log and an SVG chart.
  */
 #include <tapegrad/tapegrad.h>
 
@@ -33,7 +40,6 @@
 #define N_CLASSES  10
 #define MAX_HIDDEN 8
 #define EVAL_ROWS  1000
-#define PI         3.14159265358979323846
 
 enum { TRAIN_LOSS, TEST_LOSS, TEST_ACC, SECONDS, N_COLS }; /* columns of the per-epoch log */
 
@@ -42,9 +48,9 @@ typedef enum model_kind { MODEL_MLP, MODEL_CNN } model_kind;
 typedef struct options {
     const char *data, *checkpoint, *log, *chart;
     model_kind model;
-    int epochs, threads, n_hidden;
+    int epochs, threads, n_hidden, warmup, patience;
     int64_t batch, hidden[MAX_HIDDEN];
-    double lr;
+    double lr, weight_decay;
     uint64_t seed;
     bool resume;
 } options;
@@ -76,7 +82,9 @@ typedef struct run {
     tg_mlp *mlp;
     cnn cnn;
     tg_optim *opt;
+    tg_sched sched;
     step train, eval;
+    tg_tensor *confusion;   /* I64 [10, 10] of the last evaluation */
     double (*hist)[N_COLS]; /* one row per epoch done */
     int n_done;
 } run;
@@ -104,12 +112,17 @@ static const char usage_text[] =
     "  --epochs N         epochs in all, resumed ones included [10]\n"
     "  --batch N          mini-batch rows [64; cnn 100: batch norm needs whole batches, so it\n"
     "                     must divide the 60,000 training images]\n"
-    "  --lr X             Adam's initial learning rate, decayed to 0 along a cosine [0.001]\n"
+    "  --lr X             AdamW's peak learning rate, decayed to 0 along a cosine [0.001]\n"
+    "  --warmup N         epochs of linear warm-up from lr/10 before the cosine [0]\n"
+    "  --weight-decay X   AdamW's decoupled weight decay, not applied to biases and batch\n"
+    "                     norm's parameters [0]\n"
+    "  --patience N       stop after N epochs without a better test accuracy [0: never]\n"
     "  --hidden LIST      hidden layer widths, comma-separated [256,128]\n"
     "  --seed N           seed of the initialisation and of the shuffles [1]\n"
     "  --threads N        BLAS threads, 0 for all cores [0]\n"
     "  --checkpoint PATH  safetensors checkpoint, saved after every epoch\n"
-    "                     [fashion_mnist.safetensors]\n"
+    "                     [fashion_mnist.safetensors]; the best test accuracy's is kept\n"
+    "                     beside it, PATH without .safetensors + .best.safetensors\n"
     "  --resume           load the parameters, Adam's state and the log from the checkpoint\n"
     "                     and continue after its last epoch\n"
     "  --log PATH         CSV log: epoch,train_loss,test_loss,test_acc,seconds\n"
@@ -157,6 +170,9 @@ static int parse_args(int argc, char **argv, options *o)
         {"batch", required_argument, NULL, 'b'},
         {"model", required_argument, NULL, 'm'},
         {"lr", required_argument, NULL, 'l'},
+        {"warmup", required_argument, NULL, 'w'},
+        {"weight-decay", required_argument, NULL, 'W'},
+        {"patience", required_argument, NULL, 'p'},
         {"hidden", required_argument, NULL, 'H'},
         {"seed", required_argument, NULL, 's'},
         {"threads", required_argument, NULL, 't'},
@@ -188,6 +204,20 @@ static int parse_args(int argc, char **argv, options *o)
             errno = 0;
             o->lr = strtod(optarg, &end);
             ok = !errno && end != optarg && !*end && o->lr > 0 && isfinite(o->lr);
+            break;
+        case 'w':
+            ok = parse_ll(optarg, 0, 100000, &v);
+            o->warmup = (int)v;
+            break;
+        case 'W':
+            errno = 0;
+            o->weight_decay = strtod(optarg, &end);
+            ok = !errno && end != optarg && !*end && o->weight_decay >= 0 &&
+                 isfinite(o->weight_decay);
+            break;
+        case 'p':
+            ok = parse_ll(optarg, 0, 100000, &v);
+            o->patience = (int)v;
             break;
         case 'H':
             ok = parse_hidden(optarg, o);
@@ -274,14 +304,6 @@ fail:
     return false;
 }
 
-static int argmax(const float *v, int n)
-{
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best]) best = i;
-    return best;
-}
-
 /* ====== Steps: recorded once, replayed per batch ====== */
 
 /* The CNN's logits for x [rows, 784]; 'training' picks batch statistics and dropout. */
@@ -322,6 +344,8 @@ static bool step_record(step *s, const char *what, run *r, int64_t rows, int64_t
                         bool training)
 {
     s->tp = tg_tape_new();
+    /* The evaluation step never meets a backward: no gradient state (torch.no_grad). */
+    tg_tape_set_grad(s->tp, training);
     s->x = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, features});
     s->y = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, N_CLASSES});
     s->w = tg_tensor_new(TG_F32, 2, (int64_t[]){rows, 1});
@@ -348,13 +372,6 @@ static void step_free(step *s)
     tg_tensor_free(s->x);
     tg_tensor_free(s->y);
     tg_tensor_free(s->w);
-}
-
-/* Cosine decay from --lr to 0 over the whole run, set before every batch. */
-static double learning_rate(const options *o, int epoch, int64_t i, int64_t n_batches)
-{
-    double t = (epoch + (double)i / (double)n_batches) / o->epochs;
-    return o->lr * 0.5 * (1 + cos(PI * t));
 }
 
 static void show_progress(const run *r, int epoch, int64_t i, int64_t n_batches, double loss,
@@ -389,7 +406,7 @@ static bool train_epoch(run *r, int epoch, double *mean_loss)
         /* The last, short batch is not dropped: its weights make the loss the mean over
          * its real rows (the full batch's are all 1). */
         tg_status st = tg_batcher_weights(bt, s->w);
-        if (st == TG_OK) st = tg_optim_set_lr(r->opt, learning_rate(o, epoch, i++, n_batches));
+        if (st == TG_OK) st = tg_sched_apply(&r->sched, r->opt, epoch * n_batches + i++);
         if (st != TG_OK) {
             fprintf(stderr, "\nerror: epoch %d: %s\n", epoch + 1, tg_last_error()->msg);
             goto out;
@@ -440,8 +457,8 @@ static bool evaluate(run *r, double *loss, double *acc)
 {
     step *ev = &r->eval;
     int64_t cap = tg_tensor_shape(ev->x)[0], n = tg_tensor_shape(r->x_test)[0], rows, correct = 0;
-    float *y = tg_tensor_data(ev->y);
     double sum = 0;
+    memset(tg_tensor_data(r->confusion), 0, N_CLASSES * N_CLASSES * sizeof(int64_t));
     tg_batcher *bt = tg_batcher_new(r->x_test, r->y_test, cap, false, 0);
     if (!bt) {
         fprintf(stderr, "error: %s\n", tg_last_error()->msg);
@@ -450,9 +467,9 @@ static bool evaluate(run *r, double *loss, double *acc)
     while ((rows = tg_batcher_next(bt, ev->x, ev->y)) > 0) {
         if (tg_batcher_weights(bt, ev->w) != TG_OK || tg_tape_replay(ev->tp) != TG_OK) break;
         sum += tg_tensor_item(ev->loss) * (double)rows;
-        const float *z = tg_tensor_data(ev->logits);
-        for (int64_t k = 0; k < rows; k++)
-            correct += argmax(z + k * N_CLASSES, N_CLASSES) == argmax(y + k * N_CLASSES, N_CLASSES);
+        int64_t hits = tg_topk_correct(ev->logits, ev->y, 1, rows);
+        if (hits < 0 || tg_confusion_add(r->confusion, ev->logits, ev->y, rows) != TG_OK) break;
+        correct += hits;
     }
     tg_batcher_free(bt);
     if (rows != 0) {
@@ -465,7 +482,23 @@ static bool evaluate(run *r, double *loss, double *acc)
     return true;
 }
 
-/* ====== Checkpoint: parameters, Adam's state, and a 'train' registry ====== */
+/* Precision, recall and F1 per class of the last evaluation, as sklearn's
+ * classification_report. */
+static void print_class_report(const run *r)
+{
+    static const char *const names[N_CLASSES] = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                                 "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                                 "Bag",         "Ankle boot"};
+    double p[N_CLASSES], rc[N_CLASSES], f1[N_CLASSES];
+    int64_t support[N_CLASSES];
+    if (tg_class_report(r->confusion, p, rc, f1, support) != TG_OK) return;
+    printf("\n%-12s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1", "support");
+    for (int c = 0; c < N_CLASSES; c++)
+        printf("%-12s %9.4f %9.4f %9.4f %8lld\n", names[c], p[c], rc[c], f1[c],
+               (long long)support[c]);
+}
+
+/* ====== Checkpoint: parameters, the optimizer's state, and a 'train' registry ====== */
 
 /* A registry with the epochs done as a rank-0 tensor and, if 'hist', their log [n, N_COLS]. */
 static tg_params *train_registry(int n_done, double (*hist)[N_COLS])
@@ -484,12 +517,20 @@ static tg_params *train_registry(int n_done, double (*hist)[N_COLS])
     return meta;
 }
 
-static bool save_checkpoint(const run *r)
+/* "<path>.best.safetensors", or "<path minus .safetensors>.best.safetensors". */
+static void best_path(const char *path, char *out, size_t size)
+{
+    size_t len = strlen(path), ext = strlen(".safetensors");
+    if (len >= ext && !strcmp(path + len - ext, ".safetensors")) len -= ext;
+    snprintf(out, size, "%.*s.best.safetensors", (int)len, path);
+}
+
+static bool save_checkpoint(const run *r, const char *path)
 {
     tg_error err = {0};
     tg_params *meta = train_registry(r->n_done, r->hist);
     tg_params *sets[] = {r->params, tg_optim_state(r->opt), meta};
-    tg_status st = meta ? tg_checkpoint_save(r->o.checkpoint, sets, 3, &err) : TG_ERR_NOMEM;
+    tg_status st = meta ? tg_checkpoint_save(path, sets, 3, &err) : TG_ERR_NOMEM;
     tg_params_free(meta);
     if (st != TG_OK)
         fprintf(stderr, "error: saving the checkpoint: %s\n",
@@ -664,6 +705,7 @@ static void run_free(run *r)
     step_free(&r->train);
     step_free(&r->eval);
     tg_optim_free(r->opt);
+    tg_tensor_free(r->confusion);
     tg_mlp_free(r->mlp);
     tg_params_free(r->params);
     tg_tensor_free(r->x_train);
@@ -738,8 +780,31 @@ int main(int argc, char **argv)
                                   ? cnn_init(&r.cnn, r.params, &rng)
                                   : (r.mlp = tg_mlp_new(r.params, "mlp", o->n_hidden + 1, sizes,
                                                         acts, TG_F32, &rng)) != NULL);
-    r.opt = built ? tg_optim_new(r.params, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = o->lr})
+    /* AdamW (Adam when the decay is 0) with no decay on biases and batch norm's parameters. */
+    tg_param_group no_decay = {.name = "no_decay",
+                               .match = (const char *[]){"*.bias", "bn.*", NULL},
+                               .set = TG_GROUP_SET_WEIGHT_DECAY};
+    r.opt = built ? tg_optim_new_groups(r.params,
+                                        &(tg_optim_opts){.kind = TG_OPTIM_ADAMW,
+                                                         .lr = o->lr,
+                                                         .weight_decay = o->weight_decay},
+                                        &no_decay, 1)
                   : NULL;
+    int64_t n_batches = (n_train + o->batch - 1) / o->batch;
+    tg_sched_opts cosine = {.kind = TG_SCHED_COSINE,
+                            .warmup_steps = o->warmup * n_batches,
+                            .warmup_start = 0.1,
+                            .total_steps = o->epochs * n_batches};
+    if (r.opt && o->warmup >= o->epochs) {
+        fprintf(stderr, "error: --warmup %d leaves no epoch of the %d to decay over\n", o->warmup,
+                o->epochs);
+        goto out;
+    }
+    if (r.opt && (tg_sched_init(&r.sched, &cosine, r.opt) != TG_OK ||
+                  !(r.confusion = tg_tensor_new(TG_I64, 2, (int64_t[]){N_CLASSES, N_CLASSES})))) {
+        fprintf(stderr, "error: %s\n", tg_last_error()->msg);
+        goto out;
+    }
     if (!r.opt) {
         if (o->model == MODEL_MLP || built)
             fprintf(stderr, "error: cannot build the network: %s\n", tg_last_error()->msg);
@@ -759,34 +824,53 @@ int main(int argc, char **argv)
         goto out;
     }
     printf("Fashion-MNIST: %lld train and %lld test images; %s %s, %lld parameters (f32)\n"
-           "Adam lr %g with cosine decay, batch %lld, epochs %d, seed %llu, BLAS threads %d, "
-           "denormals %s\n",
+           "AdamW lr %g (weight decay %g) with %d warm-up epochs and cosine decay, batch %lld, "
+           "epochs %d, seed %llu, BLAS threads %d, denormals %s\n",
            (long long)n_train, (long long)n_test, o->model == MODEL_CNN ? "CNN" : "MLP", arch,
-           (long long)tg_params_numel(r.params), o->lr,
+           (long long)tg_params_numel(r.params), o->lr, o->weight_decay, o->warmup,
            (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
            flushing ? "flushed to zero" : "kept (no flush on this CPU)");
     if (o->resume) printf("resuming from %s after epoch %d\n", o->checkpoint, r.n_done);
     fflush(stdout);
 
+    /* The best epoch so far, resumed ones included: early stopping counts from it. */
+    char best_file[4096];
+    best_path(o->checkpoint, best_file, sizeof best_file);
+    int best = -1;
+    bool evaluated = false;
+    for (int e = 0; e < r.n_done; e++)
+        if (best < 0 || r.hist[e][TEST_ACC] > r.hist[best][TEST_ACC]) best = e;
     for (int epoch = r.n_done; epoch < o->epochs; epoch++) {
+        if (o->patience && best >= 0 && epoch - 1 - best >= o->patience) {
+            printf("early stop: no better test accuracy in %d epochs (best %.4f at epoch %d)\n",
+                   o->patience, r.hist[best][TEST_ACC], best + 1);
+            break;
+        }
         double start = now_seconds();
         double *h = r.hist[epoch];
         if (!train_epoch(&r, epoch, &h[TRAIN_LOSS]) || !evaluate(&r, &h[TEST_LOSS], &h[TEST_ACC]))
             goto out;
         h[SECONDS] = now_seconds() - start;
         r.n_done = epoch + 1;
-        printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s\n", epoch + 1,
-               h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS]);
+        evaluated = true;
+        bool better = best < 0 || h[TEST_ACC] > r.hist[best][TEST_ACC];
+        printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s%s\n", epoch + 1,
+               h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS], better ? "  (best)" : "");
         fflush(stdout);
-        if (!save_checkpoint(&r)) goto out;
+        if (!save_checkpoint(&r, o->checkpoint)) goto out;
+        if (better) {
+            best = epoch;
+            if (!save_checkpoint(&r, best_file)) goto out;
+        }
     }
+    if (evaluated) print_class_report(&r); /* of the last epoch's model */
 
     char title[256];
-    snprintf(title, sizeof title, "Fashion-MNIST, %s %s, Adam lr %g, batch %lld",
+    snprintf(title, sizeof title, "Fashion-MNIST, %s %s, AdamW lr %g, batch %lld",
              o->model == MODEL_CNN ? "CNN" : "MLP", arch, o->lr, (long long)o->batch);
     if (!write_csv(o->log, r.hist, r.n_done) || !write_svg(o->chart, title, r.hist, r.n_done))
         goto out;
-    printf("wrote %s, %s and %s\n", o->checkpoint, o->log, o->chart);
+    printf("wrote %s, %s, %s and %s\n", o->checkpoint, best_file, o->log, o->chart);
     status = EXIT_SUCCESS;
 out:
     run_free(&r);
