@@ -33,6 +33,19 @@ static bool make_spiral(tg_tensor **x, tg_tensor **y, tg_tensor **target, tg_rng
     return (*target = tg_one_hot(*y, 3, TG_F64)) != NULL;
 }
 
+/* Everything main made, in one place so that main shows the loop. */
+static void free_all(tg_tape *train, tg_tape *eval, tg_optim *opt, tg_mlp *m, tg_params *ps,
+                     tg_tensor *const data[3])
+{
+    tg_tape_free(train);
+    tg_tape_free(eval);
+    tg_optim_free(opt);
+    tg_mlp_free(m);
+    tg_params_free(ps);
+    for (int i = 0; i < 3; i++)
+        tg_tensor_free(data[i]);
+}
+
 int main(void)
 {
     tg_rng r;
@@ -41,7 +54,7 @@ int main(void)
     tg_params *ps = tg_params_new();
     tg_mlp *m = tg_mlp_new(ps, "mlp", 3, (int64_t[]){2, 64, 64, 3},
                            (tg_activation[]){TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE}, TG_F64, &r);
-    /* AdamW with weight decay on the weights only, warm-up then cosine decay. */
+    /* AdamW decaying the weights only, a warm-up then a cosine decay of the rate. */
     tg_param_group no_decay = {.name = "no_decay",
                                .match = (const char *[]){"*.bias", NULL},
                                .set = TG_GROUP_SET_WEIGHT_DECAY};
@@ -50,8 +63,7 @@ int main(void)
         1);
     tg_sched sched;
     tg_sched_opts cosine = {.kind = TG_SCHED_COSINE, .warmup_steps = 50, .total_steps = 1000};
-    if (!make_spiral(&x, &y, &target, &r) || !m || !opt ||
-        tg_sched_init(&sched, &cosine, opt) != TG_OK)
+    if (!make_spiral(&x, &y, &target, &r) || !m || !opt || tg_sched_init(&sched, &cosine, opt))
         return fprintf(stderr, "spiral: %s\n", tg_last_error()->msg), 1;
     /* One tape per mode: training records gradients, evaluation does not. */
     tg_tape *train = tg_tape_new(), *eval = tg_tape_new();
@@ -60,22 +72,15 @@ int main(void)
     tg_tensor *logits = tg_mlp_forward(eval, m, x);
     for (int step = 0; step < cosine.total_steps; step++) {
         tg_params_zero_grad(ps);
-        if (tg_tape_replay(train) != TG_OK || tg_backward(train, loss) != TG_OK) break;
+        if (tg_tape_replay(train) || tg_backward(train, loss)) break;
         tg_clip_grad_norm(ps, 5.0, 2.0);
         tg_optim_step(opt);
         tg_sched_step(&sched, opt, 0);
         if (step % 200 == 199) printf("step %4d  loss %.4f\n", step + 1, tg_tensor_item(loss));
     }
     double acc = tg_tape_replay(eval) == TG_OK ? tg_accuracy(logits, y) : -1;
-    printf("training accuracy %.4f\n", acc);
-    if (tg_tape_status(train) != TG_OK) fprintf(stderr, "spiral: %s\n", tg_tape_error(train));
-    tg_tape_free(train);
-    tg_tape_free(eval);
-    tg_optim_free(opt);
-    tg_mlp_free(m);
-    tg_params_free(ps);
-    tg_tensor_free(x);
-    tg_tensor_free(y);
-    tg_tensor_free(target);
+    printf("training accuracy %.4f%s%s\n", acc, tg_tape_status(train) ? "; " : "",
+           tg_tape_error(train));
+    free_all(train, eval, opt, m, ps, (tg_tensor *[]){x, y, target});
     return acc >= 0.95 ? 0 : 1;
 }
