@@ -374,15 +374,24 @@ static void step_free(step *s)
     tg_tensor_free(s->w);
 }
 
+/* The live line of a terminal: a bar of the epoch, the batch, the running
+ * loss, the rate and the time the run has left at that rate. */
 static void show_progress(const run *r, int epoch, int64_t i, int64_t n_batches, double loss,
                           int64_t done, double seconds)
 {
+    enum { WIDTH = 24 };
     int64_t n = tg_tensor_shape(r->x_train)[0];
     double rate = (double)done / seconds;
     double left = (double)(n - done + (int64_t)(r->o.epochs - epoch - 1) * n) / rate;
-    fprintf(stderr, "\r\033[Kepoch %d/%d  batch %lld/%lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
-            epoch + 1, r->o.epochs, (long long)i, (long long)n_batches, loss, rate, (int)left / 60,
-            (int)left % 60);
+    char bar[WIDTH + 1];
+    int fill = (int)(WIDTH * done / n);
+    for (int k = 0; k < WIDTH; k++)
+        bar[k] = k < fill ? '=' : k == fill ? '>' : ' ';
+    bar[WIDTH] = '\0';
+    fprintf(stderr,
+            "\r\033[Kepoch %d/%d [%s] batch %lld/%lld  loss %.4f  %.0f samples/s  ETA %d:%02d",
+            epoch + 1, r->o.epochs, bar, (long long)i, (long long)n_batches, loss, rate,
+            (int)left / 60, (int)left % 60);
 }
 
 /* One pass over the shuffled training set; *mean_loss is the mean over its rows. */
