@@ -297,7 +297,8 @@ TG_API tg_status tg_optim_set_lr(tg_optim *o, double lr);
  * checkpoint can save and restore it; names start with "optim.". They are
  * "optim.step" (rank 0, F64) and, per parameter `<name>`, shaped like it:
  * `optim.sgd.momentum.<name>` (SGD with momentum > 0), `optim.adam.m.<name>`
- * and `optim.adam.v.<name>` ("optim.adamw..." for AdamW). */
+ * and `optim.adam.v.<name>` ("optim.adamw..." for AdamW); with parameter
+ * groups (tg_optim_new_groups), `optim.group.<group>.lr` per group too. */
 TG_API tg_params *tg_optim_state(tg_optim *o);
 
 #define TG_GROUP_SET_LR           1u /**< tg_param_group.set: the group's own lr */
