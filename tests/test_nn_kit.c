@@ -115,6 +115,11 @@ static const sched_case sched_cases[] = {
      sched_one_cycle_b,
      10,
      NULL},
+    {"one-cycle linear",
+     {.kind = TG_SCHED_ONE_CYCLE, .total_steps = 12, .pct_start = 0.5, .anneal_linear = true},
+     sched_one_cycle_lin,
+     12,
+     NULL},
     {"plateau min",
      {.kind = TG_SCHED_PLATEAU,
       .factor = 0.5,
@@ -161,6 +166,11 @@ START_TEST(test_schedule_steps)
         ck_assert_int_eq(tg_sched_step(&s, o, m), TG_OK);
     }
     ck_assert_int_eq(s.step, c->steps);
+    /* A one-cycle stepped past its last step keeps the final rate (PyTorch's
+     * extrapolation would be negative for the linear one), and refuses more. */
+    for (int g = 0; c->opts.kind == TG_SCHED_ONE_CYCLE && g < 2; g++)
+        near(tg_optim_group_lr(o, g), c->want[g * c->steps + c->steps - 1], 1e-13, c->what, -1);
+    if (c->opts.kind == TG_SCHED_ONE_CYCLE) ck_assert_int_eq(tg_sched_step(&s, o, 0), TG_ERR_ARG);
     tg_optim_free(o);
     tg_params_free(ps);
 }

@@ -92,6 +92,10 @@ run_schedule("sched_one_cycle_b",
              lambda o: S.OneCycleLR(o, max_lr=list(BASE), total_steps=10, pct_start=0.25,
                                     div_factor=10.0, final_div_factor=100.0,
                                     cycle_momentum=False), 10)
+# one-cycle, 12 steps, pct_start 0.5, linear annealing
+run_schedule("sched_one_cycle_lin",
+             lambda o: S.OneCycleLR(o, max_lr=list(BASE), total_steps=12, pct_start=0.5,
+                                    anneal_strategy="linear", cycle_momentum=False), 12)
 
 # reduce-on-plateau: a metric that improves, stalls, improves a little
 # (under and over the threshold) and stalls again.

@@ -385,7 +385,8 @@ typedef enum tg_sched_kind {
     /** up from base / div_factor to base over pct_start of total_steps, then
      * down to base / div_factor / final_div_factor, along a cosine (or a line)
      * (OneCycleLR(max_lr=base, cycle_momentum=False, three_phase=False));
-     * steps past total_steps are refused */
+     * step total_steps, after the last planned one, keeps the final rate
+     * (PyTorch extrapolates, below 0 when linear); later steps are refused */
     TG_SCHED_ONE_CYCLE,
     /** times 'factor' (not below min_lr) after more than 'patience' steps
      * without improvement of the metric given to tg_sched_step

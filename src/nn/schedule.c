@@ -93,9 +93,13 @@ static tg_status check(tg_sched_opts *o)
 }
 
 /* OneCycleLR's two phases: from base / div up to base by step pct_start total
- * - 1, then down to base / div / final_div by step total - 1. */
+ * - 1, then down to base / div / final_div by step total - 1. Step total, the
+ * rate after the last planned step, keeps the final rate: PyTorch extrapolates
+ * the annealing there, which for the linear one is below zero, a rate no
+ * optimizer takes, and no update uses it. */
 static double one_cycle(const tg_sched_opts *o, double base, int64_t t)
 {
+    if (t == o->total_steps) t--;
     double initial = base / o->div_factor, min = initial / o->final_div_factor;
     double end1 = o->pct_start * (double)o->total_steps - 1, end2 = (double)o->total_steps - 1;
     double from = initial, to = base, pct = (double)t / end1;
