@@ -322,8 +322,8 @@ typedef struct tg_param_group {
  * plus "default" (group n_groups, possibly empty), each with its own learning
  * rate and weight decay: torch.optim.Adam([{"params": ..., "weight_decay": 0},
  * ...], lr=..., weight_decay=...). The typical use is no decay for biases and
- * normalisation parameters: {.name = "no_decay", .match = (const char *[]){
- * "*.bias", "bn.*", NULL}, .set = TG_GROUP_SET_WEIGHT_DECAY}. Each group's
+ * normalisation parameters: `{.name = "no_decay", .match = (const char *[]){
+ * "*.bias", "bn.*", NULL}, .set = TG_GROUP_SET_WEIGHT_DECAY}`. Each group's
  * current rate is part of the state, "optim.group.<name>.lr" (rank 0, F64),
  * so a checkpoint keeps a rate a schedule lowered. NULL with TG_ERR_ARG in
  * tg_last_error for the reasons of tg_optim_new, a group option that is bad
@@ -403,7 +403,7 @@ typedef enum tg_sched_kind {
  * itself except where noted (as for tg_optim_opts, a 'set' bit asks for 0
  * where 0 is a valid value with another default). */
 typedef struct tg_sched_opts {
-    tg_sched_kind kind;
+    tg_sched_kind kind; /**< the rule */
     /** CONSTANT, STEP, EXPONENTIAL, COSINE: this many steps of linear warm-up
      * from warmup_start times the base first; the rule then starts from its
      * own step 0 (SequentialLR([LinearLR(start_factor=warmup_start,
@@ -469,13 +469,8 @@ TG_API tg_status tg_sched_apply(tg_sched *s, tg_optim *opt, int64_t t);
  * same parameters (and batch norm's running statistics), and replays the one
  * it needs. */
 
-/** Whether the ops recorded from now on track gradients (on by default;
- * tg_tape_reset keeps the setting), like torch.set_grad_enabled. With it off
- * no recorded output requires grad, so a backward through them is refused
- * (TG_ERR_STATE), no node keeps gradient slots and no gradient buffer is ever
- * made; forward values are unchanged. Replays of such a tape cost only the
- * forward. NULL is ignored. */
-TG_API void tg_tape_set_grad(tg_tape *tp, bool on);
+/* tg_tape_set_grad (tapegrad.h, beside tg_tape_set_anomaly) records a tape
+ * without gradients. */
 
 /* ====== nn: metrics on tensors ======
  * Scores are F32 or F64 [N, C] (logits or probabilities); labels are I64 [N]

@@ -232,6 +232,13 @@ TG_API tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *
  * where set) and the inputs' names and shapes. One extra pass over every
  * buffer, so it is for debugging. NULL is ignored. */
 TG_API void tg_tape_set_anomaly(tg_tape *tp, bool on);
+/** Whether the ops recorded from now on track gradients (on by default;
+ * tg_tape_reset keeps the setting), like torch.set_grad_enabled. With it off
+ * no recorded output requires grad, so a backward through them is refused
+ * (TG_ERR_STATE), no node keeps gradient slots and no gradient buffer is ever
+ * made; forward values are unchanged. Replays of such a tape cost only the
+ * forward. NULL is ignored. */
+TG_API void tg_tape_set_grad(tg_tape *tp, bool on);
 
 /* ====== Ops ======
  * All return a tape-owned tensor, or NULL with the tape error set. Binary ops
