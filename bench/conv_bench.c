@@ -19,7 +19,7 @@
  * median over repetitions after a warm-up; the load average is printed
  * before and after, as the machine may be shared.
  *
- *     conv_bench [--threads 1,2] [--reps 11] [--no-torch]
+ *     conv_bench [--threads 1,2] [--reps 11] [--layers conv1,conv2,pool1,pool2] [--no-torch]
  */
 #include <tapegrad/tapegrad.h>
 
@@ -214,6 +214,7 @@ int main(int argc, char **argv)
 {
     int threads[MAX_THREADS] = {1, 2}, n_threads = 2, reps = 11;
     bool torch = true;
+    const char *layers = "conv1,conv2,pool1,pool2";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) {
             n_threads = 0;
@@ -222,10 +223,14 @@ int main(int argc, char **argv)
                 threads[n_threads++] = atoi(s);
         } else if (!strcmp(argv[i], "--reps") && i + 1 < argc) {
             reps = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "--layers") && i + 1 < argc) {
+            layers = argv[++i];
         } else if (!strcmp(argv[i], "--no-torch")) {
             torch = false;
         } else {
-            die("usage: conv_bench [--threads 1,2] [--reps 11] [--no-torch]", NULL);
+            die("usage: conv_bench [--threads 1,2] [--reps 11] [--layers conv1,conv2,pool1,pool2] "
+                "[--no-torch]",
+                NULL);
         }
     }
     if (reps < 1 || reps > MAX_REPS || n_threads < 1) die("bad --reps or --threads", NULL);
@@ -244,6 +249,7 @@ int main(int argc, char **argv)
         tg_rng_seed(&rng, 42);
         for (int i = 0; i < N_CASES; i++) {
             const bench_case *c = &cases[i];
+            if (!strstr(layers, c->name)) continue;
             layer l;
             layer_init(&l, c, &rng);
             double tg[MAX_REPS], fl[MAX_REPS], floor_ms = 0;

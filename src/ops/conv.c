@@ -9,13 +9,14 @@
  * With groups, each group is its own product on its own block of rows. The
  * VJP is two more products: dW += dY col^T, and dcol = W^T dY, which col2im
  * adds back into dX at the positions im2col read them from. So all the
- * arithmetic runs in GEMM; im2col and col2im only move memory. The column
- * matrix of one sample is a scratch buffer made in the arena when the op is
- * recorded: forward, replay and VJP reuse it and allocate nothing. A 1x1
- * kernel with stride 1 and no padding needs no im2col at all: the input
- * plane already is the column matrix.
+ * arithmetic runs in GEMM; im2col and col2im only move memory. The samples
+ * go in chunks whose columns sit side by side in one matrix, so each group
+ * is one large GEMM per chunk; the column and staging buffers are made in the
+ * arena when the op is recorded: forward, replay and VJP reuse them and
+ * allocate nothing.
  *
- * Pools are direct loops, cheap next to a convolution. Max pooling keeps the
+ * Pools are direct loops, cheap next to a convolution (the common 2x2
+ * stride-2 max pool has a branch-free loop of its own). Max pooling keeps the
  * flat index of each window's maximum in the arena, written at every forward,
  * so its VJP is one scatter-add.
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
