@@ -14,10 +14,13 @@
  * of a convolution is Y = W col (M = O, N = 100 OH OW, K = C 9), dW = dY colᵀ
  * and, when x needs its gradient, dcol = Wᵀ dY, with cblas_sgemm on buffers of
  * those shapes; its repetitions alternate with tapegrad's, so both see the
- * same machine. PyTorch runs in a child process per thread count
- * (torch.set_num_threads(T), OPENBLAS_NUM_THREADS=T). Every time is the
- * median over repetitions after a warm-up; the load average is printed
- * before and after, as the machine may be shared.
+ * same machine. The last two columns are the process's CPU time for the same
+ * steps (all threads, spinning BLAS workers included), which other processes
+ * on a shared machine disturb less than the wall clock. PyTorch runs in a
+ * child process per thread count (torch.set_num_threads(T),
+ * OPENBLAS_NUM_THREADS=T). Every time is the median over repetitions after a
+ * warm-up; the load average is printed before and after, as the machine may
+ * be shared.
  *
  *     conv_bench [--threads 1,2] [--reps 11] [--layers conv1,conv2,pool1,pool2] [--no-torch]
  */
@@ -56,6 +59,15 @@ static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds of the whole process (all its threads): unlike the wall clock,
+ * it does not count the time other processes hold the cores. */
+static double cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -124,9 +136,9 @@ static void layer_init(layer *l, const bench_case *c, tg_rng *rng)
         l->y = tg_max_pool2d(l->tp, l->x, (int[]){2, 2}, NULL, NULL);
     }
     if (!l->y) die("recording failed", tg_tape_error(l->tp));
-    l->seed = random_tensor(rng, 4, (int64_t[]){BATCH, c->conv ? c->o : c->c,
-                                                c->conv ? c->h : c->h / 2,
-                                                c->conv ? c->h : c->h / 2});
+    l->seed = random_tensor(rng, 4,
+                            (int64_t[]){BATCH, c->conv ? c->o : c->c, c->conv ? c->h : c->h / 2,
+                                        c->conv ? c->h : c->h / 2});
 }
 
 static void layer_step(layer *l)
@@ -239,8 +251,8 @@ int main(int argc, char **argv)
            "warm-up ==\n",
            tg_version_string(), BATCH, reps, WARMUP);
     print_load("at the start");
-    printf("%-6s %2s %10s %10s %10s %9s %9s\n", "layer", "T", "tg ms", "floor ms", "torch ms",
-           "tg/floor", "tg/torch");
+    printf("%-6s %2s %10s %10s %10s %9s %9s %10s %10s\n", "layer", "T", "tg ms", "floor ms",
+           "torch ms", "tg/floor", "tg/torch", "tg cpu ms", "floor cpu");
     for (int t = 0; t < n_threads; t++) {
         double torch_ms[N_CASES] = {0};
         if (torch) run_torch(threads[t], reps, torch_ms);
@@ -252,36 +264,40 @@ int main(int argc, char **argv)
             if (!strstr(layers, c->name)) continue;
             layer l;
             layer_init(&l, c, &rng);
-            double tg[MAX_REPS], fl[MAX_REPS], floor_ms = 0;
+            double tg[MAX_REPS], fl[MAX_REPS], tgc[MAX_REPS], flc[MAX_REPS], floor_ms = 0;
+            double floor_cpu = 0;
 #ifdef TG_BENCH_CBLAS
             floor_bufs f = {0};
             if (c->conv) floor_init(&f, c, &rng);
 #endif
             for (int r = -WARMUP; r < reps; r++) {
-                double t0 = now_s();
+                double t0 = now_s(), c0 = cpu_s();
                 layer_step(&l);
-                double t1 = now_s();
+                double t1 = now_s(), c1 = cpu_s();
 #ifdef TG_BENCH_CBLAS
                 if (c->conv) floor_step(&f);
 #endif
-                double t2 = now_s();
-                if (r >= 0) tg[r] = 1e3 * (t1 - t0), fl[r] = 1e3 * (t2 - t1);
+                double t2 = now_s(), c2 = cpu_s();
+                if (r >= 0)
+                    tg[r] = 1e3 * (t1 - t0), fl[r] = 1e3 * (t2 - t1), tgc[r] = 1e3 * (c1 - c0),
+                    flc[r] = 1e3 * (c2 - c1);
             }
-            double tg_ms = median(tg, reps);
+            double tg_ms = median(tg, reps), tg_cpu = median(tgc, reps);
 #ifdef TG_BENCH_CBLAS
-            if (c->conv) floor_ms = median(fl, reps), floor_free(&f);
+            if (c->conv) floor_ms = median(fl, reps), floor_cpu = median(flc, reps), floor_free(&f);
 #else
-            (void)fl;
+            (void)fl, (void)flc;
 #endif
-            char sf[16] = "n/a", st[16] = "n/a", rf[16] = "", rt[16] = "";
+            char sf[16] = "n/a", st[16] = "n/a", rf[16] = "", rt[16] = "", sfc[16] = "n/a";
             if (floor_ms > 0)
                 snprintf(sf, sizeof sf, "%.2f", floor_ms),
-                    snprintf(rf, sizeof rf, "%.2f", tg_ms / floor_ms);
+                    snprintf(rf, sizeof rf, "%.2f", tg_ms / floor_ms),
+                    snprintf(sfc, sizeof sfc, "%.2f", floor_cpu);
             if (torch_ms[i] > 0)
                 snprintf(st, sizeof st, "%.2f", torch_ms[i]),
                     snprintf(rt, sizeof rt, "%.2f", tg_ms / torch_ms[i]);
-            printf("%-6s %2d %10.2f %10s %10s %9s %9s\n", c->name, threads[t], tg_ms, sf, st, rf,
-                   rt);
+            printf("%-6s %2d %10.2f %10s %10s %9s %9s %10.2f %10s\n", c->name, threads[t], tg_ms,
+                   sf, st, rf, rt, tg_cpu, sfc);
             fflush(stdout);
             layer_free(&l);
         }
