@@ -138,10 +138,8 @@ static void col2im(tg_dtype dt, const geom *g, const void *col, void *dx, int64_
  * reads them, and the product when the copy into Y reads it. Measured on the
  * Fashion-MNIST CNN's layers at one thread (bench/conv_bench.c), a whole
  * batch of 100 in one chunk (22 MB of columns) took 15% more CPU time than
- * chunks of this size. A chunk still makes one GEMM of several samples:
- * fewer calls for BLAS to split between threads, which at two threads on a
- * busy machine kept the second layer at 1.2x the GEMMs alone where one GEMM
- * per sample took 3x. */
+ * chunks of this size, which cost about what one GEMM per sample does (see
+ * docs/benchmarks.md). */
 #define CONV_SCRATCH_BYTES ((int64_t)1 << 20)
 
 typedef struct conv_ctx {
