@@ -2,8 +2,15 @@
 # Builds tapegrad in release mode (build-bench/) and runs the benchmark with
 # PyTorch side by side: W0-W3 at 1 and 2 threads, one table. Arguments go to
 # tg_bench (see build-bench/bench/tg_bench --help), e.g. --json results.jsonl.
+# "bench/run.sh conv [args]" runs conv_bench instead (the CNN's convolution
+# and pooling layers, forward + backward, against PyTorch and the GEMM floor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release >/dev/null
+if [ "${1:-}" = conv ]; then
+    shift
+    meson compile -C build-bench -j 2 bench/conv_bench >/dev/null
+    exec build-bench/bench/conv_bench "$@"
+fi
 meson compile -C build-bench -j 2 bench/tg_bench >/dev/null
 exec build-bench/bench/tg_bench --torch "$@"

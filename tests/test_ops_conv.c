@@ -202,11 +202,29 @@ START_TEST(max_pool_ties_padding_and_nan)
     y = tg_max_pool2d(tp, nan, (int[]){1, 2}, NULL, NULL);
     ck_assert_ptr_nonnull(y);
     ck_assert(isnan(tg_tensor_item(y)));
+
+    /* The 2x2 stride-2 windows take the general rule (a later element wins
+     * when larger or NaN): the last NaN, a lone NaN, a first NaN above
+     * numbers, the first of four equal values. */
+    tg_tensor *nans = tu_lit(dt, "1x1x2x8",
+                             (double[]){NAN, 1, 1, NAN, NAN, 1, 2, 2, 2, NAN, 5, 2, 1, 1, 2, 2});
+    tg_tensor *g4 = tu_lit(dt, "1x1x1x4", (double[]){1, 10, 100, 1000});
+    tg_tensor_set_requires_grad(nans, true);
+    y = tg_max_pool2d(tp, nans, (int[]){2, 2}, NULL, NULL);
+    ck_assert_ptr_nonnull(y);
+    for (int k = 0; k < 3; k++) ck_assert(isnan(tu_at(y, k)));
+    ck_assert(tu_at(y, 3) == 2);
+    ck_assert_int_eq(tg_backward_seed(tp, y, g4), TG_OK);
+    tu_expect_exact(tg_tensor_grad(nans), "1x1x2x8",
+                    (double[]){0, 0, 0, 10, 100, 0, 1000, 0, 0, 1, 0, 0, 0, 0, 0, 0},
+                    "dx goes to the window's winner");
     tg_tape_free(tp);
     tg_tensor_free(x);
     tg_tensor_free(g);
     tg_tensor_free(neg);
     tg_tensor_free(nan);
+    tg_tensor_free(nans);
+    tg_tensor_free(g4);
 }
 END_TEST
 
@@ -247,6 +265,89 @@ START_TEST(f32_bias_gradient_sums_in_double)
     tg_tensor_free(g);
     tg_tensor_free(w);
     tg_tensor_free(b);
+}
+END_TEST
+
+/* ====== A batch in chunks of samples equals each sample alone ====== */
+
+typedef struct batch_case {
+    const char *x, *w, *b, *sample; /* the batch, the weights, one sample of x */
+    tg_conv_opts opts;
+} batch_case;
+
+/* In F64, a sample of [8,26,26] under a 3x3 kernel with 4 filters takes 400 KB
+ * of columns and staging, so with the 1 MiB scratch budget the batch of 3
+ * runs as a chunk of 2 samples and one of 1; the second case is one chunk of
+ * 4 with groups, stride and padding, whose VJP reuses the forward's columns. */
+static const batch_case batch_cases[] = {
+    {"3x8x26x26", "4x8x3x3", "4", "1x8x26x26", {.padding = {1, 1}}},
+    {"4x4x5x6", "6x2x3x2", "6", "1x4x5x6", {.stride = {2, 1}, .padding = {1, 1}, .groups = 2}},
+};
+
+/* Elements [off, off + numel(want)) of t against want, to 1e-12 relative. */
+static void expect_slice(const tg_tensor *t, int64_t off, const tg_tensor *want, const char *what)
+{
+    for (int64_t k = 0; k < tg_tensor_numel(want); k++) {
+        double a = tu_at(t, off + k), b = tu_at(want, k);
+        ck_assert_msg(fabs(a - b) <= 1e-12 * fmax(1, fabs(b)),
+                      "%s [%lld]: batch %.17g, alone %.17g", what, (long long)(off + k), a, b);
+    }
+}
+
+START_TEST(batch_matches_samples_alone)
+{
+    const batch_case *c = &batch_cases[_i];
+    tg_tensor *x = tu_random(TG_F64, c->x, -1, 1, 1), *w = tu_random(TG_F64, c->w, -1, 1, 2);
+    tg_tensor *b = tu_random(TG_F64, c->b, -1, 1, 3);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_conv2d(tp, x, w, b, &c->opts);
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    tg_tensor *seed = tg_tensor_new(TG_F64, 4, tg_tensor_shape(y));
+    ck_assert_ptr_nonnull(seed);
+    for (int64_t k = 0; k < tg_tensor_numel(seed); k++) tu_put(seed, k, fseed(k));
+    ck_assert_int_eq(tg_backward_seed(tp, y, seed), TG_OK);
+    tg_tensor *g1[3], *leaf[] = {x, w, b};
+    for (int j = 0; j < 3; j++) /* the first sweep's gradients */
+        g1[j] = tg_tensor_from(TG_F64, tg_tensor_rank(leaf[j]), tg_tensor_shape(leaf[j]),
+                               tg_tensor_data(tg_tensor_grad(leaf[j])));
+    tg_tensor *gx = g1[0], *gw = g1[1], *gb = g1[2];
+    /* A second sweep of the same forward gives the same gradients: the VJP
+     * must not take the columns it overwrote with dcol for X's. */
+    for (int j = 0; j < 3; j++) tg_tensor_zero_grad(leaf[j]);
+    ck_assert_int_eq(tg_backward_seed(tp, y, seed), TG_OK);
+    for (int j = 0; j < 3; j++)
+        for (int64_t k = 0; k < tg_tensor_numel(leaf[j]); k++)
+            ck_assert_msg(tu_at(tg_tensor_grad(leaf[j]), k) == tu_at(g1[j], k),
+                          "gradient %d [%lld]: second sweep %.17g, first %.17g", j, (long long)k,
+                          tu_at(tg_tensor_grad(leaf[j]), k), tu_at(g1[j], k));
+    tg_tensor_zero_grad(w);
+    tg_tensor_zero_grad(b);
+    int64_t n = tg_tensor_shape(x)[0], xn = tg_tensor_numel(x) / n, yn = tg_tensor_numel(y) / n;
+    for (int64_t i = 0; i < n; i++) { /* w and b gather the samples' gradients */
+        tg_tensor *xi = tu_random(TG_F64, c->sample, -1, 1, 5);
+        memcpy(tg_tensor_data(xi), (const double *)tg_tensor_data(x) + i * xn,
+               (size_t)xn * sizeof(double));
+        tg_tensor_set_requires_grad(xi, true);
+        tg_tape *one = tg_tape_new();
+        tg_tensor *yi = tg_conv2d(one, xi, w, b, &c->opts);
+        ck_assert_msg(yi != NULL, "%s", tg_tape_error(one));
+        tg_tensor *si = tg_tensor_from(TG_F64, 4, tg_tensor_shape(yi),
+                                       (const double *)tg_tensor_data(seed) + i * yn);
+        ck_assert_int_eq(tg_backward_seed(one, yi, si), TG_OK);
+        expect_slice(y, i * yn, yi, "y");
+        expect_slice(gx, i * xn, tg_tensor_grad(xi), "dx");
+        tg_tape_free(one);
+        tg_tensor_free(xi);
+        tg_tensor_free(si);
+    }
+    expect_slice(gw, 0, tg_tensor_grad(w), "dw");
+    expect_slice(gb, 0, tg_tensor_grad(b), "db");
+    tg_tape_free(tp);
+    tg_tensor *all[] = {x, w, b, seed, gx, gw, gb};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) tg_tensor_free(all[i]);
 }
 END_TEST
 
@@ -469,6 +570,8 @@ static Suite *conv_suite(void)
     tcase_add_loop_test(tc, avg_pool_counts_padding, 0, 2);
     tcase_add_test(tc, f32_bias_gradient_sums_in_double);
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    tcase_add_loop_test(tc, batch_matches_samples_alone, 0,
+                        sizeof batch_cases / sizeof *batch_cases);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

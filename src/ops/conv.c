@@ -9,13 +9,14 @@
  * With groups, each group is its own product on its own block of rows. The
  * VJP is two more products: dW += dY col^T, and dcol = W^T dY, which col2im
  * adds back into dX at the positions im2col read them from. So all the
- * arithmetic runs in GEMM; im2col and col2im only move memory. The column
- * matrix of one sample is a scratch buffer made in the arena when the op is
- * recorded: forward, replay and VJP reuse it and allocate nothing. A 1x1
- * kernel with stride 1 and no padding needs no im2col at all: the input
- * plane already is the column matrix.
+ * arithmetic runs in GEMM; im2col and col2im only move memory. The samples
+ * go in chunks whose columns sit side by side in one matrix, so each group
+ * is one large GEMM per chunk; the column and staging buffers are made in the
+ * arena when the op is recorded: forward, replay and VJP reuse them and
+ * allocate nothing.
  *
- * Pools are direct loops, cheap next to a convolution. Max pooling keeps the
+ * Pools are direct loops, cheap next to a convolution (the common 2x2
+ * stride-2 max pool has a branch-free loop of its own). Max pooling keeps the
  * flat index of each window's maximum in the arena, written at every forward,
  * so its VJP is one scatter-add.
  * To add an op: forward and vjp side by side, a tg_op_def, a constructor.
@@ -49,18 +50,20 @@ static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t count,
 
 /* ====== im2col and col2im for one sample: x [C,H,W] <-> col [C KH KW, OH OW] ======
  * Row (c, i, j) of col, column (y, x) is input (c, y sh - ph + i dh, x sw - pw + j dw).
- * im2col writes every element (zeros for padding); col2im adds the data part back. */
+ * The columns of a chunk of samples lie side by side, so a row of the matrix
+ * is 'ld' elements long and the sample's block starts at column s OH OW (the
+ * caller offsets col by it). im2col writes every element of its block (zeros
+ * for padding); col2im adds the data part back. */
 
 #define DEFINE_COLS(T, SUF)                                                                        \
-    static void im2col_##SUF(const geom *g, const T *restrict x, T *restrict col)                  \
+    static void im2col_##SUF(const geom *g, const T *restrict x, T *restrict col, int64_t ld)      \
     {                                                                                              \
-        int64_t p = g->oh * g->ow;                                                                 \
         for (int64_t c = 0; c < g->c; c++)                                                         \
             for (int64_t i = 0; i < g->kh; i++) {                                                  \
                 int64_t y0, y1, offy = i * g->dh - g->ph;                                          \
                 valid_range(offy, g->sh, g->h, g->oh, &y0, &y1);                                   \
                 for (int64_t j = 0; j < g->kw; j++) {                                              \
-                    T *row = col + ((c * g->kh + i) * g->kw + j) * p;                              \
+                    T *row = col + ((c * g->kh + i) * g->kw + j) * ld;                             \
                     int64_t x0, x1, offx = j * g->dw - g->pw;                                      \
                     valid_range(offx, g->sw, g->w, g->ow, &x0, &x1);                               \
                     memset(row, 0, (size_t)(y0 * g->ow) * sizeof(T));                              \
@@ -79,15 +82,14 @@ static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t count,
                 }                                                                                  \
             }                                                                                      \
     }                                                                                              \
-    static void col2im_##SUF(const geom *g, const T *restrict col, T *restrict dx)                 \
+    static void col2im_##SUF(const geom *g, const T *restrict col, T *restrict dx, int64_t ld)     \
     {                                                                                              \
-        int64_t p = g->oh * g->ow;                                                                 \
         for (int64_t c = 0; c < g->c; c++)                                                         \
             for (int64_t i = 0; i < g->kh; i++) {                                                  \
                 int64_t y0, y1, offy = i * g->dh - g->ph;                                          \
                 valid_range(offy, g->sh, g->h, g->oh, &y0, &y1);                                   \
                 for (int64_t j = 0; j < g->kw; j++) {                                              \
-                    const T *row = col + ((c * g->kh + i) * g->kw + j) * p;                        \
+                    const T *row = col + ((c * g->kh + i) * g->kw + j) * ld;                       \
                     int64_t x0, x1, offx = j * g->dw - g->pw;                                      \
                     valid_range(offx, g->sw, g->w, g->ow, &x0, &x1);                               \
                     for (int64_t oy = y0; oy < y1; oy++) {                                         \
@@ -104,62 +106,95 @@ static void valid_range(int64_t off, int64_t stride, int64_t len, int64_t count,
 DEFINE_COLS(float, f32)
 DEFINE_COLS(double, f64)
 
-static void im2col(tg_dtype dt, const geom *g, const void *x, void *col)
+static void im2col(tg_dtype dt, const geom *g, const void *x, void *col, int64_t ld)
 {
     if (dt == TG_F64)
-        im2col_f64(g, x, col);
+        im2col_f64(g, x, col, ld);
     else
-        im2col_f32(g, x, col);
+        im2col_f32(g, x, col, ld);
 }
 
-static void col2im(tg_dtype dt, const geom *g, const void *col, void *dx)
+static void col2im(tg_dtype dt, const geom *g, const void *col, void *dx, int64_t ld)
 {
     if (dt == TG_F64)
-        col2im_f64(g, col, dx);
+        col2im_f64(g, col, dx, ld);
     else
-        col2im_f32(g, col, dx);
+        col2im_f32(g, col, dx, ld);
 }
 
 /* ====== conv2d (and conv1d as H = 1): Y[n] = W col(X[n]) + b 1^T per group ======
  * dW += dY[n] col(X[n])^T;  dX[n] += col2im(W^T dY[n]);  db += the sum of dY over n and the plane.
+ *
+ * The samples go in chunks of nb: the columns of a chunk form one matrix
+ * [C KH KW, nb OH OW], so each group is one GEMM over the whole chunk, not
+ * one per sample. Its product [O, nb OH OW] is laid out by channel, not by sample, so
+ * it goes through a staging buffer that a copy turns into Y's [nb, O, OH OW]
+ * (adding the bias on the way); the VJP gathers dY into that buffer the other
+ * way round. A chunk of one sample needs neither: its product is Y[n] as it lies.
  */
+
+/* Bytes of scratch (columns plus staging) a chunk may take: about one core's
+ * L2 cache, so the columns im2col writes are still in cache when the GEMM
+ * reads them, and the product when the copy into Y reads it. Measured on the
+ * Fashion-MNIST CNN's layers at one thread (bench/conv_bench.c), a whole
+ * batch of 100 in one chunk (22 MB of columns) took 15% more CPU time than
+ * chunks of this size, which cost about what one GEMM per sample does (see
+ * docs/benchmarks.md). */
+#define CONV_SCRATCH_BYTES ((int64_t)1 << 20)
 
 typedef struct conv_ctx {
     geom g;
-    bool direct;  /* 1x1 kernel, stride 1, no padding: X[n] is its own column matrix */
-    void *col;    /* [C KH KW, OH OW] of one sample, in the arena; NULL when direct */
+    int64_t nb;   /* samples per chunk (the last chunk may be shorter) */
+    void *col;    /* [C KH KW, nb OH OW] columns of a chunk, in the arena */
+    void *stage;  /* [O, nb OH OW] product or gradient of a chunk; NULL when nb = 1 */
+    bool fresh;   /* col holds the columns of all of X, left by the last forward */
     double *bsum; /* [O] bias gradient sums, in double for F32 too */
 } conv_ctx;
 
-#define BIAS_FILL(T)                                                                               \
+/* Y[n0 + s][o] = stage[o][s] (+ b[o]) for the nb samples of a chunk; with nb = 1
+ * the product is already in Y and only the bias is added. */
+#define SCATTER_BIAS(T)                                                                            \
     do {                                                                                           \
-        const T *bb = in[2]->data;                                                                 \
-        T *yn = (T *)y + nn * g->o * p;                                                            \
-        for (int64_t o = 0; o < g->o; o++)                                                         \
-            for (int64_t q = 0; q < p; q++)                                                        \
-                yn[o * p + q] = bb[o];                                                             \
+        const T *bb = in[2]->data, *st = (const T *)stage;                                         \
+        T *yc = (T *)y + n0 * g->o * p;                                                            \
+        for (int64_t s = 0; s < nb; s++)                                                           \
+            for (int64_t o = 0; o < g->o; o++) {                                                   \
+                T *d = yc + (s * g->o + o) * p, bo = bb[o];                                        \
+                const T *v = st + o * ld + s * p;                                                  \
+                for (int64_t q = 0; q < p; q++) d[q] = v[q] + bo;                                  \
+            }                                                                                      \
     } while (0)
 
 static tg_status conv_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
-    const conv_ctx *cx = ctx;
+    conv_ctx *cx = ctx;
     const geom *g = &cx->g;
     tg_dtype dt = out->dtype;
     size_t es = tg__dtype_size(dt);
     int64_t p = g->oh * g->ow, og = g->o / g->groups, r = g->c / g->groups * g->kh * g->kw;
     const char *x = in[0]->data, *w = in[1]->data;
-    char *y = out->data;
+    char *y = out->data, *col = cx->col;
     if (out->numel == 0) return TG_OK; /* N or O is 0: no sample to walk */
-    for (int64_t nn = 0; nn < g->n; nn++) {
-        const char *xn = x + (size_t)(nn * g->c * g->h * g->w) * es;
-        const char *col = cx->direct ? xn : cx->col;
-        if (!cx->direct) im2col(dt, g, xn, cx->col);
-        /* The bias is written first and the product added onto it (beta = 1). */
-        if (n_in > 2) TG__FLOAT_SWITCH(dt, BIAS_FILL, TG_ERR_DTYPE);
+    for (int64_t n0 = 0; n0 < g->n; n0 += cx->nb) {
+        int64_t nb = g->n - n0 < cx->nb ? g->n - n0 : cx->nb, ld = nb * p;
+        for (int64_t s = 0; s < nb; s++)
+            im2col(dt, g, x + (size_t)((n0 + s) * g->c * g->h * g->w) * es,
+                   col + (size_t)(s * p) * es, ld);
+        char *stage = nb == 1 ? y + (size_t)(n0 * g->o * p) * es : cx->stage;
         for (int64_t k = 0; k < g->groups; k++)
-            tg__gemm(dt, false, false, og, p, r, 1.0, w + (size_t)(k * og * r) * es, r,
-                     col + (size_t)(k * r * p) * es, p, n_in > 2 ? 1.0 : 0.0,
-                     y + (size_t)((nn * g->o + k * og) * p) * es, p);
+            tg__gemm(dt, false, false, og, ld, r, 1.0, w + (size_t)(k * og * r) * es, r,
+                     col + (size_t)(k * r * ld) * es, ld, 0.0,
+                     stage + (size_t)(k * og * ld) * es, ld);
+        /* With one chunk (a small batch), the VJP finds X's columns here, as
+         * max_pool2d finds its argmax: the gradient is that of the last forward. */
+        cx->fresh = nb == g->n;
+        if (n_in > 2)
+            TG__FLOAT_SWITCH(dt, SCATTER_BIAS, TG_ERR_DTYPE);
+        else if (nb > 1)
+            for (int64_t s = 0; s < nb; s++)
+                for (int64_t o = 0; o < g->o; o++)
+                    memcpy(y + (size_t)(((n0 + s) * g->o + o) * p) * es,
+                           stage + (size_t)(o * ld + s * p) * es, (size_t)p * es);
     }
     return TG_OK;
 }
@@ -187,49 +222,65 @@ DEFINE_ROW_SUM(double, f64)
 /* row_sum_f32 or row_sum_f64 by the element type of v. */
 #define ROW_SUM(v, n) _Generic((v), const float *: row_sum_f32, const double *: row_sum_f64)(v, n)
 
-#define BIAS_GRAD(T)                                                                               \
+/* Row (s, o) of dY in a chunk: summed into the bias sums when db is wanted
+ * and, for a chunk of several samples that the GEMMs need, copied to
+ * stage[o][s]; one pass over dY serves both. */
+#define GATHER(T)                                                                                  \
     do {                                                                                           \
-        const T *dy = gout->data;                                                                  \
-        T *db = gin[2]->data;                                                                      \
-        for (int64_t o = 0; o < g->o; o++) cx->bsum[o] = 0;                                        \
-        for (int64_t nn = 0; nn < g->n; nn++)                                                      \
-            for (int64_t o = 0; o < g->o; o++)                                                     \
-                cx->bsum[o] += ROW_SUM(dy + (nn * g->o + o) * p, p);                               \
-        for (int64_t o = 0; o < g->o; o++) db[o] += (T)cx->bsum[o];                                \
+        for (int64_t s = 0; s < nb; s++)                                                           \
+            for (int64_t o = 0; o < g->o; o++) {                                                   \
+                const T *v = (const T *)gyc + (s * g->o + o) * p;                                  \
+                if (db) cx->bsum[o] += ROW_SUM(v, p);                                              \
+                if (copy) memcpy((T *)cx->stage + o * ld + s * p, v, (size_t)p * sizeof(T));       \
+            }                                                                                      \
+    } while (0)
+
+#define BIAS_ADD(T)                                                                                \
+    do {                                                                                           \
+        T *dbt = (T *)db;                                                                          \
+        for (int64_t o = 0; o < g->o; o++) dbt[o] += (T)cx->bsum[o];                               \
     } while (0)
 
 static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
                           tg_tensor **gin, int n_in, void *ctx)
 {
-    const conv_ctx *cx = ctx;
+    conv_ctx *cx = ctx;
     const geom *g = &cx->g;
     tg_dtype dt = out->dtype;
     size_t es = tg__dtype_size(dt);
     int64_t p = g->oh * g->ow, og = g->o / g->groups, r = g->c / g->groups * g->kh * g->kw;
     const char *x = in[0]->data, *w = in[1]->data, *gy = gout->data;
-    char *dx = gin[0] ? gin[0]->data : NULL, *dw = gin[1] ? gin[1]->data : NULL;
-    if (out->numel == 0) return TG_OK; /* dY is empty: nothing flows back */
-    if (n_in > 2 && gin[2]) TG__FLOAT_SWITCH(dt, BIAS_GRAD, TG_ERR_DTYPE);
-    if (!dx && !dw) return TG_OK;
-    for (int64_t nn = 0; nn < g->n; nn++) {
-        size_t xoff = (size_t)(nn * g->c * g->h * g->w) * es;
-        const char *gyn = gy + (size_t)(nn * g->o * p) * es;
-        if (dw) { /* dW_k [og, r] += dY_k [og, p] col_k^T */
-            const char *col = cx->direct ? x + xoff : cx->col;
-            if (!cx->direct) im2col(dt, g, x + xoff, cx->col);
+    char *dx = gin[0] ? gin[0]->data : NULL, *dw = gin[1] ? gin[1]->data : NULL, *col = cx->col;
+    char *db = n_in > 2 && gin[2] ? gin[2]->data : NULL;
+    if (out->numel == 0 || (!dx && !dw && !db)) return TG_OK; /* nothing flows back */
+    if (db) memset(cx->bsum, 0, (size_t)g->o * sizeof(double));
+    for (int64_t n0 = 0; n0 < g->n; n0 += cx->nb) {
+        int64_t nb = g->n - n0 < cx->nb ? g->n - n0 : cx->nb, ld = nb * p;
+        const char *gyc = gy + (size_t)(n0 * g->o * p) * es;
+        bool copy = nb > 1 && (dx || dw); /* the GEMMs take dY as [O, nb OH OW] */
+        TG__FLOAT_SWITCH(dt, GATHER, TG_ERR_DTYPE);
+        if (copy) gyc = cx->stage;
+        if (dw) { /* dW_k [og, r] += dY_k [og, nb p] col_k^T */
+            for (int64_t s = 0; s < nb && !cx->fresh; s++)
+                im2col(dt, g, x + (size_t)((n0 + s) * g->c * g->h * g->w) * es,
+                       col + (size_t)(s * p) * es, ld);
             for (int64_t k = 0; k < g->groups; k++)
-                tg__gemm(dt, false, true, og, r, p, 1.0, gyn + (size_t)(k * og * p) * es, p,
-                         col + (size_t)(k * r * p) * es, p, 1.0, dw + (size_t)(k * og * r) * es, r);
+                tg__gemm(dt, false, true, og, r, ld, 1.0, gyc + (size_t)(k * og * ld) * es, ld,
+                         col + (size_t)(k * r * ld) * es, ld, 1.0, dw + (size_t)(k * og * r) * es,
+                         r);
         }
-        if (dx) { /* dcol_k [r, p] = W_k^T dY_k, added into dX[n] through col2im */
-            char *dcol = cx->direct ? dx + xoff : cx->col;
+        if (dx) { /* dcol_k [r, nb p] = W_k^T dY_k, added into dX through col2im */
+            cx->fresh = false; /* dcol takes the columns' place */
             for (int64_t k = 0; k < g->groups; k++)
-                tg__gemm(dt, true, false, r, p, og, 1.0, w + (size_t)(k * og * r) * es, r,
-                         gyn + (size_t)(k * og * p) * es, p, cx->direct ? 1.0 : 0.0,
-                         dcol + (size_t)(k * r * p) * es, p);
-            if (!cx->direct) col2im(dt, g, cx->col, dx + xoff);
+                tg__gemm(dt, true, false, r, ld, og, 1.0, w + (size_t)(k * og * r) * es, r,
+                         gyc + (size_t)(k * og * ld) * es, ld, 0.0,
+                         col + (size_t)(k * r * ld) * es, ld);
+            for (int64_t s = 0; s < nb; s++)
+                col2im(dt, g, col + (size_t)(s * p) * es,
+                       dx + (size_t)((n0 + s) * g->c * g->h * g->w) * es, ld);
         }
     }
+    if (db) TG__FLOAT_SWITCH(dt, BIAS_ADD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
@@ -367,15 +418,25 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
         tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: %s", op, ops);
         return NULL;
     }
-    /* A 1x1 kernel with stride 1 and no padding reads the input as it lies. */
-    bool direct = g.kh == 1 && g.kw == 1 && g.sh == 1 && g.sw == 1 && g.ph == 0 && g.pw == 0;
-    conv_ctx c = {.g = g, .direct = direct};
+    /* As many samples per chunk as the scratch budget holds (at least one);
+     * a chunk of several samples also needs the staging buffer. */
+    size_t es = tg__dtype_size(x->dtype);
+    int64_t yp = tg__numel(2, (int64_t[]){g.o, p});
+    int64_t per = yp < 0 || col_numel > INT64_MAX - yp ? -1 : col_numel + yp;
+    int64_t nb = per == 0 ? g.n : per < 0 ? 1 : CONV_SCRATCH_BYTES / (int64_t)es / per;
+    nb = nb > g.n ? g.n : nb;
+    nb = nb < 1 ? 1 : nb;
+    conv_ctx c = {.g = g, .nb = nb};
     conv_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
     if (!ctx) return NULL;
-    size_t es = tg__dtype_size(x->dtype);
-    if (!ctx->direct && !(ctx->col = tg__arena_alloc(&tp->arena, (size_t)col_numel * es))) {
+    if (!(ctx->col = tg__arena_alloc(&tp->arena, (size_t)(nb * col_numel) * es))) {
         tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the column buffer (%lld elements): %s",
-                 op, (long long)col_numel, ops);
+                 op, (long long)(nb * col_numel), ops);
+        return NULL;
+    }
+    if (nb > 1 && !(ctx->stage = tg__arena_alloc(&tp->arena, (size_t)(nb * yp) * es))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the staging buffer (%lld elements): %s",
+                 op, (long long)(nb * yp), ops);
         return NULL;
     }
     if (b && !(ctx->bsum = tg__arena_alloc(&tp->arena, (size_t)g.o * sizeof(double)))) {
@@ -435,13 +496,42 @@ typedef struct pool_ctx {
         })                                                                                         \
     } while (0)
 
+/* The common 2x2 window with stride 2 and no padding: every window lies in
+ * the data, so there are no bounds to clip. The general loop's rule (a later
+ * element wins when it is larger or NaN) picks the largest element under one
+ * total order (NaN above all, the last of equal NaNs, the first of equal
+ * numbers), so the four candidates can meet as two pairs and then the two
+ * winners, and each choice is an index select without a branch: on random
+ * data a branch would mispredict at every other window. */
+#define MAX_PICK(xs, i, j) ((i) ^ (((i) ^ (j)) & -(int64_t)(((xs)[j] > (xs)[i]) | isnan((xs)[j]))))
+#define MAX_FWD_2X2(T)                                                                             \
+    do {                                                                                           \
+        const T *xs_ = in[0]->data;                                                                \
+        T *y = out->data;                                                                          \
+        int64_t *arg = cx->arg;                                                                    \
+        for (int64_t plane = 0, k = 0; plane < g->n * g->c; plane++)                               \
+            for (int64_t oy = 0; oy < g->oh; oy++) {                                               \
+                int64_t i0 = (plane * g->h + 2 * oy) * g->w, i1 = i0 + g->w;                       \
+                for (int64_t ox = 0; ox < g->ow; ox++, k++) {                                      \
+                    int64_t top = MAX_PICK(xs_, i0 + 2 * ox, i0 + 2 * ox + 1);                  \
+                    int64_t bottom = MAX_PICK(xs_, i1 + 2 * ox, i1 + 2 * ox + 1);               \
+                    int64_t at = MAX_PICK(xs_, top, bottom);                                    \
+                    y[k] = xs_[at];                                                                \
+                    arg[k] = at;                                                                   \
+                }                                                                                  \
+            }                                                                                      \
+    } while (0)
+
 static tg_status max_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
     (void)n_in;
     const pool_ctx *cx = ctx;
     const geom *g = &cx->g;
     if (out->numel == 0) return TG_OK; /* no plane to walk */
-    TG__FLOAT_SWITCH(out->dtype, MAX_FWD, TG_ERR_DTYPE);
+    if (g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0)
+        TG__FLOAT_SWITCH(out->dtype, MAX_FWD_2X2, TG_ERR_DTYPE);
+    else
+        TG__FLOAT_SWITCH(out->dtype, MAX_FWD, TG_ERR_DTYPE);
     return TG_OK;
 }
 
