@@ -299,14 +299,13 @@ tg_tensor *tg_gru_cell_forward(tg_tape *tp, const tg_gru_cell *cell, tg_tensor *
     if (!rnn_shapes(tp, "gru_cell", cell->w_ih, cell->hidden, x, h, NULL)) return NULL;
     int64_t hs = cell->hidden;
     tg_tensor *gi = tg_add_bias(tp, tg_matmul(tp, x, cell->w_ih), cell->b_ih);
-    /* h = 0 leaves only the hidden bias of each gate. */
-    tg_tensor *gh = h ? tg_add_bias(tp, tg_matmul(tp, h, cell->w_hh), cell->b_hh) : cell->b_hh;
-    tg_tensor *ghr = h ? gate(tp, gh, 0, hs) : tg_slice(tp, gh, 0, 0, hs, 1);
-    tg_tensor *ghz = h ? gate(tp, gh, 1, hs) : tg_slice(tp, gh, 0, hs, 2 * hs, 1);
-    tg_tensor *ghn = h ? gate(tp, gh, 2, hs) : tg_slice(tp, gh, 0, 2 * hs, 3 * hs, 1);
-    tg_tensor *r = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 0, hs), ghr));
-    tg_tensor *z = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 1, hs), ghz));
-    tg_tensor *n = tg_tanh(tp, tg_add(tp, gate(tp, gi, 2, hs), tg_mul(tp, r, ghn)));
+    /* h = 0 leaves only the hidden bias of each gate: one row, broadcast. */
+    tg_tensor *gh = h ? tg_add_bias(tp, tg_matmul(tp, h, cell->w_hh), cell->b_hh)
+                      : tg_reshape(tp, cell->b_hh, 2, (const int64_t[]){1, 3 * hs});
+    tg_tensor *r = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 0, hs), gate(tp, gh, 0, hs)));
+    tg_tensor *z = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 1, hs), gate(tp, gh, 1, hs)));
+    tg_tensor *n =
+        tg_tanh(tp, tg_add(tp, gate(tp, gi, 2, hs), tg_mul(tp, r, gate(tp, gh, 2, hs))));
     /* h' = (1 - z) n + z h = n + z (h - n); with h = 0 that is n - z n. */
     return tg_add(tp, n, tg_mul(tp, z, h ? tg_sub(tp, h, n) : tg_neg(tp, n)));
 }
