@@ -32,7 +32,10 @@
  * - record expression: the op recorded on tape 'tp' from inputs in[0..n-1],
  *   with its parameters written out; it may build arrays and options structs
  *   (tg_concat(tp, (tg_tensor *[]){in[0], in[1]}, 2, 0),
- *   &(tg_conv_opts){.stride = {2, 2}}) and draw from tu_rng().
+ *   &(tg_conv_opts){.stride = {2, 2}}) and draw from tu_rng(). An array with
+ *   one entry per axis of the input (permute's perm, pad's before and after)
+ *   is declared with TG_MAX_RANK entries: the fuzzer calls every row on
+ *   operands of any rank, and the op reads one entry per axis it is given.
  *
  * Shape macros (UN, BIN, ...) are plain strings, so rows can share them and
  * docs/ops.md can name them.
@@ -266,7 +269,7 @@ typedef struct tu_values {
     X(reshape_m1x2, "reshape", UNIFORM(-1, 1), "3x4 2x1x2 4 0x6", tg_reshape(tp, in[0], 2, (int64_t[]){-1, 2})) \
     X(reshape_3x1x2, "reshape", UNIFORM(-1, 1), "6 2x3 1x6x1", tg_reshape(tp, in[0], 3, (int64_t[]){3, 1, 2})) \
     X(reshape_scalar, "reshape", UNIFORM(-1, 1), "1 1x1x1 scalar", tg_reshape(tp, in[0], 0, NULL)) \
-    X(permute_102, "permute", UNIFORM(-1, 1), "2x3x4 1x1x1 2x0x3", tg_permute(tp, in[0], (int[]){1, 0, 2})) \
+    X(permute_102, "permute", UNIFORM(-1, 1), "2x3x4 1x1x1 2x0x3", tg_permute(tp, in[0], (int[TG_MAX_RANK]){1, 0, 2})) \
     X(permute_m10m21, "permute", UNIFORM(-1, 1), "2x3x1x2 1x2x3x1 2x2x2x2", tg_permute(tp, in[0], (int[]){-1, 0, -2, 1})) \
     X(permute_scalar, "permute", UNIFORM(-1, 1), "scalar", tg_permute(tp, in[0], NULL)) \
     X(slice_1, "slice", UNIFORM(-1, 1), "2x5 1x4x2 3x0 2x1", tg_slice(tp, in[0], 1, -3, 100, 2)) \
