@@ -431,7 +431,7 @@ static tg_status check_entry(const char *path, json_t *root, const unsigned char
         char *got = shape ? json_dumps(shape, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         tg_status st = tg__set_error(
             err, TG_ERR_FORMAT, "%s: tensor '%s': shape %s in the file, %s in the registry", path,
-            e->name, got ? got : "(none)", tg__shape_str(t, want, sizeof want));
+            e->name, got ? got : "(none)", tg__dims_str(t->rank, t->shape, want, sizeof want));
         free(got);
         return st;
     }
