@@ -89,7 +89,8 @@ static long read_text(const char *path, unsigned char **text, int *vocab, int in
         return -1;
     }
     *vocab = 0;
-    for (int c = 0; c < 256; c++) index[c] = -1;
+    for (int c = 0; c < 256; c++)
+        index[c] = -1;
     for (long i = 0; i < n; i++)
         if (index[buf[i]] < 0) index[buf[i]] = (*vocab)++;
     *text = buf;
@@ -106,8 +107,8 @@ typedef struct model {
 } model;
 
 /* The logits of one cell step on character indices x_t [B], from state (h, c). */
-static tg_tensor *cell_step(tg_tape *tp, const model *m, tg_tensor *x_t, tg_tensor *h,
-                            tg_tensor *c, tg_tensor **h_out, tg_tensor **c_out)
+static tg_tensor *cell_step(tg_tape *tp, const model *m, tg_tensor *x_t, tg_tensor *h, tg_tensor *c,
+                            tg_tensor **h_out, tg_tensor **c_out)
 {
     *h_out = tg_lstm_cell_forward(tp, &m->cell, tg_embedding(tp, m->embed, x_t), h, c, c_out);
     return tg_linear_forward(tp, &m->head, *h_out);
@@ -211,7 +212,8 @@ int main(int argc, char **argv)
         const float *p = tg_tensor_data(probs);
         double u = tg_rng_uniform(&rng), acc = 0;
         int k = 0;
-        while (k < vocab - 1 && (acc += (double)p[k]) <= u) k++;
+        while (k < vocab - 1 && (acc += (double)p[k]) <= u)
+            k++;
         putchar(chars[k]);
         *(int64_t *)tg_tensor_data(sx) = k;
         memcpy(tg_tensor_data(sh), tg_tensor_data(h2), (size_t)o.hidden * sizeof(float));
@@ -225,7 +227,8 @@ int main(int argc, char **argv)
     tg_tensor_free(sc);
     tg_optim_free(opt);
     tg_tape_free(tp);
-    for (int64_t t = 0; t < T; t++) tg_tensor_free(x[t]);
+    for (int64_t t = 0; t < T; t++)
+        tg_tensor_free(x[t]);
     tg_tensor_free(y);
     free(x);
     free(logits);

@@ -35,14 +35,13 @@ static tg_tensor *loss_fn(tg_tape *tp, tg_tensor *const *inputs, void *ctx)
     (void)inputs;
     const block *m = ctx;
     tg_tensor *x = tg_add(tp, tg_embedding(tp, m->tok, m->tokens), m->pos);
-    x = tg_add(tp, x, tg_mha_forward(tp, &m->attn, tg_layer_norm_layer_forward(tp, &m->ln1, x),
-                                     m->mask));
-    tg_tensor *ff = tg_gelu(tp, tg_linear_forward(tp, &m->ff1,
-                                                  tg_layer_norm_layer_forward(tp, &m->ln2, x)),
-                            false);
+    x = tg_add(tp, x,
+               tg_mha_forward(tp, &m->attn, tg_layer_norm_layer_forward(tp, &m->ln1, x), m->mask));
+    tg_tensor *ff = tg_gelu(
+        tp, tg_linear_forward(tp, &m->ff1, tg_layer_norm_layer_forward(tp, &m->ln2, x)), false);
     x = tg_add(tp, x, tg_linear_forward(tp, &m->ff2, ff));
-    tg_tensor *logits = tg_reshape(tp, tg_linear_forward(tp, &m->out, x), 2,
-                                   (const int64_t[]){B * T, V});
+    tg_tensor *logits =
+        tg_reshape(tp, tg_linear_forward(tp, &m->out, x), 2, (const int64_t[]){B * T, V});
     return tg_cross_entropy(tp, logits, m->next);
 }
 
@@ -71,11 +70,14 @@ int main(void)
     for (size_t i = 0; i < tg_params_count(m.ps); i++) {
         tg_tensor *p = tg_params_at(m.ps, i, NULL);
         double *v = tg_tensor_data(p);
-        for (int64_t k = 0; k < tg_tensor_numel(p); k++) v[k] += 0.1 * tg_rng_normal(&rng);
+        for (int64_t k = 0; k < tg_tensor_numel(p); k++)
+            v[k] += 0.1 * tg_rng_normal(&rng);
     }
     int64_t tokens[B * T], next[B * T];
-    for (int i = 0; i < B * T; i++) tokens[i] = (int64_t)tg_rng_below(&rng, V);
-    for (int i = 0; i < B * T; i++) next[i] = i % T < T - 1 ? tokens[i + 1] : tokens[i - T + 1];
+    for (int i = 0; i < B * T; i++)
+        tokens[i] = (int64_t)tg_rng_below(&rng, V);
+    for (int i = 0; i < B * T; i++)
+        next[i] = i % T < T - 1 ? tokens[i + 1] : tokens[i - T + 1];
     m.tokens = tg_tensor_from(TG_I64, 2, (const int64_t[]){B, T}, tokens);
     m.next = tg_tensor_from(TG_I64, 1, (const int64_t[]){B * T}, next);
     m.mask = tg_causal_mask(T, TG_F64);
@@ -83,7 +85,8 @@ int main(void)
 
     tg_tensor *inputs[32];
     int n = (int)tg_params_count(m.ps);
-    for (int i = 0; i < n; i++) inputs[i] = tg_params_at(m.ps, i, NULL);
+    for (int i = 0; i < n; i++)
+        inputs[i] = tg_params_at(m.ps, i, NULL);
     tg_gradcheck_report rep;
     tg_status s = tg_gradcheck(loss_fn, inputs, n, &m, NULL, &rep);
     const char *worst = "";

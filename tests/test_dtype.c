@@ -113,7 +113,8 @@ static tg_status gather_forward(tg_tensor *out, tg_tensor *const *in, int n_in, 
 {
     (void)n_in, (void)ctx;
     const int64_t *idx = tg_tensor_cdata(in[1]);
-    for (int64_t k = 0; k < tg_tensor_numel(out); k++) tu_put(out, k, tu_at(in[0], idx[k]));
+    for (int64_t k = 0; k < tg_tensor_numel(out); k++)
+        tu_put(out, k, tu_at(in[0], idx[k]));
     return TG_OK;
 }
 
@@ -137,7 +138,8 @@ static tg_status count_forward(tg_tensor *out, tg_tensor *const *in, int n_in, v
 {
     (void)n_in, (void)ctx;
     int64_t n = 0;
-    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++) n += tu_at(in[0], k) > 0;
+    for (int64_t k = 0; k < tg_tensor_numel(in[0]); k++)
+        n += tu_at(in[0], k) > 0;
     *(int64_t *)tg_tensor_data(out) = n;
     return TG_OK;
 }
@@ -220,10 +222,11 @@ END_TEST
 
 /* ====== The float dispatch fails loudly ====== */
 
-#define NEGATE(T)                                                                  \
-    do {                                                                           \
-        T *v = tg_tensor_data(t);                                                  \
-        for (int64_t k = 0; k < tg_tensor_numel(t); k++) v[k] = -v[k];             \
+#define NEGATE(T)                                        \
+    do {                                                 \
+        T *v = tg_tensor_data(t);                        \
+        for (int64_t k = 0; k < tg_tensor_numel(t); k++) \
+            v[k] = -v[k];                                \
     } while (0)
 
 static tg_status negate_in_place(tg_tensor *t)

@@ -34,7 +34,8 @@ static tg_status reg(tg_tensor **out, tg_params *ps, const char *prefix, const c
         return tg__set_error(err, TG_ERR_ARG, "%s: the registry already has a parameter '%s'",
                              prefix, full);
     tg_tensor *t = *out = tg_params_add(ps, full, dt, rank, shape);
-    if (!t) return tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory registering '%s'", prefix, full);
+    if (!t)
+        return tg__set_error(err, TG_ERR_NOMEM, "%s: out of memory registering '%s'", prefix, full);
     for (int64_t i = 0; i < t->numel; i++)
         tg__put(t, i, bound > 0 ? bound * (2.0 * tg_rng_uniform(r) - 1.0) : fill);
     return TG_OK;
@@ -42,9 +43,8 @@ static tg_status reg(tg_tensor **out, tg_params *ps, const char *prefix, const c
 
 /* The checks every _init shares: non-NULL registry, prefix and rng (when the
  * layer draws), and a float dtype. */
-static tg_status init_args(const void *layer, const tg_params *ps, const char *prefix,
-                           tg_dtype dt, bool needs_rng, const tg_rng *r, const char *what,
-                           tg_error *err)
+static tg_status init_args(const void *layer, const tg_params *ps, const char *prefix, tg_dtype dt,
+                           bool needs_rng, const tg_rng *r, const char *what, tg_error *err)
 {
     if (!layer || !ps || !prefix || !*prefix || (needs_rng && !r))
         return tg__set_error(err, TG_ERR_ARG, "%s: NULL layer, registry%s or empty prefix", what,
@@ -233,8 +233,8 @@ static bool rnn_shapes(tg_tape *tp, const char *what, const tg_tensor *w_ih, int
     }
     const tg_tensor *st[2] = {h, c};
     for (int i = 0; i < 2; i++)
-        if (st[i] && (st[i]->rank != 2 || st[i]->shape[0] != x->shape[0] ||
-                      st[i]->shape[1] != hidden)) {
+        if (st[i] &&
+            (st[i]->rank != 2 || st[i]->shape[0] != x->shape[0] || st[i]->shape[1] != hidden)) {
             tg__fail(tp, TG_ERR_SHAPE, "%s: state %s does not fit input %s and hidden size %lld",
                      what, tg__shape_str(st[i], sh, sizeof sh), tg__shape_str(x, sx, sizeof sx),
                      (long long)hidden);
@@ -269,8 +269,10 @@ tg_tensor *tg_lstm_cell_forward(tg_tape *tp, const tg_lstm_cell *cell, tg_tensor
     if (!rnn_shapes(tp, "lstm_cell", cell->w_ih, cell->hidden, x, h, c)) return NULL;
     int64_t hs = cell->hidden;
     tg_tensor *z = tg_add_bias(tp, tg_matmul(tp, x, cell->w_ih), cell->b_ih);
-    if (h) z = tg_add(tp, z, tg_add_bias(tp, tg_matmul(tp, h, cell->w_hh), cell->b_hh));
-    else z = tg_add(tp, z, cell->b_hh); /* h = 0: only its bias remains */
+    if (h)
+        z = tg_add(tp, z, tg_add_bias(tp, tg_matmul(tp, h, cell->w_hh), cell->b_hh));
+    else
+        z = tg_add(tp, z, cell->b_hh); /* h = 0: only its bias remains */
     tg_tensor *i = tg_sigmoid(tp, gate(tp, z, 0, hs));
     tg_tensor *f = tg_sigmoid(tp, gate(tp, z, 1, hs));
     tg_tensor *g = tg_tanh(tp, gate(tp, z, 2, hs));
@@ -304,8 +306,7 @@ tg_tensor *tg_gru_cell_forward(tg_tape *tp, const tg_gru_cell *cell, tg_tensor *
                       : tg_reshape(tp, cell->b_hh, 2, (const int64_t[]){1, 3 * hs});
     tg_tensor *r = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 0, hs), gate(tp, gh, 0, hs)));
     tg_tensor *z = tg_sigmoid(tp, tg_add(tp, gate(tp, gi, 1, hs), gate(tp, gh, 1, hs)));
-    tg_tensor *n =
-        tg_tanh(tp, tg_add(tp, gate(tp, gi, 2, hs), tg_mul(tp, r, gate(tp, gh, 2, hs))));
+    tg_tensor *n = tg_tanh(tp, tg_add(tp, gate(tp, gi, 2, hs), tg_mul(tp, r, gate(tp, gh, 2, hs))));
     /* h' = (1 - z) n + z h = n + z (h - n); with h = 0 that is n - z n. */
     return tg_add(tp, n, tg_mul(tp, z, h ? tg_sub(tp, h, n) : tg_neg(tp, n)));
 }
@@ -383,6 +384,7 @@ tg_tensor *tg_causal_mask(int64_t t, tg_dtype dt)
     tg_tensor *m = tg__tensor_alloc(dt, 2, (int64_t[]){t, t});
     if (!m) return NULL;
     for (int64_t i = 0; i < t; i++)
-        for (int64_t j = i + 1; j < t; j++) tg__put(m, i * t + j, -INFINITY);
+        for (int64_t j = i + 1; j < t; j++)
+            tg__put(m, i * t + j, -INFINITY);
     return m;
 }
