@@ -57,7 +57,7 @@ static tg_status eval(tg_tape *tp, const tg_tensor *y, double *value)
 static tg_status compare(tg_tape *tp, const tg_tensor *y, tg_tensor *const *inputs, int n_inputs,
                          const tg_gradcheck_opts *o, tg_gradcheck_report *r)
 {
-    double worst_excess = -INFINITY;
+    double worst_excess = -(double)INFINITY;
     bool passed = true;
     for (int i = 0; i < n_inputs; i++) {
         tg_tensor *x = inputs[i];

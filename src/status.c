@@ -63,7 +63,7 @@ static _Thread_local tg_error last_error;
 
 const tg_error *tg_last_error(void) { return &last_error; }
 
-static tg_status set_last(tg_status s, const char *fmt, va_list ap)
+TG__PRINTF(2, 0) static tg_status set_last(tg_status s, const char *fmt, va_list ap)
 {
     last_error.status = s;
     vsnprintf(last_error.msg, sizeof last_error.msg, fmt, ap);

@@ -26,7 +26,7 @@ int64_t tg__numel(int rank, const int64_t *shape)
 static double get_f32(const void *d, int64_t k) { return (double)((const float *)d)[k]; }
 static double get_f64(const void *d, int64_t k) { return ((const double *)d)[k]; }
 static double get_i64(const void *d, int64_t k) { return (double)((const int64_t *)d)[k]; }
-static double put_f32(void *d, int64_t k, double v) { return ((float *)d)[k] = (float)v; }
+static double put_f32(void *d, int64_t k, double v) { return (double)(((float *)d)[k] = (float)v); }
 static double put_f64(void *d, int64_t k, double v) { return ((double *)d)[k] = v; }
 /* Truncates toward zero; a value outside int64's range stores 0 rather than
  * invoking undefined behaviour (callers that care check the range first). */
@@ -134,7 +134,7 @@ const char *tg_tensor_name(const tg_tensor *t) { return t ? t->name : ""; }
 
 double tg_tensor_item(const tg_tensor *t)
 {
-    if (!t || t->numel != 1) return NAN;
+    if (!t || t->numel != 1) return (double)NAN;
     return tg__get(t, 0);
 }
 

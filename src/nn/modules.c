@@ -385,6 +385,6 @@ tg_tensor *tg_causal_mask(int64_t t, tg_dtype dt)
     if (!m) return NULL;
     for (int64_t i = 0; i < t; i++)
         for (int64_t j = i + 1; j < t; j++)
-            tg__put(m, i * t + j, -INFINITY);
+            tg__put(m, i * t + j, -(double)INFINITY);
     return m;
 }

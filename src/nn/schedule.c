@@ -179,7 +179,7 @@ tg_status tg_sched_init(tg_sched *s, const tg_sched_opts *opts, tg_optim *opt)
     tg_sched_opts o = *opts;
     tg_status st = check(&o);
     if (st != TG_OK) return st;
-    *s = (tg_sched){.o = o, .best = o.maximize ? -INFINITY : INFINITY};
+    *s = (tg_sched){.o = o, .best = o.maximize ? -(double)INFINITY : (double)INFINITY};
     if (opt && o.kind != TG_SCHED_PLATEAU) return tg_sched_apply(s, opt, 0);
     return TG_OK;
 }

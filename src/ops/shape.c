@@ -85,10 +85,11 @@ static void plan_back(const copy_plan *p, copy_plan *q)
 }
 
 /* Row-major element strides of a shape; all 0 for an empty one, whose
- * dims may be too large to multiply and whose plans move nothing. */
+ * dims may be too large to multiply and whose plans move nothing, and for
+ * one too large to exist, which tg_custom refuses before anything moves. */
 static void strides_of(int rank, const int64_t *shape, int64_t *st)
 {
-    bool empty = tg__numel(rank, shape) == 0;
+    bool empty = tg__numel(rank, shape) <= 0;
     int64_t s = 1;
     for (int d = rank - 1; d >= 0; d--) {
         st[d] = empty ? 0 : s;

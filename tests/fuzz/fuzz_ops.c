@@ -309,7 +309,7 @@ static int64_t bcast_index(const tg_tensor *t, int rank, const int64_t *shape, i
 
 /* F32 tanh is correctly rounded (docs/ops.md), which glibc's tanhf is not:
  * the reference rounds the long double tanh instead. */
-static float tanh_ref(float x) { return (float)tanhl(x); }
+static float tanh_ref(float x) { return (float)tanhl((long double)x); }
 
 static double ew_ref(enum ew ew, tg_dtype dt, double av, double bv, double scale)
 {
