@@ -321,27 +321,22 @@ tg_status tg_mha_init(tg_mha *m, tg_params *ps, const char *prefix, int64_t d_mo
     if (d_model < 1 || heads < 1 || d_model % heads)
         return tg__set_error(err, TG_ERR_ARG, "mha: %lld heads do not divide d_model %lld",
                              (long long)heads, (long long)d_model);
-    size_t len = strlen(prefix);
-    char sub[256];
-    if (len + 5 > sizeof sub)
-        return tg__set_error(err, TG_ERR_ARG, "mha: prefix longer than %zu bytes", sizeof sub - 5);
     size_t n0 = tg_params_count(ps);
     *m = (tg_mha){.heads = heads};
     /* PyTorch draws q, k and v as one [3D, D] Xavier-uniform matrix: the bound
      * uses fans D and 3D. The output projection keeps Linear's bound; every
      * bias starts at zero. */
-    const double xavier = sqrt(6.0 / (double)(d_model + 3 * d_model));
+    const double xavier = sqrt(6.0 / (double)(4 * d_model));
+    const double bound[4] = {xavier, xavier, xavier, 1.0 / sqrt((double)d_model)};
     tg_linear *proj[4] = {&m->q, &m->k, &m->v, &m->out};
-    const char *names[4] = {"q", "k", "v", "out"};
-    for (int i = 0; i < 4; i++) {
-        snprintf(sub, sizeof sub, "%s.%s", prefix, names[i]);
-        s = tg_linear_init(proj[i], ps, sub, d_model, d_model, true, dt, r, err);
-        if (s) return undo(ps, n0, s);
-        if (i < 3)
-            for (int64_t k = 0; k < proj[i]->weight->numel; k++)
-                tg__put(proj[i]->weight, k, xavier * (2.0 * tg_rng_uniform(r) - 1.0));
-        tg_init_tensor(proj[i]->bias, TG_INIT_ZEROS, 0, 0, NULL);
-    }
+    const char *weights[4] = {"q.weight", "k.weight", "v.weight", "out.weight"};
+    const char *biases[4] = {"q.bias", "k.bias", "v.bias", "out.bias"};
+    const int64_t shape[2] = {d_model, d_model};
+    for (int i = 0; i < 4; i++)
+        if ((s = reg(&proj[i]->weight, ps, prefix, weights[i], dt, 2, shape, bound[i], 0, r,
+                     err)) ||
+            (s = reg(&proj[i]->bias, ps, prefix, biases[i], dt, 1, shape, 0, 0, NULL, err)))
+            return undo(ps, n0, s);
     return TG_OK;
 }
 
