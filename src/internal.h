@@ -42,6 +42,7 @@ struct tg_tensor {
     bool tape_owned;    /* in a tape's arena: tg_tensor_free leaves it alone */
     bool is_grad;       /* a gradient, owned by its tensor */
     bool reached;       /* the current backward sweep has reached it */
+    bool grad_node;     /* a gradient recorded by tg_grad with create_graph */
     char name[64];
     /* The tape whose arena holds it (op results and their gradients) and that
      * tape's recording generation when it was made; NULL and 0 for leaves and
@@ -52,6 +53,9 @@ struct tg_tensor {
     /* Counts tg_tensor_reshape calls, so that replay can tell with one
      * comparison that a leaf kept the shape a node recorded. */
     uint32_t reshapes;
+    /* 1 + the index of the node whose output it is; 0 for leaves, gradients
+     * and tape tensors made outside a node. */
+    size_t node;
 };
 
 /* ====== Heap allocation (alloc.c): every malloc of the library goes through here ====== */
@@ -154,6 +158,43 @@ tg_status tg__bad_tensor(const char *fn, tg_dtype dt, int rank, const int64_t *s
  * reads it), and TG_ERR_STATE for a result of another tape or of this one
  * before its last reset. */
 bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in);
+/* Why t cannot be used on tp (another tape, an earlier recording, freed
+ * memory), or NULL when it can. */
+const char *tg__misuse_of(const tg_tape *tp, const tg_tensor *t);
+/* Refuses the call with TG_ERR_SHAPE when a leaf changed shape since a node
+ * recorded it; TG_OK otherwise. */
+tg_status tg__check_leaves(tg_tape *tp);
+/* Checks a backward seed against its output (NULL, other tape, dtype, shape,
+ * the output requiring grad, NaN in anomaly mode); refuses under 'fn'. */
+tg_status tg__check_seed(tg_tape *tp, const char *fn, const tg_tensor *out, const tg_tensor *seed);
+
+/* What tg_grad asks of a backward sweep: gradients of out with respect to
+ * wrt alone. dep[i] says node i lies between them (tg__deps). */
+typedef struct tg__grad_req {
+    tg_tensor *const *wrt;
+    int n_wrt;
+    const bool *dep;
+    tg_tensor **slots; /* a gradient buffer per wrt; used for leaves */
+} tg__grad_req;
+/* dep[i] for the first n nodes: node i can carry a gradient (it has a VJP and
+ * was recorded with gradients) and has an input that tg__wanted. A heap
+ * array the caller frees; NULL when out of memory. */
+bool *tg__deps(const tg_tape *tp, size_t n, tg_tensor *const *wrt, int n_wrt);
+/* Whether a gradient of x is wanted: x requires grad and is a wrt tensor or
+ * the output of a node that depends on one. The index of the first wrt equal
+ * to x goes to *k (-1 when none). */
+bool tg__wanted(const tg_tape *tp, const bool *dep, size_t n, tg_tensor *const *wrt, int n_wrt,
+                const tg_tensor *x, int *k);
+/* The backward sweep of tg_backward_seed; with req, of tg_grad without
+ * create_graph: only the nodes in req->dep run, and leaves' gradients go to
+ * req->slots instead of their .grad. */
+tg_status tg__sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed, const tg__grad_req *req);
+
+/* For vjp_graph: g (a gradient of a broadcast result) summed over the axes
+ * where 'like' was broadcast, recorded, with like's shape. NULL passes
+ * through. */
+tg_tensor *tg__sum_to(tg_tape *tp, tg_tensor *g, const tg_tensor *like);
+
 /* Copies built-in op parameters into the tape's arena so they can serve as ctx. */
 void *tg__tape_copy(tg_tape *tp, const void *src, size_t size);
 

@@ -59,7 +59,7 @@ void *tg__tape_copy(tg_tape *tp, const void *src, size_t size)
  * before it is read. Elsewhere such memory is read as it is: a stale pointer
  * is refused unless the arena has since put a new result of this tape at the
  * same address, and then it is that result. */
-static const char *misuse_of(const tg_tape *tp, const tg_tensor *t)
+const char *tg__misuse_of(const tg_tape *tp, const tg_tensor *t)
 {
 #ifdef TG__ASAN
     if (__asan_region_is_poisoned((void *)(uintptr_t)t, sizeof *t))
@@ -80,7 +80,7 @@ bool tg__guard(tg_tape *tp, const char *op, int n, tg_tensor *const *in)
             tg__fail(tp, TG_ERR_ARG, "%s: input %d is NULL", op, i);
             return false;
         }
-        if ((why = misuse_of(tp, in[i]))) {
+        if ((why = tg__misuse_of(tp, in[i]))) {
             tg__fail(tp, TG_ERR_STATE, "%s: input %d %s", op, i, why);
             return false;
         }
@@ -299,6 +299,7 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
                             .dtype = in[i]->dtype};
         memcpy(u->shape, in[i]->shape, sizeof u->shape);
     }
+    out->node = tp->n_nodes + 1;
     tp->nodes[tp->n_nodes++] = (tg__node){def, ins, gin, n_in, out, ctx};
     return out;
 }
@@ -325,7 +326,7 @@ static bool leaf_unchanged(tg__leaf_use *u)
  * from them, so running forward or VJP on the new shape would write past
  * them. Checked before anything runs, so a refused call changes nothing and
  * the tape works again once the leaf has its old shape back. */
-static tg_status check_leaves(tg_tape *tp)
+tg_status tg__check_leaves(tg_tape *tp)
 {
     for (size_t i = 0; i < tp->n_leaves; i++) {
         tg__leaf_use *u = &tp->leaves[i];
@@ -351,7 +352,7 @@ tg_status tg_tape_replay(tg_tape *tp)
     if (!tp) return TG_ERR_ARG;
     if (tp->status) return tp->status;
     tp->msg[0] = '\0';
-    tg_status s = check_leaves(tp);
+    tg_status s = tg__check_leaves(tp);
     if (s != TG_OK) return s;
     for (size_t i = 0; i < tp->n_nodes; i++) {
         tg__node *nd = &tp->nodes[i];
@@ -370,42 +371,85 @@ tg_status tg_tape_replay(tg_tape *tp)
 
 /* The checks of a backward call. Each refuses the call and leaves the tape as
  * it was: a mistaken call must not cost the caller a recording that is fine. */
-static tg_status check_call(tg_tape *tp, const tg_tensor *out, const tg_tensor *seed)
+tg_status tg__check_seed(tg_tape *tp, const char *fn, const tg_tensor *out, const tg_tensor *seed)
 {
     char s0[TG__SHAPE_STR_MAX], s1[TG__SHAPE_STR_MAX];
     const char *why;
     if (!out || !seed)
-        return tg__refuse(tp, TG_ERR_ARG, "backward: %s is NULL", out ? "seed" : "output");
-    if ((why = misuse_of(tp, out)))
-        return tg__refuse(tp, TG_ERR_STATE, "backward: the output %s", why);
-    if ((why = misuse_of(tp, seed)))
-        return tg__refuse(tp, TG_ERR_STATE, "backward: the seed %s", why);
+        return tg__refuse(tp, TG_ERR_ARG, "%s: %s is NULL", fn, out ? "seed" : "output");
+    if ((why = tg__misuse_of(tp, out)))
+        return tg__refuse(tp, TG_ERR_STATE, "%s: the output %s", fn, why);
+    if ((why = tg__misuse_of(tp, seed)))
+        return tg__refuse(tp, TG_ERR_STATE, "%s: the seed %s", fn, why);
     if (seed->dtype != out->dtype)
-        return tg__refuse(tp, TG_ERR_DTYPE, "backward: seed %s is %s, the output %s is %s",
+        return tg__refuse(tp, TG_ERR_DTYPE, "%s: seed %s is %s, the output %s is %s", fn,
                           tg__shape_str(seed, s0, sizeof s0), tg__dt(seed->dtype)->name,
                           tg__shape_str(out, s1, sizeof s1), tg__dt(out->dtype)->name);
     if (!tg__same_shape(seed, out))
-        return tg__refuse(tp, TG_ERR_SHAPE, "backward: seed %s does not match output %s",
+        return tg__refuse(tp, TG_ERR_SHAPE, "%s: seed %s does not match output %s", fn,
                           tg__shape_str(seed, s0, sizeof s0), tg__shape_str(out, s1, sizeof s1));
     if (!out->requires_grad)
-        return tg__refuse(
-            tp, TG_ERR_STATE,
-            "backward: the output %s does not depend on any tensor that requires grad",
-            tg__shape_str(out, s0, sizeof s0));
+        return tg__refuse(tp, TG_ERR_STATE,
+                          "%s: the output %s does not depend on any tensor that requires grad", fn,
+                          tg__shape_str(out, s0, sizeof s0));
     double bad;
     if (tp->anomaly && find_nonfinite(seed, &bad))
-        return tg__refuse(tp, TG_ERR_NUMERIC, "anomaly: the seed of backward holds %s",
+        return tg__refuse(tp, TG_ERR_NUMERIC, "anomaly: the seed of %s holds %s", fn,
                           nonfinite_name(bad));
-    return check_leaves(tp);
+    return tg__check_leaves(tp);
 }
 
-static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
+/* ====== What tg_grad differentiates: the nodes between wrt and out ====== */
+
+bool tg__wanted(const tg_tape *tp, const bool *dep, size_t n, tg_tensor *const *wrt, int n_wrt,
+                const tg_tensor *x, int *k)
 {
-    if (!tp) return TG_ERR_ARG;
-    if (tp->status) return tp->status;
-    tp->msg[0] = '\0';
-    tg_status s = check_call(tp, out, seed);
-    if (s != TG_OK) return s;
+    *k = -1;
+    if (!x->requires_grad) return false;
+    for (int i = 0; i < n_wrt; i++)
+        if (wrt[i] == x) {
+            *k = i;
+            return true;
+        }
+    return x->tape == tp && x->node && x->node <= n && dep[x->node - 1];
+}
+
+bool *tg__deps(const tg_tape *tp, size_t n, tg_tensor *const *wrt, int n_wrt)
+{
+    bool *dep = tg__calloc(n ? n : 1, sizeof *dep);
+    if (!dep) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        const tg__node *nd = &tp->nodes[i];
+        if (!nd->def->vjp || !nd->gin || !nd->out->requires_grad) continue;
+        for (int j = 0, k; j < nd->n_in && !dep[i]; j++)
+            dep[i] = tg__wanted(tp, dep, n, wrt, n_wrt, nd->in[j], &k);
+    }
+    return dep;
+}
+
+/* A gradient slot for input x of node nd: its .grad, or with 'req' the
+ * slot of a wrt leaf; NULL (no gradient) where x needs none. */
+static tg_status slot_of(tg_tape *tp, const tg__grad_req *req, tg_tensor *x, tg_tensor **slot)
+{
+    *slot = NULL;
+    if (!x->requires_grad) return TG_OK;
+    if (req) {
+        int k;
+        if (!tg__wanted(tp, req->dep, tp->n_nodes, req->wrt, req->n_wrt, x, &k)) return TG_OK;
+        if (!x->tape) {
+            *slot = req->slots[k];
+            return TG_OK;
+        }
+    }
+    if (!(*slot = tg__grad_get(tp, x)))
+        return tg__fail(tp, TG_ERR_NOMEM, "backward: out of memory for a gradient");
+    if (x->tape) x->reached = true;
+    return TG_OK;
+}
+
+tg_status tg__sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed, const tg__grad_req *req)
+{
+    tg_status s;
 
     /* The seed goes into the output's gradient before any gradient is zeroed,
      * since it may be one of them (tg_tensor_grad of the output, say). The
@@ -436,15 +480,9 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
         /* Skip a node that does not lead to 'out', and a constant one (no VJP) or
          * one recorded without gradients even when the caller has since marked its
          * output as requiring grad. */
-        if (!nd->out->reached || !nd->def->vjp || !nd->gin) continue;
-        for (int j = 0; j < nd->n_in; j++) {
-            tg_tensor *x = nd->in[j];
-            nd->gin[j] = NULL;
-            if (!x->requires_grad) continue;
-            if (!(nd->gin[j] = tg__grad_get(tp, x)))
-                return tg__fail(tp, TG_ERR_NOMEM, "backward: out of memory for a gradient");
-            x->reached = true;
-        }
+        if (!nd->out->reached || !nd->def->vjp || !nd->gin || (req && !req->dep[i])) continue;
+        for (int j = 0; j < nd->n_in; j++)
+            if ((s = slot_of(tp, req, nd->in[j], &nd->gin[j]))) return s;
         s = nd->def->vjp(nd->out->grad, nd->out, nd->in, nd->gin, nd->n_in, nd->ctx);
         if (s != TG_OK)
             return tg__fail(tp, s, "%s: vjp failed at node %zu: %s", op_name(nd->def), i,
@@ -459,7 +497,11 @@ static tg_status sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
 
 tg_status tg_backward_seed(tg_tape *tp, tg_tensor *out, const tg_tensor *seed)
 {
-    return sweep(tp, out, seed);
+    if (!tp) return TG_ERR_ARG;
+    if (tp->status) return tp->status;
+    tp->msg[0] = '\0';
+    tg_status s = tg__check_seed(tp, "backward", out, seed);
+    return s ? s : tg__sweep(tp, out, seed, NULL);
 }
 
 tg_status tg_backward(tg_tape *tp, tg_tensor *loss)
@@ -469,7 +511,7 @@ tg_status tg_backward(tg_tape *tp, tg_tensor *loss)
     tp->msg[0] = '\0';
     const char *why;
     if (!loss) return tg__refuse(tp, TG_ERR_ARG, "backward: loss is NULL");
-    if ((why = misuse_of(tp, loss)))
+    if ((why = tg__misuse_of(tp, loss)))
         return tg__refuse(tp, TG_ERR_STATE, "backward: the loss %s", why);
     if (loss->numel != 1) {
         char s0[TG__SHAPE_STR_MAX];
@@ -482,5 +524,6 @@ tg_status tg_backward(tg_tape *tp, tg_tensor *loss)
     tg_tensor seed = {.dtype = loss->dtype, .rank = loss->rank, .numel = 1,
                       .data = loss->dtype == TG_F64 ? (void *)&one64 : (void *)&one32};
     memcpy(seed.shape, loss->shape, sizeof seed.shape);
-    return sweep(tp, loss, &seed);
+    tg_status s = tg__check_seed(tp, "backward", loss, &seed);
+    return s ? s : tg__sweep(tp, loss, &seed, NULL);
 }

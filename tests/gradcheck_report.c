@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Whether op's result on 'shapes' can carry a gradient: an I64 result
- * (argmax) has none to check. A row that fails to record counts as
+/* Whether op's result on 'shapes' carries a gradient: an I64 or constant result
+ * (argmax, full_like) has none to check. A row that fails to record counts as
  * differentiable, so its gradcheck reports the failure. */
 static bool differentiable(const tu_op *op, const char *shapes)
 {
@@ -24,7 +24,7 @@ static bool differentiable(const tu_op *op, const char *shapes)
     int n = tu_op_inputs(op, shapes, TG_F64, 1, in);
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = n >= 0 && tp ? op->record(tp, in) : NULL;
-    bool d = !y || tg_tensor_dtype(y) != TG_I64;
+    bool d = !y || tg_tensor_requires_grad(y);
     tg_tape_free(tp);
     for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
     return d;

@@ -228,6 +228,7 @@ typedef struct tu_values {
     X(logsumexp_m1_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_M1, tg_logsumexp(tp, in[0], -1, true)) \
     X(logsumexp_m2, "logsumexp", UNIFORM(-2, 2), AXIS0_M2, tg_logsumexp(tp, in[0], -2, false)) \
     X(logsumexp_m2_keep, "logsumexp", UNIFORM(-2, 2), AXIS0_M2, tg_logsumexp(tp, in[0], -2, true)) \
+    X(full_like, "full_like", UNIFORM(-1, 1), UN0, tg_full_like(tp, in[0], 2.5)) \
     X(argmax_1, "argmax", UNIFORM(-1, 1), AXIS0_1, tg_argmax(tp, in[0], 1, false)) \
     X(argmax_m1_ties, "argmax", TIES(-1, 1, 0.5), AXIS0_M1, tg_argmax(tp, in[0], -1, true)) \
     X(softmax, "softmax", UNIFORM(-2, 2), ROWS, tg_softmax(tp, in[0])) \

@@ -38,7 +38,7 @@ static int make_inputs(const tu_op *op, int s, tg_dtype dt, uint64_t seed, tg_te
 
 /* ====== Gradient check ====== */
 
-/* Whether op's result on shape list s can carry a gradient (an I64 result cannot). */
+/* Whether op's result on shape list s carries a gradient (an I64 or constant one does not). */
 static bool differentiable(const tu_op *op, int s)
 {
     char shapes[256];
@@ -47,7 +47,7 @@ static bool differentiable(const tu_op *op, int s)
     tg_tape *tp = tg_tape_new();
     tg_tensor *y = op->record(tp, in);
     ck_assert_msg(y != NULL, "%s on %s: %s", op->id, shapes, tg_tape_error(tp));
-    bool d = tg_tensor_dtype(y) != TG_I64;
+    bool d = tg_tensor_requires_grad(y);
     tg_tape_free(tp);
     free_all(in, n);
     return d;
@@ -71,6 +71,23 @@ START_TEST(gradcheck_row)
         checked += r.n_checked;
     }
     ck_assert_msg(!any || checked > 0, "%s: no element gradchecked", op->id);
+}
+END_TEST
+
+/* ====== Second order: every op's recorded VJP (vjp_graph) ====== */
+
+START_TEST(gradgradcheck_row)
+{
+    const tu_op *op = &tu_ops[_i];
+    char shapes[256];
+    for (int s = 0; tu_op_shape_list(op, s, shapes, sizeof shapes); s++) {
+        if (!differentiable(op, s)) continue;
+        tg_gradcheck_report r;
+        tg_status st = tu_op_gradgradcheck(op, s, &r);
+        ck_assert_msg(st == TG_OK, "%s on %s: gradgradcheck returned %s: %s", op->id, shapes,
+                      tg_status_str(st), r.msg);
+        ck_assert_msg(r.passed, "%s on %s: %s", op->id, shapes, r.msg);
+    }
 }
 END_TEST
 
@@ -217,6 +234,7 @@ static Suite *ops_list_suite(void)
     TCase *tc = tcase_create("list");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, gradcheck_row, 0, tu_n_ops);
+    tcase_add_loop_test(tc, gradgradcheck_row, 0, tu_n_ops);
     tcase_add_loop_test(tc, replay_row, 0, tu_n_ops);
     tcase_add_loop_test(tc, f32_matches_f64, 0, tu_n_ops);
     tcase_add_loop_test(tc, explain_rules_for_every_input, 0, tu_n_ops);

@@ -290,6 +290,11 @@ REF_AXIS(min_axis)
 REF_AXIS(argmax)
 REF_AXIS(logsumexp)
 REF_BINARY(cross_entropy, "logits", "labels")
+
+static tg_tensor *rec_full_like(tg_tape *tp, ref_case *c)
+{
+    return tg_full_like(tp, in(c, "x"), p_double(c, "value"));
+}
 REF_BINARY(bce_with_logits, "logits", "target")
 REF_BINARY(l1_loss, "pred", "target")
 
@@ -415,6 +420,7 @@ static const ref_op ops[] = {
     {"max_axis", rec_max_axis},
     {"min_axis", rec_min_axis},
     {"argmax", rec_argmax},
+    {"full_like", rec_full_like},
     {"logsumexp", rec_logsumexp},
     {"cross_entropy", rec_cross_entropy},
     {"bce_with_logits", rec_bce_with_logits},

@@ -300,6 +300,43 @@ tg_status tu_op_gradcheck(const tu_op *op, int s, tg_gradcheck_report *r)
     return st;
 }
 
+/* Σ W ⊙ op(x), W being the last input. */
+typedef struct weighted_ctx {
+    const tu_op *op;
+    int n; /* the op's inputs; W is input n */
+} weighted_ctx;
+
+static tg_tensor *weighted(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const weighted_ctx *c = ctx;
+    return tg_sum(tp, tg_mul(tp, c->op->record(tp, in), in[c->n]));
+}
+
+tg_status tu_op_gradgradcheck(const tu_op *op, int s, tg_gradcheck_report *r)
+{
+    char shapes[256];
+    tg_tensor *in[TU_MAX_INPUTS + 1];
+    int n = tu_op_shape_list(op, s, shapes, sizeof shapes)
+                ? tu_op_inputs(op, shapes, TG_F64, 1000 + 10 * (uint64_t)s, in)
+                : -1;
+    if (n < 0) return TG_ERR_ARG;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tp ? op->record(tp, in) : NULL;
+    tg_status st = TG_ERR_ARG;
+    if (y) {
+        in[n] = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+        for (int64_t k = 0; in[n] && k < tg_tensor_numel(y); k++)
+            tu_put(in[n], k, cos(0.7 * (double)k + 0.3));
+        tg_tensor_set_requires_grad(in[n], true);
+        weighted_ctx c = {op, n};
+        if (in[n]) st = tg_gradgradcheck(weighted, in, n + 1, &c, NULL, r);
+        tg_tensor_free(in[n]);
+    }
+    tg_tape_free(tp);
+    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+    return st;
+}
+
 void tu_expect_failed(tg_tape *tp, tg_status want, const char *msg, int case_no)
 {
     ck_assert_msg(tg_tape_status(tp) == want, "case %d: status %s, want %s ('%s')", case_no,

@@ -66,6 +66,12 @@ tg_tensor *tu_probe(tg_tape *tp, tg_tensor *y);
  * list s, inputs from tu_op_inputs with seed 1000 + 10 s. TG_ERR_ARG when op
  * has no list s or it cannot be made; else what tg_gradcheck returned. */
 tg_status tu_op_gradcheck(const tu_op *op, int s, tg_gradcheck_report *r);
+/* tg_gradgradcheck in F64 of Σ_k W_k op(x)_k on op's shape list s, with W an
+ * extra input of op's output shape that requires grad (uniform in [-1, 1)):
+ * the check then covers the second derivatives of op and, through W, the
+ * recorded VJP itself, even for an op that is linear. Returns as
+ * tu_op_gradcheck. */
+tg_status tu_op_gradgradcheck(const tu_op *op, int s, tg_gradcheck_report *r);
 
 /* Asserts that tp has failed with status want and exactly msg and recorded nothing;
  * case_no labels the failure message. */

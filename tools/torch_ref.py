@@ -422,6 +422,8 @@ case("huber_loss", "delta1_at_boundary",
      lambda p, t: F.huber_loss(p, t, delta=1.0), {"delta": 1.0})
 case("huber_loss", "delta0.5", [("pred", rand([2, 3], -2, 2)), ("target", rand([2, 3], -2, 2))],
      lambda p, t: F.huber_loss(p, t, delta=0.5), {"delta": 0.5})
+case("full_like", "2x3", [("x", rand([2, 3]))], lambda x: torch.full_like(x, 2.5), {"value": 2.5},
+     frozen=("x",))
 
 
 def main():

@@ -554,6 +554,16 @@ typedef struct tg_op_def {
        where input i needs no gradient */
     tg_status (*vjp)(const tg_tensor *grad_out, const tg_tensor *out, tg_tensor *const *in,
                      tg_tensor **grad_in, int n_in, void *ctx);
+    /** Optional: the same VJP written with tapegrad ops recorded on 'tp', which
+       tg_grad with create_graph calls so that the gradient can itself be
+       differentiated (and replayed). For each i with need[i], set grad_in[i]
+       to a tensor of input i's shape and dtype computed from dy (dC/d out,
+       out's shape), out, the inputs and ctx by ops on 'tp', or leave it NULL
+       for a zero contribution; grad_in[i] enters NULL. Return
+       tg_tape_status(tp). A custom op without it cannot be differentiated
+       twice: tg_grad with create_graph refuses it (TG_ERR_STATE). */
+    tg_status (*vjp_graph)(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                           const bool *need, tg_tensor **grad_in, int n_in, void *ctx);
     /** Optional, read only by tg_tape_explain: rules[i] is the VJP into input i
        as text, the list ends with NULL. Placeholders: {0}, {1}... input i's
        name, {y} the output's, {dy} its gradient's (d and the output's name);
@@ -585,6 +595,50 @@ typedef struct tg_op_def {
  * TG_ERR_NOMEM or the status 'forward' returned. */
 TG_API tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, int n_in,
                             int out_rank, const int64_t *out_shape, void *ctx);
+
+/* ====== Derivatives of derivatives ====== */
+
+/** A constant of x's shape and dtype filled with 'value' (torch.full_like);
+ * it carries no gradient. */
+TG_API tg_tensor *tg_full_like(tg_tape *tp, tg_tensor *x, double value);
+
+/** torch.autograd.grad: grads[i] = d(seed · out)/d wrt[i] for i < n_wrt, as
+ * tape-owned tensors of wrt[i]'s shape (zeros where out does not depend on
+ * wrt[i]). 'seed' has out's shape and dtype, or is NULL for a one-element
+ * out (then 1). Leaves' .grad are not touched; intermediates' .grad may be
+ * rewritten, as by tg_backward.
+ *
+ * Without create_graph the sweep runs the ops' fused VJP kernels, only on
+ * the nodes between wrt and out, and the results are constants. With
+ * create_graph each VJP is recorded on the tape as ordinary ops (each op's
+ * tg_op_def.vjp_graph), so grads[i] require grad, feed further ops,
+ * tg_backward, tg_grad again (third order and up), and tg_tape_replay
+ * recomputes them from new leaf data with no allocation. The recorded
+ * gradient tensors are named "d<name>" after named wrt tensors and marked
+ * as gradients for tg_tape_explain and tg_tape_to_dot.
+ *
+ * Refused (nothing recorded, the tape stays healthy, tg_tape_error has the
+ * reason): TG_ERR_ARG for NULL arguments, n_wrt < 1, a gradient buffer as
+ * seed or wrt; TG_ERR_STATE for out, seed or wrt of another tape or an
+ * earlier recording, a wrt that does not require grad, an out that depends on
+ * nothing requiring grad, or (create_graph) an op on the way whose
+ * definition has no vjp_graph, named in the message; TG_ERR_SHAPE and
+ * TG_ERR_DTYPE for a seed that does not match out or a NULL seed with out of
+ * several elements. Costs about one backward pass (recorded: the nodes it
+ * adds, about as many as the forward). */
+TG_API tg_status tg_grad(tg_tape *tp, tg_tensor *out, const tg_tensor *seed,
+                         tg_tensor *const *wrt, int n_wrt, tg_tensor **grads, bool create_graph);
+
+/** Forward mode (torch.func.jvp): *out_tangent = Σ_i (d out / d wrt[i]) ·
+ * tangents[i], a tape-owned tensor of out's shape (zeros when out does not
+ * depend on any wrt). tangents[i] has wrt[i]'s shape and dtype. Built from
+ * the reverse machinery: out_tangent = d/du <J(u), t> with J(u) = tg_grad of
+ * u · out, which is linear in u; so it costs two recorded reverse sweeps,
+ * works for every op that supports create_graph, is differentiable and
+ * replays. Errors as tg_grad's; TG_ERR_SHAPE or TG_ERR_DTYPE for a tangent
+ * that does not match its wrt. */
+TG_API tg_status tg_jvp(tg_tape *tp, tg_tensor *out, tg_tensor *const *wrt, int n_wrt,
+                        tg_tensor *const *tangents, tg_tensor **out_tangent);
 
 /* ====== Explaining a tape ====== */
 
@@ -681,6 +735,17 @@ typedef struct tg_gradcheck_report {
  * replay. Runs f 2 N + 1 times for N checked elements. */
 TG_API tg_status tg_gradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
                               const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
+
+/** torch.autograd.gradgradcheck: checks the second derivatives of f by
+ * central differences of its first derivatives. It runs tg_gradcheck on
+ * h(x) = Σ_i <d f/d x_i, r_i>, the first derivatives recorded by tg_grad with
+ * create_graph and contracted with fixed pseudo-random r_i (uniform in
+ * [-1, 1], the same every run), so the comparison is that of the
+ * Hessian-vector products H r with their finite differences, element by
+ * element. Same options, report and errors as tg_gradcheck; TG_ERR_STATE when
+ * an op of f cannot be differentiated twice (named in the message). */
+TG_API tg_status tg_gradgradcheck(tg_fn f, tg_tensor *const *inputs, int n_inputs, void *ctx,
+                                  const tg_gradcheck_opts *opts, tg_gradcheck_report *report);
 
 /* ====== Runtime ====== */
 

@@ -237,8 +237,17 @@ static tg_tensor *binary(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_ten
 
 BINARY_KERNEL(add, (A + B), G, G) /* dA += dG, dB += dG */
 
+static tg_status add_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    for (int i = 0; i < 2; i++)
+        if (need[i]) gin[i] = tg__sum_to(tp, dy, in[i]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def add_def = {
-    .name = "add", .forward = add_forward, .vjp = add_vjp,
+    .name = "add", .forward = add_forward, .vjp = add_vjp, .vjp_graph = add_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy}", "{bcast}{dy}", NULL}};
 
 tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &add_def, a, b); }
@@ -247,8 +256,17 @@ tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
 
 BINARY_KERNEL(sub, (A - B), G, -G) /* dA += dG, dB -= dG */
 
+static tg_status sub_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg__sum_to(tp, dy, in[0]);
+    if (need[1]) gin[1] = tg__sum_to(tp, tg_neg(tp, dy), in[1]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sub_def = {
-    .name = "sub", .forward = sub_forward, .vjp = sub_vjp,
+    .name = "sub", .forward = sub_forward, .vjp = sub_vjp, .vjp_graph = sub_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy}", "−{bcast}{dy}", NULL}};
 
 tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &sub_def, a, b); }
@@ -257,8 +275,17 @@ tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
 
 BINARY_KERNEL(mul, (A * B), (G * B), (G * A)) /* dA += dG * B, dB += dG * A */
 
+static tg_status mul_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg__sum_to(tp, tg_mul(tp, dy, in[1]), in[0]);
+    if (need[1]) gin[1] = tg__sum_to(tp, tg_mul(tp, dy, in[0]), in[1]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def mul_def = {
-    .name = "mul", .forward = mul_forward, .vjp = mul_vjp,
+    .name = "mul", .forward = mul_forward, .vjp = mul_vjp, .vjp_graph = mul_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy} ⊙ {1}", "{bcast}{dy} ⊙ {0}", NULL}};
 
 tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &mul_def, a, b); }
@@ -345,8 +372,17 @@ static bool finite_param(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const 
 
 UNARY_KERNEL(scale, (s * X), (s * G)) /* dx += s dG */
 
+static tg_status scale_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                 tg_tensor *const *in, const bool *need, tg_tensor **gin, int n_in,
+                                 void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = tg_scale(tp, dy, ((const double *)ctx)[0]); /* dx = s dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def scale_def = {
-    .name = "scale", .forward = scale_forward, .vjp = scale_vjp,
+    .name = "scale", .forward = scale_forward, .vjp = scale_vjp, .vjp_graph = scale_vjp_graph,
     .rules = (const char *const[]){"{c} · {dy}", NULL}};
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
@@ -444,8 +480,16 @@ static double tanh_f64(double x) { return tanh(x); }
 
 UNARY_KERNEL(tanh, TANH(X), (G * (1 - Y * Y))) /* dx += dG (1 - y^2) */
 
+static tg_status tanh_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx; /* dx = dG (1 - y^2) */
+    gin[0] = tg_mul(tp, dy, tg_add_scalar(tp, tg_neg(tp, tg_square(tp, out)), 1.0));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def tanh_def = {
-    .name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp,
+    .name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp, .vjp_graph = tanh_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ (1 − {y}²)", NULL}};
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x); }

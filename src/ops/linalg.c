@@ -43,8 +43,18 @@ static tg_status matmul_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tens
     return TG_OK;
 }
 
+static tg_status matmul_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                  int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg_matmul(tp, dy, tg_transpose(tp, in[1])); /* dA = dG B^T */
+    if (need[1]) gin[1] = tg_matmul(tp, tg_transpose(tp, in[0]), dy); /* dB = A^T dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def matmul_def = {
-    .name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp,
+    .name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp, .vjp_graph = matmul_vjp_graph,
     .rules = (const char *const[]){"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}};
 
 /* ====== Batched matmul: Y[b] = A[a(b)] B[b(b)] for ranks 2..4 (torch.matmul) ======

@@ -45,11 +45,22 @@ static tg_status total_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
+/* dx = dG / div at every element: dG (rank 0) expanded to x's shape. */
+static tg_status total_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    double div = *(const double *)ctx;
+    tg_tensor *g = div == 1.0 ? dy : tg_scale(tp, dy, 1.0 / div);
+    gin[0] = g ? tg_expand(tp, g, in[0]->rank, in[0]->shape) : NULL;
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sum_def = {
-    .name = "sum", .forward = total_forward, .vjp = total_vjp,
+    .name = "sum", .forward = total_forward, .vjp = total_vjp, .vjp_graph = total_vjp_graph,
     .rules = (const char *const[]){"{dy} broadcast to {0:shape}", NULL}};
 static const tg_op_def mean_def = {
-    .name = "mean", .forward = total_forward, .vjp = total_vjp,
+    .name = "mean", .forward = total_forward, .vjp = total_vjp, .vjp_graph = total_vjp_graph,
     .rules = (const char *const[]){"{dy} / {c} broadcast to {0:shape}", NULL}};
 
 static tg_tensor *total(tg_tape *tp, const tg_op_def *def, tg_tensor *x, bool mean)
