@@ -100,19 +100,22 @@ static name_ref *names_find(const names *nm, const tg_tensor *t)
     return nm->n ? bsearch(t, nm->refs, nm->n, sizeof *nm->refs, by_addr_key) : NULL;
 }
 
-/* The name of t, prefixed with "d" for its gradient; buf has NAME_MAX_LEN bytes. */
+/* The name of t, prefixed with "d" for its gradient, or wrapped as d(...)
+ * when t is itself part of a recorded gradient (dW2's is d(dW2)); buf has
+ * NAME_MAX_LEN bytes. */
 static const char *name_of(const names *nm, const tg_tensor *t, bool grad, char *buf)
 {
     const name_ref *r = names_find(nm, t);
-    const char *d = grad ? "d" : "";
+    bool wrap = grad && t->grad_node;
+    const char *d = wrap ? "d(" : grad ? "d" : "", *end = wrap ? ")" : "";
     if (t->name[0])
-        snprintf(buf, NAME_MAX_LEN, "%s%s", d, t->name);
+        snprintf(buf, NAME_MAX_LEN, "%s%s%s", d, t->name, end);
     else if (!r)
-        snprintf(buf, NAME_MAX_LEN, "%s?", d);
+        snprintf(buf, NAME_MAX_LEN, "%s?%s", d, end);
     else if (r->node != NO_NODE)
-        snprintf(buf, NAME_MAX_LEN, "%st%zu", d, r->node);
+        snprintf(buf, NAME_MAX_LEN, "%st%zu%s", d, r->node, end);
     else
-        snprintf(buf, NAME_MAX_LEN, "%sx%zu", d, r->leaf);
+        snprintf(buf, NAME_MAX_LEN, "%sx%zu%s", d, r->leaf, end);
     return buf;
 }
 
@@ -343,6 +346,9 @@ static const char colors_param[] = "fillcolor=\"#fde9a6\", color=\"#9a7d0a\"";
 static const char colors_input[] = "fillcolor=\"#ececec\", color=\"#7b7d7d\"";
 static const char style_op[] =
     "shape=ellipse, style=filled, fillcolor=\"#dceaf7\", color=\"#2e6da4\"";
+/* An op recorded by tg_grad with create_graph: part of a gradient. */
+static const char style_grad_op[] =
+    "shape=ellipse, style=\"filled,dashed\", fillcolor=\"#e8daef\", color=\"#6c3483\"";
 
 /* A leaf used again this many nodes after it was last drawn is drawn again,
  * dashed, beside that use. One box feeding every step of an unrolled loop
@@ -422,13 +428,15 @@ tg_status tg_tape_to_dot(const tg_tape *tp, FILE *out, const tg_tensor *loss)
             fprintf(out, "  N%zu [shape=box, style=\"rounded,filled,bold\", %s, label=\"", k,
                     colors_loss);
         else
-            fprintf(out, "  N%zu [%s, label=\"", k, style_op);
+            fprintf(out, "  N%zu [%s, label=\"", k,
+                    nd->out->grad_node ? style_grad_op : style_op);
         put_dot_text(out, nd->def->name ? nd->def->name : "custom");
         fputs("\\n", out);
         put_dot_text(out, name_of(&nm, nd->out, false, name));
         fputc(' ', out);
         put_shape(out, nd->out, false);
-        fprintf(out, " %s%s\"];\n", dtype_name(nd->out->dtype), is_loss ? "\\nloss" : "");
+        fprintf(out, " %s%s%s\"];\n", dtype_name(nd->out->dtype), is_loss ? "\\nloss" : "",
+                nd->out->grad_node ? "\\ngradient" : "");
         /* Operand order matters (sub, div, matmul...): with several inputs,
          * each edge says which one it is. */
         for (int j = 0; j < nd->n_in; j++) {

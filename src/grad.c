@@ -66,12 +66,11 @@ static tg_status check_wrt(tg_tape *tp, const char *fn, tg_tensor *const *wrt, i
  * result of this call. */
 static bool older(const tg_tensor *t, size_t n) { return !t->tape || t->node <= n; }
 
-/* Names a gradient recorded by this call "d<name>" after x and marks it. */
+/* Names a gradient recorded by this call "d<name>" after a named x. */
 static void name_grad(tg_tensor *g, const tg_tensor *x, size_t n)
 {
-    if (older(g, n) || g->grad_node) return;
-    g->grad_node = true;
-    if (x->name[0] && !g->name[0]) snprintf(g->name, sizeof g->name, "d%.62s", x->name);
+    if (!older(g, n) && x->name[0] && !g->name[0])
+        snprintf(g->name, sizeof g->name, "d%.62s", x->name);
 }
 
 /* ====== create_graph: the recorded sweep ====== */
@@ -219,6 +218,8 @@ static tg_status grad_graph(tg_tape *tp, tg_tensor *out, const tg_tensor *seed,
     }
     if (!(s = run_graph(tp, &w, out, sd, wrt, n_wrt))) s = graph_results(tp, &w, wrt, n_wrt, grads);
 done:
+    for (size_t i = w.n; i < tp->n_nodes; i++) /* for explain and DOT: gradient nodes */
+        tp->nodes[i].out->grad_node = true;
     graph_sweep_free(&w);
     return s ? s : tp->status;
 }

@@ -42,7 +42,7 @@ struct tg_tensor {
     bool tape_owned;    /* in a tape's arena: tg_tensor_free leaves it alone */
     bool is_grad;       /* a gradient, owned by its tensor */
     bool reached;       /* the current backward sweep has reached it */
-    bool grad_node;     /* a gradient recorded by tg_grad with create_graph */
+    bool grad_node;     /* recorded by tg_grad's create_graph sweep: part of a gradient */
     char name[64];
     /* The tape whose arena holds it (op results and their gradients) and that
      * tape's recording generation when it was made; NULL and 0 for leaves and
