@@ -3,7 +3,8 @@
  * whose derivative is the logistic sigmoid. An op is a tg_op_def (a name, a
  * forward and a vector-Jacobian product) recorded with tg_custom; once
  * defined it mixes freely with the built-in ops, and tg_gradcheck compares
- * its VJP with central differences.
+ * its VJP with central differences. Its optional vjp_graph, the same VJP
+ * written with tapegrad ops, lets tg_grad differentiate it twice.
  */
 #include <tapegrad/tapegrad.h>
 
@@ -38,10 +39,23 @@ static tg_status softplus_vjp(const tg_tensor *grad_out, const tg_tensor *out, t
     return TG_OK;
 }
 
+/* Optional: the VJP as recorded ops, so that tg_grad with create_graph can
+ * differentiate through the op again (second derivatives, Hessian-vector
+ * products, tg_gradgradcheck). Without it those calls refuse the op. */
+static tg_status softplus_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **grad_in,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    grad_in[0] = tg_mul(tp, dy, tg_sigmoid(tp, in[0])); /* dx = dy ⊙ σ(x) */
+    return tg_tape_status(tp);
+}
+
 /* 'rules' is optional: the VJP as text, which tg_tape_explain prints. */
 static const tg_op_def softplus_def = {.name = "softplus",
                                        .forward = softplus_forward,
                                        .vjp = softplus_vjp,
+                                       .vjp_graph = softplus_vjp_graph,
                                        .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL}};
 
 /* The op's constructor: the output has x's shape. A NULL x or a failed tape
@@ -97,6 +111,29 @@ int main(void)
     printf("  max abs error %.3e, max rel error %.3e\n", r.max_abs_err, r.max_rel_err);
     printf("  worst: input %d, element %lld: analytic %.12f, numeric %.12f\n", r.worst_input,
            (long long)r.worst_index, r.analytic, r.numeric);
+    if (!r.passed) goto done;
+
+    /* Second derivatives: record df/dx (create_graph), then differentiate
+     * Σ df/dx; softplus'' = σ(x)(1 - σ(x)). */
+    tg_tensor *d1, *d2;
+    if (tg_grad(tp, f, NULL, &x, 1, &d1, true) != TG_OK ||
+        tg_grad(tp, tg_sum(tp, d1), NULL, &x, 1, &d2, false) != TG_OK) {
+        fprintf(stderr, "custom_op: %s\n", tg_tape_error(tp));
+        goto done;
+    }
+    const double *h = tg_tensor_data(d2);
+    printf("\n%8s %16s %16s\n", "x", "d2f/dx2 (tape)", "s(1-s)");
+    for (int64_t i = 0; i < tg_tensor_numel(x); i++) {
+        double sg = 1.0 / (1.0 + exp(-xv[i]));
+        printf("%8.3f %16.12f %16.12f\n", xv[i], h[i], sg * (1 - sg));
+    }
+    s = tg_gradgradcheck(sum_softplus, &x, 1, NULL, NULL, &r);
+    if (s != TG_OK) {
+        fprintf(stderr, "custom_op: %s\n", r.msg);
+        goto done;
+    }
+    printf("gradgradcheck: %s, %lld elements checked\n", r.passed ? "passed" : r.msg,
+           (long long)r.n_checked);
     status = r.passed ? EXIT_SUCCESS : EXIT_FAILURE;
 
 done:
