@@ -5,6 +5,7 @@
 #ifndef TG_INTERNAL_H
 #define TG_INTERNAL_H
 
+#include <tapegrad/onnx_graph.h>
 #include <tapegrad/tapegrad.h>
 
 #include <stdio.h>
@@ -295,11 +296,37 @@ void tg__gemm(tg_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int
 extern int tg__io_fail_after;
 /* Counts one I/O step; true (errno = EIO) when it is the one to fail. */
 bool tg__io_fault(void);
+/* Writes 'path' atomically: 'write' fills a temporary file beside it (and
+ * returns false, errno set, on failure), which is flushed, synced and renamed
+ * over 'path'; on any failure the temporary file is removed and 'path' is
+ * left as it was. Keeps the old file's mode, or 0644. TG_ERR_IO naming the
+ * step, TG_ERR_NOMEM. */
+tg_status tg__write_atomic(const char *path, bool (*write)(FILE *fp, void *arg), void *arg,
+                           tg_error *err);
 
 /* ====== Parameter registries (nn/params.c) ====== */
 
 /* Frees the parameters added after the first 'count', newest first, so a
  * constructor that registers several can undo a partial registration. */
 void tg__params_truncate(tg_params *ps, size_t count);
+
+/* ====== Helpers of the built-in ops' ONNX hooks (onnx_graph.c) ====== */
+
+/* The signature of an op's ONNX hook (tg_op_def.onnx), for the built-in ops'
+ * declarations and definitions: static TG__ONNX_HOOK(relu_onnx) { ... }. */
+#define TG__ONNX_HOOK(name)                                                                        \
+    tg_status name(tg_onnx_graph *g, const tg_tensor *out, tg_tensor *const *in, int n_in,         \
+                   void *ctx)
+
+/* Memory that lives as long as the graph; NULL on a failed graph. */
+void *tg__onnx_scratch(tg_onnx_graph *g, size_t size);
+/* One node 'op' reading the values of in[0..n_in-1] into out's. */
+tg_status tg__onnx_same(tg_onnx_graph *g, const char *op, const tg_tensor *out,
+                        tg_tensor *const *in, int n_in);
+/* A node 'op' reading n_in (<= 8) value names, writing the value 'to' (NULL:
+ * a fresh name); NULL on a failed graph. */
+tg_onnx_node *tg__onnx_op(tg_onnx_graph *g, const char *op, const char *to, int n_in, ...);
+/* The name of node n's first output; NULL for NULL. */
+const char *tg__onnx_out(const tg_onnx_node *n);
 
 #endif /* TG_INTERNAL_H */

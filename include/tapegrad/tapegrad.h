@@ -544,6 +544,9 @@ TG_API tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target,
 
 /* ====== Custom ops (how users extend the graph, and how built-ins are defined) ====== */
 
+/** The ONNX graph an op's export hook writes into (tapegrad/onnx_graph.h); opaque. */
+typedef struct tg_onnx_graph tg_onnx_graph;
+
 /** An op as tg_custom records it; every built-in op is one too. Define it
  * 'static const' with designated initializers. */
 typedef struct tg_op_def {
@@ -580,6 +583,12 @@ typedef struct tg_op_def {
     /** Optional: the output is TG_I64 (indices or counts, never requiring
        grad) instead of the float inputs' dtype. */
     bool index_output;
+    /** Optional, read only by tg_onnx_export (tapegrad/onnx.h): adds the ONNX
+       nodes that compute tg_onnx_value(g, out) from the values of the inputs
+       (tapegrad/onnx_graph.h) and returns tg_onnx_status(g). NULL: the op has
+       no ONNX form, and exporting a tape that uses it fails, naming it. */
+    tg_status (*onnx)(tg_onnx_graph *g, const tg_tensor *out, tg_tensor *const *in, int n_in,
+                      void *ctx);
 } tg_op_def;
 
 /** Records a node running 'def' on n_in >= 1 inputs of one float dtype (and

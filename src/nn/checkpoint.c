@@ -245,9 +245,9 @@ static tg_status sync_folder(const char *path, tg_error *err)
 }
 
 /* Each step that can fail a save checks tg__io_fault() first, so a test can
- * interrupt the save at every step in turn. */
-static tg_status write_atomic(const char *path, const unsigned char *head, size_t head_len,
-                              const ckpt_entry *ents, size_t n, tg_error *err)
+ * interrupt the save at every step in turn; so must 'write'. */
+tg_status tg__write_atomic(const char *path, bool (*write)(FILE *fp, void *arg), void *arg,
+                           tg_error *err)
 {
     size_t plen = strlen(path);
     char *tmp = tg__malloc(plen + sizeof ".tmp.XXXXXX");
@@ -268,9 +268,7 @@ static tg_status write_atomic(const char *path, const unsigned char *head, size_
     if (!(fp = fdopen(fd, "wb"))) goto fail;
     fd = -1;
     what = "write the temporary file";
-    if (tg__io_fault() || fwrite(head, 1, head_len, fp) != head_len) goto fail;
-    for (size_t i = 0; i < n; i++)
-        if (!write_tensor(fp, ents[i].t)) goto fail;
+    if (!write(fp, arg)) goto fail;
     what = "flush the temporary file";
     if (tg__io_fault() || fflush(fp) != 0) goto fail;
     what = "sync the temporary file";
@@ -292,6 +290,23 @@ fail:;
     return tg__set_error(err, TG_ERR_IO, "%s: cannot %s: %s", path, what, strerror(e));
 }
 
+/* What a checkpoint's temporary file receives: the header, then every tensor. */
+typedef struct ckpt_body {
+    const unsigned char *head;
+    size_t head_len;
+    const ckpt_entry *ents;
+    size_t n;
+} ckpt_body;
+
+static bool write_body(FILE *fp, void *arg)
+{
+    const ckpt_body *b = arg;
+    if (tg__io_fault() || fwrite(b->head, 1, b->head_len, fp) != b->head_len) return false;
+    for (size_t i = 0; i < b->n; i++)
+        if (!write_tensor(fp, b->ents[i].t)) return false;
+    return true;
+}
+
 tg_status tg_checkpoint_save(const char *path, tg_params *const *sets, int n_sets, tg_error *err)
 {
     ckpt_entry *ents;
@@ -301,7 +316,7 @@ tg_status tg_checkpoint_save(const char *path, tg_params *const *sets, int n_set
     unsigned char *head = NULL;
     size_t head_len = 0;
     st = build_header(path, ents, n, &head, &head_len, err);
-    if (!st) st = write_atomic(path, head, head_len, ents, n, err);
+    if (!st) st = tg__write_atomic(path, write_body, &(ckpt_body){head, head_len, ents, n}, err);
     free(head);
     free(ents);
     return st;

@@ -27,6 +27,11 @@
 #include <math.h>
 #include <string.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(conv_onnx);
+static TG__ONNX_HOOK(max_pool_onnx);
+static TG__ONNX_HOOK(avg_pool_onnx);
+
 /* The sizes of a convolution or a pool; 1-D ones have h = kh = oh = 1. */
 typedef struct geom {
     int64_t n, c, h, w; /* input */
@@ -288,12 +293,14 @@ static const tg_op_def conv2d_def = {
     .name = "conv2d", .forward = conv_forward, .vjp = conv_vjp,
     .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
                                    "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,h,w} {dy:s}",
-                                   NULL}};
+                                   NULL},
+    .onnx = conv_onnx};
 static const tg_op_def conv1d_def = {
     .name = "conv1d", .forward = conv_forward, .vjp = conv_vjp,
     .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
                                    "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,l} {dy:s}",
-                                   NULL}};
+                                   NULL},
+    .onnx = conv_onnx};
 
 /* "x [..], w [..], b [..]" (b NULL when absent) for messages. */
 static const char *operands_str(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
@@ -601,10 +608,12 @@ static tg_status avg_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 
 static const tg_op_def max_pool2d_def = {
     .name = "max_pool2d", .forward = max_pool_forward, .vjp = max_pool_vjp,
-    .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL}};
+    .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL},
+    .onnx = max_pool_onnx};
 static const tg_op_def avg_pool2d_def = {
     .name = "avg_pool2d", .forward = avg_pool_forward, .vjp = avg_pool_vjp,
-    .rules = (const char *const[]){"{dy:s} / (KH KW) spread over each window", NULL}};
+    .rules = (const char *const[]){"{dy:s} / (KH KW) spread over each window", NULL},
+    .onnx = avg_pool_onnx};
 
 static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const int kernel[2],
                        const int stride[2], const int padding[2])
@@ -676,4 +685,55 @@ tg_tensor *tg_avg_pool2d(tg_tape *tp, tg_tensor *x, const int kernel[2], const i
                          const int padding[2])
 {
     return pool(tp, &avg_pool2d_def, x, kernel, stride, padding);
+}
+
+/* ====== ONNX forms ======
+ * Conv with the geometry as attributes (pads are begin then end per spatial
+ * axis; a 1-D convolution keeps its sizes in the w fields of geom), MaxPool
+ * (padding never wins, as -inf here) and AveragePool with
+ * count_include_pad = 1. Output sizes round down in both (ceil_mode 0). */
+
+static TG__ONNX_HOOK(conv_onnx)
+{
+    const geom *gm = &((const conv_ctx *)ctx)->g;
+    const char *ins[3], *y = tg_onnx_value(g, out);
+    for (int i = 0; i < n_in; i++)
+        ins[i] = tg_onnx_value(g, in[i]);
+    tg_onnx_node *n = tg_onnx_node_add(g, "Conv", ins, n_in, &y, 1);
+    if (out->rank == 3) {
+        tg_onnx_attr_ints(n, "kernel_shape", (const int64_t[]){gm->kw}, 1);
+        tg_onnx_attr_ints(n, "strides", (const int64_t[]){gm->sw}, 1);
+        tg_onnx_attr_ints(n, "pads", (const int64_t[]){gm->pw, gm->pw}, 2);
+        tg_onnx_attr_ints(n, "dilations", (const int64_t[]){gm->dw}, 1);
+    } else {
+        tg_onnx_attr_ints(n, "kernel_shape", (const int64_t[]){gm->kh, gm->kw}, 2);
+        tg_onnx_attr_ints(n, "strides", (const int64_t[]){gm->sh, gm->sw}, 2);
+        tg_onnx_attr_ints(n, "pads", (const int64_t[]){gm->ph, gm->pw, gm->ph, gm->pw}, 4);
+        tg_onnx_attr_ints(n, "dilations", (const int64_t[]){gm->dh, gm->dw}, 2);
+    }
+    return tg_onnx_attr_int(n, "group", gm->groups);
+}
+
+static tg_onnx_node *pool_onnx(tg_onnx_graph *g, const char *op, const tg_tensor *out,
+                               const tg_tensor *x, const geom *gm)
+{
+    tg_onnx_node *n = tg__onnx_op(g, op, tg_onnx_value(g, out), 1, tg_onnx_value(g, x));
+    tg_onnx_attr_ints(n, "kernel_shape", (const int64_t[]){gm->kh, gm->kw}, 2);
+    tg_onnx_attr_ints(n, "strides", (const int64_t[]){gm->sh, gm->sw}, 2);
+    tg_onnx_attr_ints(n, "pads", (const int64_t[]){gm->ph, gm->pw, gm->ph, gm->pw}, 4);
+    return n;
+}
+
+static TG__ONNX_HOOK(max_pool_onnx)
+{
+    (void)n_in;
+    pool_onnx(g, "MaxPool", out, in[0], &((const pool_ctx *)ctx)->g);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(avg_pool_onnx)
+{
+    (void)n_in;
+    tg_onnx_node *n = pool_onnx(g, "AveragePool", out, in[0], &((const pool_ctx *)ctx)->g);
+    return tg_onnx_attr_int(n, "count_include_pad", 1);
 }

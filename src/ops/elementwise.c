@@ -20,6 +20,35 @@
 #include <string.h>
 #include <tgmath.h> /* exp, log, tanh and fabs pick float or double from the argument */
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(add_onnx);
+static TG__ONNX_HOOK(sub_onnx);
+static TG__ONNX_HOOK(mul_onnx);
+static TG__ONNX_HOOK(div_onnx);
+static TG__ONNX_HOOK(scale_onnx);
+static TG__ONNX_HOOK(neg_onnx);
+static TG__ONNX_HOOK(sigmoid_onnx);
+static TG__ONNX_HOOK(tanh_onnx);
+static TG__ONNX_HOOK(relu_onnx);
+static TG__ONNX_HOOK(exp_onnx);
+static TG__ONNX_HOOK(log_onnx);
+static TG__ONNX_HOOK(square_onnx);
+static TG__ONNX_HOOK(add_scalar_onnx);
+static TG__ONNX_HOOK(pow_onnx);
+static TG__ONNX_HOOK(abs_onnx);
+static TG__ONNX_HOOK(sqrt_onnx);
+static TG__ONNX_HOOK(sin_onnx);
+static TG__ONNX_HOOK(cos_onnx);
+static TG__ONNX_HOOK(clamp_onnx);
+static TG__ONNX_HOOK(maximum_onnx);
+static TG__ONNX_HOOK(minimum_onnx);
+static TG__ONNX_HOOK(leaky_relu_onnx);
+static TG__ONNX_HOOK(elu_onnx);
+static TG__ONNX_HOOK(gelu_onnx);
+static TG__ONNX_HOOK(gelu_tanh_onnx);
+static TG__ONNX_HOOK(silu_onnx);
+static TG__ONNX_HOOK(softplus_onnx);
+
 /* The names the op expressions below are written in, at the current element:
  * the operands A and B of a binary op, the input X of a unary op (kept where
  * operand a is), the output Y, the output's gradient G, and s and s2, the
@@ -248,7 +277,8 @@ static tg_status add_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_te
 
 static const tg_op_def add_def = {
     .name = "add", .forward = add_forward, .vjp = add_vjp, .vjp_graph = add_vjp_graph,
-    .rules = (const char *const[]){"{bcast}{dy}", "{bcast}{dy}", NULL}};
+    .rules = (const char *const[]){"{bcast}{dy}", "{bcast}{dy}", NULL},
+    .onnx = add_onnx};
 
 tg_tensor *tg_add(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &add_def, a, b); }
 
@@ -267,7 +297,8 @@ static tg_status sub_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_te
 
 static const tg_op_def sub_def = {
     .name = "sub", .forward = sub_forward, .vjp = sub_vjp, .vjp_graph = sub_vjp_graph,
-    .rules = (const char *const[]){"{bcast}{dy}", "−{bcast}{dy}", NULL}};
+    .rules = (const char *const[]){"{bcast}{dy}", "−{bcast}{dy}", NULL},
+    .onnx = sub_onnx};
 
 tg_tensor *tg_sub(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &sub_def, a, b); }
 
@@ -286,7 +317,8 @@ static tg_status mul_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_te
 
 static const tg_op_def mul_def = {
     .name = "mul", .forward = mul_forward, .vjp = mul_vjp, .vjp_graph = mul_vjp_graph,
-    .rules = (const char *const[]){"{bcast}{dy} ⊙ {1}", "{bcast}{dy} ⊙ {0}", NULL}};
+    .rules = (const char *const[]){"{bcast}{dy} ⊙ {1}", "{bcast}{dy} ⊙ {0}", NULL},
+    .onnx = mul_onnx};
 
 tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &mul_def, a, b); }
 
@@ -298,7 +330,8 @@ BINARY_KERNEL(div, (A / B), (G / B), (-G * (A / B) / B)) /* dA += dG / B, dB -= 
 
 static const tg_op_def div_def = {
     .name = "div", .forward = div_forward, .vjp = div_vjp,
-    .rules = (const char *const[]){"{bcast}{dy} ⊘ {1}", "−{bcast}{dy} ⊙ {0} ⊘ {1}²", NULL}};
+    .rules = (const char *const[]){"{bcast}{dy} ⊘ {1}", "−{bcast}{dy} ⊙ {0} ⊘ {1}²", NULL},
+    .onnx = div_onnx};
 
 tg_tensor *tg_div(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &div_def, a, b); }
 
@@ -383,7 +416,8 @@ static tg_status scale_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
 
 static const tg_op_def scale_def = {
     .name = "scale", .forward = scale_forward, .vjp = scale_vjp, .vjp_graph = scale_vjp_graph,
-    .rules = (const char *const[]){"{c} · {dy}", NULL}};
+    .rules = (const char *const[]){"{c} · {dy}", NULL},
+    .onnx = scale_onnx};
 
 tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 {
@@ -397,7 +431,8 @@ UNARY_KERNEL(neg, -X, -G) /* dx -= dG */
 
 static const tg_op_def neg_def = {
     .name = "neg", .forward = neg_forward, .vjp = neg_vjp,
-    .rules = (const char *const[]){"−{dy}", NULL}};
+    .rules = (const char *const[]){"−{dy}", NULL},
+    .onnx = neg_onnx};
 
 tg_tensor *tg_neg(tg_tape *tp, tg_tensor *x) { return unary(tp, &neg_def, x); }
 
@@ -424,7 +459,8 @@ UNARY_KERNEL(sigmoid, SIGMOID(X), (G * Y * (1 - Y))) /* dx += dG y(1-y)  (saved 
 
 static const tg_op_def sigmoid_def = {
     .name = "sigmoid", .forward = sigmoid_forward, .vjp = sigmoid_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ σ'({0})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ σ'({0})", NULL},
+    .onnx = sigmoid_onnx};
 
 tg_tensor *tg_sigmoid(tg_tape *tp, tg_tensor *x) { return unary(tp, &sigmoid_def, x); }
 
@@ -490,7 +526,8 @@ static tg_status tanh_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_t
 
 static const tg_op_def tanh_def = {
     .name = "tanh", .forward = tanh_forward, .vjp = tanh_vjp, .vjp_graph = tanh_vjp_graph,
-    .rules = (const char *const[]){"{dy} ⊙ (1 − {y}²)", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ (1 − {y}²)", NULL},
+    .onnx = tanh_onnx};
 
 tg_tensor *tg_tanh(tg_tape *tp, tg_tensor *x) { return unary(tp, &tanh_def, x); }
 
@@ -509,7 +546,8 @@ UNARY_KERNEL(relu, (X < 0 ? 0 : X), RELU_GRAD(X, G)) /* dx += dG where x > 0 */
 
 static const tg_op_def relu_def = {
     .name = "relu", .forward = relu_forward, .vjp = relu_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ relu'({0})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ relu'({0})", NULL},
+    .onnx = relu_onnx};
 
 tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x); }
 
@@ -520,7 +558,8 @@ UNARY_KERNEL(exp, exp(X), (G * Y)) /* dx += dG y */
 
 static const tg_op_def exp_def = {
     .name = "exp", .forward = exp_forward, .vjp = exp_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ {y}", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ {y}", NULL},
+    .onnx = exp_onnx};
 
 tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x); }
 
@@ -531,7 +570,8 @@ UNARY_KERNEL(log, log(X), G / X) /* dx += dG / x */
 
 static const tg_op_def log_def = {
     .name = "log", .forward = log_forward, .vjp = log_vjp,
-    .rules = (const char *const[]){"{dy} ⊘ {0}", NULL}};
+    .rules = (const char *const[]){"{dy} ⊘ {0}", NULL},
+    .onnx = log_onnx};
 
 tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x); }
 
@@ -541,7 +581,8 @@ UNARY_KERNEL(square, (X * X), (2 * X * G)) /* dx += 2 x dG */
 
 static const tg_op_def square_def = {
     .name = "square", .forward = square_forward, .vjp = square_vjp,
-    .rules = (const char *const[]){"2 {0} ⊙ {dy}", NULL}};
+    .rules = (const char *const[]){"2 {0} ⊙ {dy}", NULL},
+    .onnx = square_onnx};
 
 tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, x); }
 
@@ -559,7 +600,8 @@ UNARY_KERNEL(add_scalar, (X + s), G) /* dx += dG */
 
 static const tg_op_def add_scalar_def = {
     .name = "add_scalar", .forward = add_scalar_forward, .vjp = add_scalar_vjp,
-    .rules = (const char *const[]){"{dy}", NULL}};
+    .rules = (const char *const[]){"{dy}", NULL},
+    .onnx = add_scalar_onnx};
 
 tg_tensor *tg_add_scalar(tg_tape *tp, tg_tensor *x, double s)
 {
@@ -597,7 +639,8 @@ UNARY_KERNEL(pow, PICK(pow, X)(X, s), PICK(pow_grad, X)(X, s, G)) /* dx += dG p 
 
 static const tg_op_def pow_def = {
     .name = "pow", .forward = pow_forward, .vjp = pow_vjp,
-    .rules = (const char *const[]){"{c} {0}^({c} − 1) ⊙ {dy}", NULL}};
+    .rules = (const char *const[]){"{c} {0}^({c} − 1) ⊙ {dy}", NULL},
+    .onnx = pow_onnx};
 
 tg_tensor *tg_pow(tg_tape *tp, tg_tensor *x, double p)
 {
@@ -621,7 +664,8 @@ UNARY_KERNEL(abs, fabs(X), (G * PICK(sign, X)(X))) /* dx += dG sign(x) */
 
 static const tg_op_def abs_def = {
     .name = "abs", .forward = abs_forward, .vjp = abs_vjp,
-    .rules = (const char *const[]){"sign({0}) ⊙ {dy}", NULL}};
+    .rules = (const char *const[]){"sign({0}) ⊙ {dy}", NULL},
+    .onnx = abs_onnx};
 
 tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x) { return unary(tp, &abs_def, x); }
 
@@ -631,7 +675,8 @@ UNARY_KERNEL(sqrt, sqrt(X), (G / (2 * Y))) /* dx += dG / (2 y) */
 
 static const tg_op_def sqrt_def = {
     .name = "sqrt", .forward = sqrt_forward, .vjp = sqrt_vjp,
-    .rules = (const char *const[]){"{dy} ⊘ (2 {y})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊘ (2 {y})", NULL},
+    .onnx = sqrt_onnx};
 
 tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x) { return unary(tp, &sqrt_def, x); }
 
@@ -641,7 +686,8 @@ UNARY_KERNEL(sin, sin(X), (G * cos(X))) /* dx += dG cos x */
 
 static const tg_op_def sin_def = {
     .name = "sin", .forward = sin_forward, .vjp = sin_vjp,
-    .rules = (const char *const[]){"cos({0}) ⊙ {dy}", NULL}};
+    .rules = (const char *const[]){"cos({0}) ⊙ {dy}", NULL},
+    .onnx = sin_onnx};
 
 tg_tensor *tg_sin(tg_tape *tp, tg_tensor *x) { return unary(tp, &sin_def, x); }
 
@@ -649,7 +695,8 @@ UNARY_KERNEL(cos, cos(X), (G * -sin(X))) /* dx += dG (−sin x) */
 
 static const tg_op_def cos_def = {
     .name = "cos", .forward = cos_forward, .vjp = cos_vjp,
-    .rules = (const char *const[]){"−sin({0}) ⊙ {dy}", NULL}};
+    .rules = (const char *const[]){"−sin({0}) ⊙ {dy}", NULL},
+    .onnx = cos_onnx};
 
 tg_tensor *tg_cos(tg_tape *tp, tg_tensor *x) { return unary(tp, &cos_def, x); }
 
@@ -670,7 +717,8 @@ UNARY_KERNEL(clamp, PICK(clamp, X)(X, s, s2),
 
 static const tg_op_def clamp_def = {
     .name = "clamp", .forward = clamp_forward, .vjp = clamp_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ [lo ≤ {0} ≤ hi]", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ [lo ≤ {0} ≤ hi]", NULL},
+    .onnx = clamp_onnx};
 
 tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, double lo, double hi)
 {
@@ -701,7 +749,8 @@ BINARY_KERNEL(maximum, PICK(maximum, A)(A, B), TIE_OR(A, B, A < B, G),
 static const tg_op_def maximum_def = {
     .name = "maximum", .forward = maximum_forward, .vjp = maximum_vjp,
     .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} > {1}] + ½ [{0} = {1}])",
-                                   "{bcast}{dy} ⊙ ([{1} > {0}] + ½ [{0} = {1}])", NULL}};
+                                   "{bcast}{dy} ⊙ ([{1} > {0}] + ½ [{0} = {1}])", NULL},
+    .onnx = maximum_onnx};
 
 tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
@@ -714,7 +763,8 @@ BINARY_KERNEL(minimum, PICK(minimum, A)(A, B), TIE_OR(A, B, A > B, G),
 static const tg_op_def minimum_def = {
     .name = "minimum", .forward = minimum_forward, .vjp = minimum_vjp,
     .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} < {1}] + ½ [{0} = {1}])",
-                                   "{bcast}{dy} ⊙ ([{1} < {0}] + ½ [{0} = {1}])", NULL}};
+                                   "{bcast}{dy} ⊙ ([{1} < {0}] + ½ [{0} = {1}])", NULL},
+    .onnx = minimum_onnx};
 
 tg_tensor *tg_minimum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
@@ -733,7 +783,8 @@ UNARY_KERNEL(leaky_relu, PICK(leaky, X)(X, s),
 
 static const tg_op_def leaky_relu_def = {
     .name = "leaky_relu", .forward = leaky_relu_forward, .vjp = leaky_relu_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} [{0} ≤ 0])", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} [{0} ≤ 0])", NULL},
+    .onnx = leaky_relu_onnx};
 
 tg_tensor *tg_leaky_relu(tg_tape *tp, tg_tensor *x, double slope)
 {
@@ -755,7 +806,8 @@ UNARY_KERNEL(elu, PICK(elu, X)(X, s), PICK(elu_grad, X)(X, s, G)) /* dx += dG, d
 
 static const tg_op_def elu_def = {
     .name = "elu", .forward = elu_forward, .vjp = elu_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} e^{0} [{0} ≤ 0])", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} e^{0} [{0} ≤ 0])", NULL},
+    .onnx = elu_onnx};
 
 tg_tensor *tg_elu(tg_tape *tp, tg_tensor *x, double alpha)
 {
@@ -801,10 +853,12 @@ UNARY_KERNEL(gelu_tanh, PICK(gelu_tanh, X)(X),
 
 static const tg_op_def gelu_def = {
     .name = "gelu", .forward = gelu_forward, .vjp = gelu_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ (Φ({0}) + {0} φ({0}))", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ (Φ({0}) + {0} φ({0}))", NULL},
+    .onnx = gelu_onnx};
 static const tg_op_def gelu_tanh_def = {
     .name = "gelu", .forward = gelu_tanh_forward, .vjp = gelu_tanh_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ gelu_tanh'({0})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ gelu_tanh'({0})", NULL},
+    .onnx = gelu_tanh_onnx};
 
 tg_tensor *tg_gelu(tg_tape *tp, tg_tensor *x, bool tanh_approx)
 {
@@ -825,7 +879,8 @@ UNARY_KERNEL(silu, (X * SIGMOID(X)), PICK(silu_grad, X)(X, G)) /* dx += dG σ (1
 
 static const tg_op_def silu_def = {
     .name = "silu", .forward = silu_forward, .vjp = silu_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ σ({0}) ⊙ (1 + {0} ⊙ (1 − σ({0})))", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ σ({0}) ⊙ (1 + {0} ⊙ (1 − σ({0})))", NULL},
+    .onnx = silu_onnx};
 
 tg_tensor *tg_silu(tg_tape *tp, tg_tensor *x) { return unary(tp, &silu_def, x); }
 
@@ -840,6 +895,147 @@ UNARY_KERNEL(softplus, PICK(softplus, X)(X), (G * SIGMOID(X))) /* dx += dG σ(x)
 
 static const tg_op_def softplus_def = {
     .name = "softplus", .forward = softplus_forward, .vjp = softplus_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL},
+    .onnx = softplus_onnx};
 
 tg_tensor *tg_softplus(tg_tape *tp, tg_tensor *x) { return unary(tp, &softplus_def, x); }
+
+/* ====== ONNX forms ======
+ * Most ops are one ONNX operator of the same name, whose broadcasting is
+ * NumPy's as here. The op parameters become constants of the op's dtype, so
+ * an F32 graph computes with the same float values as the tape. gelu (ONNX
+ * has Gelu only from opset 20) and silu are written out from Erf, Tanh and
+ * Sigmoid. */
+
+#define ONNX_SAME(op, OP)                                                                          \
+    static TG__ONNX_HOOK(op##_onnx)                                                                \
+    {                                                                                              \
+        (void)ctx;                                                                                 \
+        return tg__onnx_same(g, OP, out, in, n_in);                                                \
+    }
+ONNX_SAME(add, "Add")
+ONNX_SAME(sub, "Sub")
+ONNX_SAME(mul, "Mul")
+ONNX_SAME(div, "Div")
+ONNX_SAME(maximum, "Max")
+ONNX_SAME(minimum, "Min")
+ONNX_SAME(neg, "Neg")
+ONNX_SAME(sigmoid, "Sigmoid")
+ONNX_SAME(tanh, "Tanh")
+ONNX_SAME(relu, "Relu")
+ONNX_SAME(exp, "Exp")
+ONNX_SAME(log, "Log")
+ONNX_SAME(abs, "Abs")
+ONNX_SAME(sqrt, "Sqrt")
+ONNX_SAME(sin, "Sin")
+ONNX_SAME(cos, "Cos")
+ONNX_SAME(softplus, "Softplus")
+#undef ONNX_SAME
+
+/* y = OP(x, s) with the op's parameter s as a constant of x's dtype. */
+static tg_status with_scalar(tg_onnx_graph *g, const char *op, const tg_tensor *out,
+                             const tg_tensor *x, double s)
+{
+    const char *c = tg_onnx_scalar(g, out->dtype, s);
+    tg__onnx_op(g, op, tg_onnx_value(g, out), 2, tg_onnx_value(g, x), c);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(scale_onnx)
+{
+    (void)n_in;
+    return with_scalar(g, "Mul", out, in[0], ((const double *)ctx)[0]);
+}
+
+static TG__ONNX_HOOK(add_scalar_onnx)
+{
+    (void)n_in;
+    return with_scalar(g, "Add", out, in[0], ((const double *)ctx)[0]);
+}
+
+static TG__ONNX_HOOK(pow_onnx)
+{
+    (void)n_in;
+    return with_scalar(g, "Pow", out, in[0], ((const double *)ctx)[0]);
+}
+
+static TG__ONNX_HOOK(square_onnx)
+{
+    (void)n_in, (void)ctx;
+    const char *x = tg_onnx_value(g, in[0]);
+    tg__onnx_op(g, "Mul", tg_onnx_value(g, out), 2, x, x);
+    return tg_onnx_status(g);
+}
+
+/* Clip(x, lo, hi) is min(max(x, lo), hi), as here, lo > hi included. */
+static TG__ONNX_HOOK(clamp_onnx)
+{
+    (void)n_in;
+    const double *p = ctx;
+    const char *lo = tg_onnx_scalar(g, out->dtype, p[0]);
+    const char *hi = tg_onnx_scalar(g, out->dtype, p[1]);
+    tg__onnx_op(g, "Clip", tg_onnx_value(g, out), 3, tg_onnx_value(g, in[0]), lo, hi);
+    return tg_onnx_status(g);
+}
+
+/* LeakyRelu's and Elu's alpha are float attributes in ONNX. */
+static TG__ONNX_HOOK(leaky_relu_onnx)
+{
+    (void)n_in;
+    tg_onnx_node *n = tg__onnx_op(g, "LeakyRelu", tg_onnx_value(g, out), 1,
+                                  tg_onnx_value(g, in[0]));
+    return tg_onnx_attr_float(n, "alpha", ((const double *)ctx)[0]);
+}
+
+static TG__ONNX_HOOK(elu_onnx)
+{
+    (void)n_in;
+    tg_onnx_node *n = tg__onnx_op(g, "Elu", tg_onnx_value(g, out), 1, tg_onnx_value(g, in[0]));
+    return tg_onnx_attr_float(n, "alpha", ((const double *)ctx)[0]);
+}
+
+/* x Φ(x) = x (0.5 (1 + erf(x / √2))), in the order the kernel computes it. */
+static TG__ONNX_HOOK(gelu_onnx)
+{
+    (void)n_in, (void)ctx;
+    tg_dtype dt = out->dtype;
+    const char *x = tg_onnx_value(g, in[0]);
+    const char *c_rt = tg_onnx_scalar(g, dt, SQRT1_2), *one = tg_onnx_scalar(g, dt, 1);
+    const char *half = tg_onnx_scalar(g, dt, 0.5);
+    const char *xs = tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, x, c_rt));
+    const char *e = tg__onnx_out(tg__onnx_op(g, "Erf", NULL, 1, xs));
+    const char *cdf = tg__onnx_out(
+        tg__onnx_op(g, "Mul", NULL, 2, half, tg__onnx_out(tg__onnx_op(g, "Add", NULL, 2, one, e))));
+    tg__onnx_op(g, "Mul", tg_onnx_value(g, out), 2, x, cdf);
+    return tg_onnx_status(g);
+}
+
+/* 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³))). */
+static TG__ONNX_HOOK(gelu_tanh_onnx)
+{
+    (void)n_in, (void)ctx;
+    tg_dtype dt = out->dtype;
+    const char *x = tg_onnx_value(g, in[0]);
+    const char *kappa = tg_onnx_scalar(g, dt, GELU_KAPPA), *c = tg_onnx_scalar(g, dt, SQRT_2_PI);
+    const char *one = tg_onnx_scalar(g, dt, 1), *half = tg_onnx_scalar(g, dt, 0.5);
+    const char *x3 = tg__onnx_out(
+        tg__onnx_op(g, "Mul", NULL, 2, x, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, x, x))));
+    const char *inner = tg__onnx_out(tg__onnx_op(
+        g, "Add", NULL, 2, x, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, kappa, x3))));
+    const char *t = tg__onnx_out(
+        tg__onnx_op(g, "Tanh", NULL, 1, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, c, inner))));
+    const char *hx = tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, half, x));
+    tg__onnx_op(g, "Mul", tg_onnx_value(g, out), 2, hx,
+                tg__onnx_out(tg__onnx_op(g, "Add", NULL, 2, one, t)));
+    return tg_onnx_status(g);
+}
+
+/* x σ(x). */
+static TG__ONNX_HOOK(silu_onnx)
+{
+    (void)n_in, (void)ctx;
+    const char *x = tg_onnx_value(g, in[0]);
+    tg__onnx_op(g, "Mul", tg_onnx_value(g, out), 2, x,
+                tg__onnx_out(tg__onnx_op(g, "Sigmoid", NULL, 1, x)));
+    return tg_onnx_status(g);
+}

@@ -9,6 +9,11 @@
 
 #include <limits.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(matmul_onnx);
+static TG__ONNX_HOOK(transpose_onnx);
+static TG__ONNX_HOOK(add_bias_onnx);
+
 static tg_tensor *fail2(tg_tape *tp, tg_status s, const char *what, const tg_tensor *a,
                         const char *sep, const tg_tensor *b)
 {
@@ -55,7 +60,8 @@ static tg_status matmul_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
 
 static const tg_op_def matmul_def = {
     .name = "matmul", .forward = matmul_forward, .vjp = matmul_vjp, .vjp_graph = matmul_vjp_graph,
-    .rules = (const char *const[]){"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL}};
+    .rules = (const char *const[]){"{dy:s} · {1:T}", "{0:T} · {dy:s}", NULL},
+    .onnx = matmul_onnx};
 
 /* ====== Batched matmul: Y[b] = A[a(b)] B[b(b)] for ranks 2..4 (torch.matmul) ======
  * The batch axes (all but the last two) broadcast like NumPy; a(b) and b(b)
@@ -141,7 +147,8 @@ static const tg_op_def bmm_def = {
     .name = "matmul", .forward = bmm_forward, .vjp = bmm_vjp,
     .rules = (const char *const[]){"{dy:s} · {1}ᵀ per batch, summed over broadcast batch axes",
                                    "{0}ᵀ · {dy:s} per batch, summed over broadcast batch axes",
-                                   NULL}};
+                                   NULL},
+    .onnx = matmul_onnx};
 
 tg_tensor *tg_matmul(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 {
@@ -226,7 +233,8 @@ static tg_status transpose_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
 
 static const tg_op_def transpose_def = {
     .name = "transpose", .forward = transpose_forward, .vjp = transpose_vjp,
-    .rules = (const char *const[]){"{dy:T}", NULL}};
+    .rules = (const char *const[]){"{dy:T}", NULL},
+    .onnx = transpose_onnx};
 
 tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a)
 {
@@ -287,7 +295,8 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 
 static const tg_op_def add_bias_def = {
     .name = "add_bias", .forward = add_bias_forward, .vjp = add_bias_vjp,
-    .rules = (const char *const[]){"{dy}", "Σ_rows {dy:s}", NULL}};
+    .rules = (const char *const[]){"{dy}", "Σ_rows {dy:s}", NULL},
+    .onnx = add_bias_onnx};
 
 tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b)
 {
@@ -296,4 +305,31 @@ tg_tensor *tg_add_bias(tg_tape *tp, tg_tensor *x, tg_tensor *b)
     if (x->rank != 2 || b->rank != 1 || b->shape[0] != x->shape[1])
         return fail2(tp, TG_ERR_SHAPE, "add_bias: needs x [n,m] and b [m]", x, " and ", b);
     return tg_custom(tp, &add_bias_def, in, 2, 2, x->shape, NULL);
+}
+
+/* ====== ONNX forms ======
+ * MatMul is torch.matmul, batch broadcasting included; add_bias is an Add
+ * broadcasting b over the rows. */
+
+static TG__ONNX_HOOK(matmul_onnx)
+{
+    (void)ctx;
+    return tg__onnx_same(g, "MatMul", out, in, n_in);
+}
+
+static TG__ONNX_HOOK(add_bias_onnx)
+{
+    (void)ctx;
+    return tg__onnx_same(g, "Add", out, in, n_in);
+}
+
+static TG__ONNX_HOOK(transpose_onnx)
+{
+    (void)n_in, (void)ctx;
+    tg_onnx_node *n = tg__onnx_op(g, "Transpose", tg_onnx_value(g, out), 1,
+                                  tg_onnx_value(g, in[0]));
+    tg_onnx_attr_ints(n, "perm", (const int64_t[]){1, 0}, 2);
+    int b = tg_onnx_batch_axis(g, in[0]);
+    tg_onnx_set_batch_axis(g, out, b < 0 ? -1 : 1 - b);
+    return tg_onnx_status(g);
 }

@@ -11,6 +11,14 @@
 
 #include <tgmath.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(sqerr_onnx);
+static TG__ONNX_HOOK(ce_onnx);
+static TG__ONNX_HOOK(xent_onnx);
+static TG__ONNX_HOOK(bce_onnx);
+static TG__ONNX_HOOK(l1_onnx);
+static TG__ONNX_HOOK(huber_onnx);
+
 /* ====== frobenius_loss: y = sum (p - t)^2;  dp += 2 (p - t) dG,  dt -= 2 (p - t) dG ======
  * mse_loss: the same divided by n = numel. ctx points at the divisor. */
 
@@ -60,11 +68,13 @@ static tg_status sqerr_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
 
 static const tg_op_def frobenius_def = {
     .name = "frobenius_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
-    .rules = (const char *const[]){"2 ({0} − {1}) · {dy}", "−2 ({0} − {1}) · {dy}", NULL}};
+    .rules = (const char *const[]){"2 ({0} − {1}) · {dy}", "−2 ({0} − {1}) · {dy}", NULL},
+    .onnx = sqerr_onnx};
 static const tg_op_def mse_def = {
     .name = "mse_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
     .rules = (const char *const[]){"2 ({0} − {1}) · {dy} / {c}",
-                                   "−2 ({0} − {1}) · {dy} / {c}", NULL}};
+                                   "−2 ({0} − {1}) · {dy} / {c}", NULL},
+    .onnx = sqerr_onnx};
 
 static bool same_shapes(tg_tape *tp, const char *op, tg_tensor *const *in)
 {
@@ -150,7 +160,8 @@ static tg_status ce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
 static const tg_op_def ce_def = {
     .name = "softmax_cross_entropy", .forward = ce_forward, .vjp = ce_vjp,
     .rules = (const char *const[]){"(softmax({0}) ⊙ rowsum({1}) − {1}) · {dy} / {0:rows}",
-                                   "−log_softmax({0}) · {dy} / {0:rows}", NULL}};
+                                   "−log_softmax({0}) · {dy} / {0:rows}", NULL},
+    .onnx = ce_onnx};
 
 tg_tensor *tg_softmax_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *target)
 {
@@ -248,7 +259,8 @@ static tg_status xent_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
 static const tg_op_def xent_def = {
     .name = "cross_entropy", .forward = xent_forward, .vjp = xent_vjp,
     .rules = (const char *const[]){"(softmax({0}) − onehot({1})) · {dy} / {0:rows}", NULL},
-    .index_inputs = 1u << 1};
+    .index_inputs = 1u << 1,
+    .onnx = xent_onnx};
 
 tg_tensor *tg_cross_entropy(tg_tape *tp, tg_tensor *logits, tg_tensor *labels)
 {
@@ -331,7 +343,8 @@ static tg_status bce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor 
 
 static const tg_op_def bce_def = {
     .name = "bce_with_logits", .forward = bce_forward, .vjp = bce_vjp,
-    .rules = (const char *const[]){"(σ({0}) − {1}) · {dy} / n", "−{0} · {dy} / n", NULL}};
+    .rules = (const char *const[]){"(σ({0}) − {1}) · {dy} / n", "−{0} · {dy} / n", NULL},
+    .onnx = bce_onnx};
 
 /* The constructor of the losses over two same-shape operands with no
  * parameter but delta (huber_loss), which ctx then holds. */
@@ -392,7 +405,8 @@ static tg_status l1_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
 static const tg_op_def l1_def = {
     .name = "l1_loss", .forward = l1_forward, .vjp = l1_vjp,
     .rules = (const char *const[]){"sign({0} − {1}) · {dy} / n", "−sign({0} − {1}) · {dy} / n",
-                                   NULL}};
+                                   NULL},
+    .onnx = l1_onnx};
 
 tg_tensor *tg_l1_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target)
 {
@@ -448,7 +462,8 @@ static tg_status huber_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
 static const tg_op_def huber_def = {
     .name = "huber_loss", .forward = huber_forward, .vjp = huber_vjp,
     .rules = (const char *const[]){"clamp({0} − {1}, −{c}, {c}) · {dy} / n",
-                                   "−clamp({0} − {1}, −{c}, {c}) · {dy} / n", NULL}};
+                                   "−clamp({0} − {1}, −{c}, {c}) · {dy} / n", NULL},
+    .onnx = huber_onnx};
 
 tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target, double delta)
 {
@@ -461,4 +476,98 @@ tg_tensor *tg_huber_loss(tg_tape *tp, tg_tensor *pred, tg_tensor *target, double
         return NULL;
     }
     return pair_loss(tp, &huber_def, pred, target, &delta);
+}
+
+/* ====== ONNX forms ======
+ * Each loss is written out from elementwise operators and a reduction to
+ * rank 0 (keepdims 0, every axis); cross_entropy is SoftmaxCrossEntropyLoss,
+ * whose default reduction is the mean over the rows. */
+
+/* The rank-0 reduction 'op' of value v into out. */
+static tg_status reduce_all(tg_onnx_graph *g, const char *op, const tg_tensor *out, const char *v)
+{
+    tg_onnx_node *n = tg__onnx_op(g, op, tg_onnx_value(g, out), 1, v);
+    tg_onnx_set_batch_axis(g, out, -1);
+    return tg_onnx_attr_int(n, "keepdims", 0);
+}
+
+static const char *onnx_diff(tg_onnx_graph *g, tg_tensor *const *in)
+{
+    return tg__onnx_out(
+        tg__onnx_op(g, "Sub", NULL, 2, tg_onnx_value(g, in[0]), tg_onnx_value(g, in[1])));
+}
+
+/* frobenius_loss: ReduceSumSquare(p − t); mse_loss: ReduceMean((p − t)²). */
+static TG__ONNX_HOOK(sqerr_onnx)
+{
+    (void)n_in;
+    const char *d = onnx_diff(g, in);
+    if (*(const double *)ctx == 1) return reduce_all(g, "ReduceSumSquare", out, d);
+    return reduce_all(g, "ReduceMean", out, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, d, d)));
+}
+
+/* −mean over rows of Σ_c t log_softmax(z). */
+static TG__ONNX_HOOK(ce_onnx)
+{
+    (void)n_in, (void)ctx;
+    tg_onnx_node *ls = tg__onnx_op(g, "LogSoftmax", NULL, 1, tg_onnx_value(g, in[0]));
+    tg_onnx_attr_int(ls, "axis", 1);
+    const char *tls = tg__onnx_out(
+        tg__onnx_op(g, "Mul", NULL, 2, tg_onnx_value(g, in[1]), tg__onnx_out(ls)));
+    const char *axis1 = tg_onnx_ints(g, (const int64_t[]){1}, 1);
+    tg_onnx_node *rows = tg__onnx_op(g, "ReduceSum", NULL, 2, tls, axis1);
+    tg_onnx_attr_int(rows, "keepdims", 0);
+    tg_onnx_node *mean = tg__onnx_op(g, "ReduceMean", NULL, 1, tg__onnx_out(rows));
+    tg_onnx_attr_int(mean, "keepdims", 0);
+    tg__onnx_op(g, "Neg", tg_onnx_value(g, out), 1, tg__onnx_out(mean));
+    tg_onnx_set_batch_axis(g, out, -1);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(xent_onnx)
+{
+    (void)ctx;
+    tg_onnx_set_batch_axis(g, out, -1);
+    return tg__onnx_same(g, "SoftmaxCrossEntropyLoss", out, in, n_in);
+}
+
+/* mean of relu(x) − x t + softplus(−|x|). */
+static TG__ONNX_HOOK(bce_onnx)
+{
+    (void)n_in, (void)ctx;
+    const char *x = tg_onnx_value(g, in[0]), *t = tg_onnx_value(g, in[1]);
+    const char *relu = tg__onnx_out(tg__onnx_op(g, "Relu", NULL, 1, x));
+    const char *xt = tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, x, t));
+    const char *nabs = tg__onnx_out(
+        tg__onnx_op(g, "Neg", NULL, 1, tg__onnx_out(tg__onnx_op(g, "Abs", NULL, 1, x))));
+    const char *sp = tg__onnx_out(tg__onnx_op(g, "Softplus", NULL, 1, nabs));
+    const char *sum = tg__onnx_out(
+        tg__onnx_op(g, "Add", NULL, 2, tg__onnx_out(tg__onnx_op(g, "Sub", NULL, 2, relu, xt)), sp));
+    return reduce_all(g, "ReduceMean", out, sum);
+}
+
+static TG__ONNX_HOOK(l1_onnx)
+{
+    (void)n_in, (void)ctx;
+    const char *d = onnx_diff(g, in);
+    return reduce_all(g, "ReduceMean", out, tg__onnx_out(tg__onnx_op(g, "Abs", NULL, 1, d)));
+}
+
+/* mean of |d| < δ ? d²/2 : δ (|d| − δ/2), d = p − t. */
+static TG__ONNX_HOOK(huber_onnx)
+{
+    (void)n_in;
+    double delta = *(const double *)ctx;
+    tg_dtype dt = out->dtype;
+    const char *d = onnx_diff(g, in);
+    const char *a = tg__onnx_out(tg__onnx_op(g, "Abs", NULL, 1, d));
+    const char *c_delta = tg_onnx_scalar(g, dt, delta), *c_half = tg_onnx_scalar(g, dt, 0.5);
+    const char *c_hd = tg_onnx_scalar(g, dt, 0.5 * delta);
+    const char *small = tg__onnx_out(tg__onnx_op(g, "Less", NULL, 2, a, c_delta));
+    const char *quad = tg__onnx_out(tg__onnx_op(
+        g, "Mul", NULL, 2, c_half, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, d, d))));
+    const char *lin = tg__onnx_out(tg__onnx_op(
+        g, "Mul", NULL, 2, c_delta, tg__onnx_out(tg__onnx_op(g, "Sub", NULL, 2, a, c_hd))));
+    return reduce_all(g, "ReduceMean", out,
+                      tg__onnx_out(tg__onnx_op(g, "Where", NULL, 3, small, quad, lin)));
 }

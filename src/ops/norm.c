@@ -20,6 +20,11 @@
 #include <math.h>
 #include <string.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(layer_norm_onnx);
+static TG__ONNX_HOOK(batch_norm_onnx);
+static TG__ONNX_HOOK(dropout_onnx);
+
 /* x's dtype must be float; the shape checks and messages below assume it. */
 static bool float_x(tg_tape *tp, const char *op, const tg_tensor *x)
 {
@@ -167,7 +172,8 @@ static tg_status layer_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
 
 #define LN_DEF(...)                                                                                \
     {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,                   \
-     .rules = (const char *const[]){__VA_ARGS__, NULL}}
+     .rules = (const char *const[]){__VA_ARGS__, NULL},                                            \
+     .onnx = layer_norm_onnx}
 
 /* Indexed by (gamma given) | (beta given) << 1; gamma is input 1 when given. */
 static const tg_op_def layer_norm_defs[4] = {
@@ -320,7 +326,8 @@ static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
  * both, and get no gradient, which the two last rules say. */
 #define BN_DEF(...)                                                                                \
     {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                   \
-     .rules = (const char *const[]){__VA_ARGS__, BN_RULE_STAT, BN_RULE_STAT, NULL}}
+     .rules = (const char *const[]){__VA_ARGS__, BN_RULE_STAT, BN_RULE_STAT, NULL},                \
+     .onnx = batch_norm_onnx}
 #define BN_DEFS(RULE_X)                                                                            \
     BN_DEF(RULE_X("{dy}")), BN_DEF(RULE_X("{dy} ⊙ {1}"), BN_RULE_GAMMA),                           \
         BN_DEF(RULE_X("{dy}"), BN_RULE_BETA),                                                      \
@@ -473,7 +480,8 @@ static tg_status dropout_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
 
 static const tg_op_def dropout_def = {
     .name = "dropout", .forward = dropout_forward, .vjp = dropout_vjp,
-    .rules = (const char *const[]){"{dy} ⊙ mask / (1 − {c})", NULL}};
+    .rules = (const char *const[]){"{dy} ⊙ mask / (1 − {c})", NULL},
+    .onnx = dropout_onnx};
 
 tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng)
 {
@@ -496,4 +504,92 @@ tg_tensor *tg_dropout(tg_tape *tp, tg_tensor *x, double p, tg_rng *rng)
         return NULL;
     }
     return tg_custom(tp, &dropout_def, &x, 1, x->rank, x->shape, ctx);
+}
+
+/* ====== ONNX forms ======
+ * layer_norm is LayerNormalization over the last axis (opset 17), batch_norm
+ * in eval mode BatchNormalization with the running statistics; an absent
+ * gamma or beta becomes a vector of ones or zeros. Training-mode batch_norm
+ * normalises with the batch's own statistics, written out from ReduceMean;
+ * its update of the running statistics is a side effect of the tape's
+ * forward with no place in an inference graph, so the exported graph leaves
+ * them alone. dropout is Dropout with its ratio, which ONNX runs as the
+ * identity outside training: the exported model is the one to deploy. */
+
+/* A [n] vector of v in dtype dt, for a gamma or beta left out: the scalar
+ * expanded. */
+static const char *onnx_fill(tg_onnx_graph *g, tg_dtype dt, int64_t n, double v)
+{
+    return tg__onnx_out(
+        tg__onnx_op(g, "Expand", NULL, 2, tg_onnx_scalar(g, dt, v), tg_onnx_ints(g, &n, 1)));
+}
+
+static TG__ONNX_HOOK(layer_norm_onnx)
+{
+    (void)n_in;
+    const ln_ctx *c = ctx;
+    const char *ins[3] = {tg_onnx_value(g, in[0]),
+                          c->gamma ? tg_onnx_value(g, in[c->gamma])
+                                   : onnx_fill(g, out->dtype, c->d, 1),
+                          c->beta ? tg_onnx_value(g, in[c->beta]) : ""};
+    const char *y = tg_onnx_value(g, out);
+    tg_onnx_node *n = tg_onnx_node_add(g, "LayerNormalization", ins, c->beta ? 3 : 2, &y, 1);
+    tg_onnx_attr_int(n, "axis", -1);
+    return tg_onnx_attr_float(n, "epsilon", c->eps);
+}
+
+/* (x − mean) / √(var + eps) ⊙ gamma + beta with the batch's statistics over
+ * every axis but 1, gamma and beta shaped [C, 1, ...] to broadcast. */
+static tg_status batch_norm_train_onnx(tg_onnx_graph *g, const tg_tensor *out, const char *x,
+                                       const char *gamma, const char *beta, const bn_ctx *c)
+{
+    int64_t axes[TG_MAX_RANK], per_channel[TG_MAX_RANK] = {c->c};
+    int n_axes = 0;
+    for (int d = 0; d < out->rank; d++)
+        if (d != 1) axes[n_axes++] = d;
+    for (int d = 2; d < out->rank; d++)
+        per_channel[d - 1] = 1;
+    const char *shape = tg_onnx_ints(g, per_channel, out->rank - 1);
+    tg_onnx_node *mean = tg__onnx_op(g, "ReduceMean", NULL, 1, x);
+    tg_onnx_attr_ints(mean, "axes", axes, n_axes);
+    const char *d = tg__onnx_out(tg__onnx_op(g, "Sub", NULL, 2, x, tg__onnx_out(mean)));
+    tg_onnx_node *var =
+        tg__onnx_op(g, "ReduceMean", NULL, 1, tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, d, d)));
+    tg_onnx_attr_ints(var, "axes", axes, n_axes);
+    const char *eps = tg_onnx_scalar(g, out->dtype, c->eps);
+    const char *sd = tg__onnx_out(tg__onnx_op(
+        g, "Sqrt", NULL, 1, tg__onnx_out(tg__onnx_op(g, "Add", NULL, 2, tg__onnx_out(var), eps))));
+    const char *xhat = tg__onnx_out(tg__onnx_op(g, "Div", NULL, 2, d, sd));
+    const char *gm = tg__onnx_out(tg__onnx_op(g, "Reshape", NULL, 2, gamma, shape));
+    const char *bt = tg__onnx_out(tg__onnx_op(g, "Reshape", NULL, 2, beta, shape));
+    tg__onnx_op(g, "Add", tg_onnx_value(g, out), 2,
+                tg__onnx_out(tg__onnx_op(g, "Mul", NULL, 2, xhat, gm)), bt);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(batch_norm_onnx)
+{
+    (void)n_in;
+    const bn_ctx *c = ctx;
+    tg_dtype dt = out->dtype;
+    const char *x = tg_onnx_value(g, in[0]);
+    const char *gamma = c->gamma ? tg_onnx_value(g, in[c->gamma]) : onnx_fill(g, dt, c->c, 1);
+    const char *beta = c->beta ? tg_onnx_value(g, in[c->beta]) : onnx_fill(g, dt, c->c, 0);
+    if (c->training) return batch_norm_train_onnx(g, out, x, gamma, beta, c);
+    tg_onnx_node *n =
+        tg__onnx_op(g, "BatchNormalization", tg_onnx_value(g, out), 5, x, gamma, beta,
+                    tg_onnx_value(g, in[c->rmean]), tg_onnx_value(g, in[c->rvar]));
+    return tg_onnx_attr_float(n, "epsilon", c->eps);
+}
+
+static TG__ONNX_HOOK(dropout_onnx)
+{
+    (void)n_in;
+    const drop_ctx *c = ctx;
+    const char *x = tg_onnx_value(g, in[0]), *y = tg_onnx_value(g, out);
+    if (c->p == 0)
+        tg__onnx_op(g, "Identity", y, 1, x);
+    else
+        tg__onnx_op(g, "Dropout", y, 2, x, tg_onnx_scalar(g, out->dtype, c->p));
+    return tg_onnx_status(g);
 }

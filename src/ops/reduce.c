@@ -9,6 +9,15 @@
 
 #include <tgmath.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(total_onnx);
+static TG__ONNX_HOOK(sum_axis_onnx);
+static TG__ONNX_HOOK(mean_axis_onnx);
+static TG__ONNX_HOOK(max_axis_onnx);
+static TG__ONNX_HOOK(min_axis_onnx);
+static TG__ONNX_HOOK(argmax_onnx);
+static TG__ONNX_HOOK(logsumexp_onnx);
+
 /* ====== sum: y = sum_i x_i;  dx_i += dG.   mean: y = sum_i x_i / n;  dx_i += dG / n ======
  * ctx points at the divisor (1 for sum, n for mean), copied into the arena. */
 
@@ -61,7 +70,8 @@ static const tg_op_def sum_def = {
     .rules = (const char *const[]){"{dy} broadcast to {0:shape}", NULL}};
 static const tg_op_def mean_def = {
     .name = "mean", .forward = total_forward, .vjp = total_vjp, .vjp_graph = total_vjp_graph,
-    .rules = (const char *const[]){"{dy} / {c} broadcast to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy} / {c} broadcast to {0:shape}", NULL},
+    .onnx = total_onnx};
 
 static tg_tensor *total(tg_tape *tp, const tg_op_def *def, tg_tensor *x, bool mean)
 {
@@ -186,10 +196,12 @@ static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
 
 static const tg_op_def sum_axis_def = {
     .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
-    .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL},
+    .onnx = sum_axis_onnx};
 static const tg_op_def mean_axis_def = {
     .name = "mean_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
-    .rules = (const char *const[]){"{dy:s} / n broadcast to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} / n broadcast to {0:shape}", NULL},
+    .onnx = mean_axis_onnx};
 
 static tg_tensor *sum_or_mean(tg_tape *tp, const tg_op_def *def, tg_tensor *x, int axis,
                               bool keepdim)
@@ -289,14 +301,17 @@ static tg_status argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, 
 static const tg_op_def max_axis_def = {
     .name = "max_axis", .forward = extreme_forward, .vjp = extreme_vjp,
     .rules = (const char *const[]){"{dy:s} at the first maximum along the axis of {0:shape}",
-                                   NULL}};
+                                   NULL},
+    .onnx = max_axis_onnx};
 static const tg_op_def min_axis_def = {
     .name = "min_axis", .forward = extreme_forward, .vjp = extreme_vjp,
     .rules = (const char *const[]){"{dy:s} at the first minimum along the axis of {0:shape}",
-                                   NULL}};
+                                   NULL},
+    .onnx = min_axis_onnx};
 /* No VJP: the index is piecewise constant, and its output is I64. */
 static const tg_op_def argmax_def = {.name = "argmax", .forward = argmax_forward,
-                                     .index_output = true};
+                                     .index_output = true,
+                                     .onnx = argmax_onnx};
 
 static tg_tensor *extreme_op(tg_tape *tp, const tg_op_def *def, tg_tensor *x, int axis,
                              bool keepdim)
@@ -390,7 +405,8 @@ static tg_status logsumexp_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
 
 static const tg_op_def logsumexp_def = {
     .name = "logsumexp", .forward = logsumexp_forward, .vjp = logsumexp_vjp,
-    .rules = (const char *const[]){"{dy:s} ⊙ e^({0} − {y}) along the axis", NULL}};
+    .rules = (const char *const[]){"{dy:s} ⊙ e^({0} − {y}) along the axis", NULL},
+    .onnx = logsumexp_onnx};
 
 tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
 {
@@ -400,4 +416,89 @@ tg_tensor *tg_logsumexp(tg_tape *tp, tg_tensor *x, int axis, bool keepdim)
     axis_ctx *c = axis_setup(tp, "logsumexp", x, axis, keepdim, false, shape, &rank);
     if (!c || !alloc_acc(tp, "logsumexp", c)) return NULL;
     return tg_custom(tp, &logsumexp_def, &x, 1, rank, shape, c);
+}
+
+/* ====== ONNX forms ======
+ * ReduceSum takes its axes as an input from opset 13; ReduceMean, ReduceMax,
+ * ReduceMin and ReduceLogSumExp take them as an attribute until opset 18.
+ * Without axes every axis is reduced. */
+
+/* The axis the node reduced, found from the shapes and ctx's extents: the
+ * first axis of x of c->n elements that the output's shape drops (or keeps
+ * as 1) and that has c->outer elements before it. Two axes pass only when
+ * every axis from one to the other has one element, and reducing either
+ * gives the same values. */
+static int reduced_axis(const axis_ctx *c, const tg_tensor *x, const tg_tensor *y)
+{
+    bool keep = y->rank == x->rank;
+    for (int ax = 0; ax < x->rank; ax++) {
+        if (x->shape[ax] != c->n || (keep && y->shape[ax] != 1)) continue;
+        bool fits = true;
+        for (int d = 0, k = 0; d < x->rank && fits; d++) {
+            if (d == ax && !keep) continue;
+            fits = y->shape[k] == (d == ax ? 1 : x->shape[d]);
+            k++;
+        }
+        if (fits && (y->numel == 0 || tg__numel(ax, x->shape) == c->outer)) return ax;
+    }
+    return 0;
+}
+
+/* The output's batch axis after reducing axis ax of x. */
+static void reduced_batch(tg_onnx_graph *g, const tg_tensor *out, const tg_tensor *x, int ax)
+{
+    int b = tg_onnx_batch_axis(g, x);
+    bool keep = out->rank == x->rank;
+    tg_onnx_set_batch_axis(g, out, b < 0 || b == ax ? -1 : keep || b < ax ? b : b - 1);
+}
+
+static TG__ONNX_HOOK(total_onnx)
+{
+    (void)n_in;
+    const char *op = *(const double *)ctx == 1 ? "ReduceSum" : "ReduceMean";
+    tg_onnx_node *n = tg__onnx_op(g, op, tg_onnx_value(g, out), 1, tg_onnx_value(g, in[0]));
+    tg_onnx_set_batch_axis(g, out, -1);
+    return tg_onnx_attr_int(n, "keepdims", 0);
+}
+
+/* Reduces the axis of the node with 'op', keeping it as 1 when the output
+ * does; the axes go in as an input ('as_input', ReduceSum) or an attribute. */
+static tg_status reduce_along(tg_onnx_graph *g, const char *op, bool as_input,
+                              const tg_tensor *out, const tg_tensor *x, const axis_ctx *c)
+{
+    int ax = reduced_axis(c, x, out);
+    int64_t axes = ax;
+    const char *ins[2] = {tg_onnx_value(g, x), as_input ? tg_onnx_ints(g, &axes, 1) : NULL};
+    const char *y = tg_onnx_value(g, out);
+    tg_onnx_node *n = tg_onnx_node_add(g, op, ins, as_input ? 2 : 1, &y, 1);
+    if (!as_input) tg_onnx_attr_ints(n, "axes", &axes, 1);
+    tg_onnx_attr_int(n, "keepdims", out->rank == x->rank);
+    reduced_batch(g, out, x, ax);
+    return tg_onnx_status(g);
+}
+
+#define ONNX_ALONG(op, OP, AS_INPUT)                                                               \
+    static TG__ONNX_HOOK(op##_onnx)                                                                \
+    {                                                                                              \
+        (void)n_in;                                                                                \
+        return reduce_along(g, OP, AS_INPUT, out, in[0], ctx);                                     \
+    }
+ONNX_ALONG(sum_axis, "ReduceSum", true)
+ONNX_ALONG(mean_axis, "ReduceMean", false)
+ONNX_ALONG(max_axis, "ReduceMax", false)
+ONNX_ALONG(min_axis, "ReduceMin", false)
+ONNX_ALONG(logsumexp, "ReduceLogSumExp", false)
+#undef ONNX_ALONG
+
+/* ArgMax gives int64 indices of the first maximum (select_last_index 0). */
+static TG__ONNX_HOOK(argmax_onnx)
+{
+    (void)n_in;
+    const tg_tensor *x = in[0];
+    int ax = reduced_axis(ctx, x, out);
+    tg_onnx_node *n = tg__onnx_op(g, "ArgMax", tg_onnx_value(g, out), 1, tg_onnx_value(g, x));
+    tg_onnx_attr_int(n, "axis", ax);
+    tg_onnx_attr_int(n, "keepdims", out->rank == x->rank);
+    reduced_batch(g, out, x, ax);
+    return tg_onnx_status(g);
 }

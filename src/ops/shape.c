@@ -22,6 +22,18 @@
 
 #include <string.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(reshape_onnx);
+static TG__ONNX_HOOK(permute_onnx);
+static TG__ONNX_HOOK(slice_onnx);
+static TG__ONNX_HOOK(expand_onnx);
+static TG__ONNX_HOOK(pad_onnx);
+static TG__ONNX_HOOK(concat_onnx);
+static TG__ONNX_HOOK(stack_onnx);
+static TG__ONNX_HOOK(index_select_onnx);
+static TG__ONNX_HOOK(embedding_onnx);
+static TG__ONNX_HOOK(where_onnx);
+
 /* ====== The strided copy ====== */
 
 /* One index space walked in row-major order (dim[0] outermost) with two
@@ -253,22 +265,26 @@ static const tg_op_def reshape_def = {
     .name = "reshape",
     .forward = view_forward,
     .vjp = view_vjp,
-    .rules = (const char *const[]){"{dy:s} reshaped to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} reshaped to {0:shape}", NULL},
+    .onnx = reshape_onnx};
 static const tg_op_def permute_def = {
     .name = "permute",
     .forward = view_forward,
     .vjp = view_vjp,
-    .rules = (const char *const[]){"{dy:s} permuted back to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} permuted back to {0:shape}", NULL},
+    .onnx = permute_onnx};
 static const tg_op_def slice_def = {
     .name = "slice",
     .forward = view_forward,
     .vjp = view_vjp,
-    .rules = (const char *const[]){"{dy:s} put back into zeros of {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} put back into zeros of {0:shape}", NULL},
+    .onnx = slice_onnx};
 static const tg_op_def expand_def = {
     .name = "expand",
     .forward = view_forward,
     .vjp = view_vjp,
-    .rules = (const char *const[]){"{dy:s} summed over the stretched axes to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy:s} summed over the stretched axes to {0:shape}", NULL},
+    .onnx = expand_onnx};
 
 /* The plan of a contiguous output of 'shape' read from an input view with strides ss. */
 static void out_plan(copy_plan *p, int rank, const int64_t *shape, const int64_t *ss)
@@ -485,7 +501,8 @@ static const tg_op_def pad_def = {.name = "pad",
                                   .forward = pad_forward,
                                   .vjp = pad_vjp,
                                   .rules =
-                                      (const char *const[]){"{dy:s} without the padding", NULL}};
+                                      (const char *const[]){"{dy:s} without the padding", NULL},
+                                  .onnx = pad_onnx};
 
 tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_t *after,
                   double value)
@@ -567,12 +584,14 @@ static const tg_op_def concat_def = {
     .name = "concat",
     .forward = join_forward,
     .vjp = join_vjp,
-    .rules = (const char *const[]){JOIN_RULES("its block of {dy:s} along the axis"), NULL}};
+    .rules = (const char *const[]){JOIN_RULES("its block of {dy:s} along the axis"), NULL},
+    .onnx = concat_onnx};
 static const tg_op_def stack_def = {
     .name = "stack",
     .forward = join_forward,
     .vjp = join_vjp,
-    .rules = (const char *const[]){JOIN_RULES("its slice of {dy:s} along the new axis"), NULL}};
+    .rules = (const char *const[]){JOIN_RULES("its slice of {dy:s} along the new axis"), NULL},
+    .onnx = stack_onnx};
 
 /* "[2x3], [2x4]": the inputs' shapes, cut short to fit buf. */
 static const char *shape_list(tg_tensor *const *xs, int n, char *buf, size_t size)
@@ -791,14 +810,16 @@ static const tg_op_def index_select_def = {
     .vjp = index_vjp,
     .index_inputs = 2u,
     .rules =
-        (const char *const[]){"{dy:s} added into zeros of {0:shape} at the indices {1}", NULL}};
+        (const char *const[]){"{dy:s} added into zeros of {0:shape} at the indices {1}", NULL},
+    .onnx = index_select_onnx};
 static const tg_op_def embedding_def = {
     .name = "embedding",
     .forward = index_forward,
     .vjp = index_vjp,
     .index_inputs = 2u,
     .rules =
-        (const char *const[]){"rows of {dy:s} added into zeros of {0:shape} at rows {1}", NULL}};
+        (const char *const[]){"rows of {dy:s} added into zeros of {0:shape} at rows {1}", NULL},
+    .onnx = embedding_onnx};
 
 /* Records an index op on x seen as [outer, n, inner], picking m blocks; the
  * output's shape is given. axis < 0 marks embedding in messages. */
@@ -992,14 +1013,16 @@ static const tg_op_def where_def = {
     .forward = where_forward,
     .vjp = where_vjp,
     .rules = (const char *const[]){"0 (no gradient to a condition)", "{bcast}{dy} where {0} ≠ 0",
-                                   "{bcast}{dy} where {0} = 0", NULL}};
+                                   "{bcast}{dy} where {0} = 0", NULL},
+    .onnx = where_onnx};
 static const tg_op_def where_i64_def = {
     .name = "where",
     .forward = where_forward,
     .vjp = where_vjp,
     .index_inputs = 1u,
     .rules = (const char *const[]){"0 (no gradient to a condition)", "{bcast}{dy} where {0} ≠ 0",
-                                   "{bcast}{dy} where {0} = 0", NULL}};
+                                   "{bcast}{dy} where {0} = 0", NULL},
+    .onnx = where_onnx};
 
 tg_tensor *tg_where(tg_tape *tp, tg_tensor *cond, tg_tensor *a, tg_tensor *b)
 {
@@ -1069,4 +1092,299 @@ tg_tensor *tg_where(tg_tape *tp, tg_tensor *cond, tg_tensor *a, tg_tensor *b)
         }
     const tg_op_def *def = cond->dtype == TG_I64 ? &where_i64_def : &where_def;
     return tg_custom(tp, def, in, 3, rank, shape, ctx);
+}
+
+/* ====== ONNX forms ======
+ * reshape is Reshape, permute Transpose, slice Slice, expand Expand, pad Pad
+ * (constant mode), concat Concat, stack Unsqueeze and Concat, index_select
+ * and embedding Gather (whose negative indices count from the end, as
+ * here), where a Where on cond ≠ 0. The view ops keep only their copy plan,
+ * which fully determines what they compute; their parameters are found
+ * again as the ones whose plan is that plan. A shape written as a constant
+ * keeps a symbolic batch: Reshape infers the batch's axis (-1) and Expand
+ * leaves it at 1. */
+
+/* Whether two plans move the same elements. */
+static bool same_plan(const copy_plan *a, const copy_plan *b)
+{
+    if (a->n != b->n) return false;
+    if (a->n == 0) return true;
+    if (a->rank != b->rank) return false;
+    for (int d = 0; d < a->rank; d++)
+        if (a->dim[d] != b->dim[d] || a->sd[d] != b->sd[d] || a->ss[d] != b->ss[d]) return false;
+    return true;
+}
+
+/* The output axis where Reshape puts -1 for x's batch axis b: the first axis
+ * with as many elements before it as x has before b, not of size 1 unless
+ * none other is; -1 when there is none. */
+static int reshape_batch_axis(const tg_tensor *x, int b, const tg_tensor *out)
+{
+    int64_t before = tg__numel(b, x->shape), prod = 1;
+    int first = -1;
+    for (int d = 0; d < out->rank; prod *= out->shape[d], d++) {
+        if (prod != before) continue;
+        if (out->shape[d] != 1) return d;
+        if (first < 0) first = d;
+    }
+    return first;
+}
+
+static TG__ONNX_HOOK(reshape_onnx)
+{
+    (void)n_in, (void)ctx;
+    const tg_tensor *x = in[0];
+    int64_t shape[TG_MAX_RANK];
+    for (int d = 0; d < out->rank; d++)
+        shape[d] = out->shape[d];
+    int b = tg_onnx_batch_axis(g, x), bo = -1;
+    if (b >= 0) {
+        bo = reshape_batch_axis(x, b, out);
+        if (bo < 0)
+            return tg_onnx_fail(g, TG_ERR_SHAPE,
+                                "the batch axis %d of %s has no axis of its own in %s, so the "
+                                "batch cannot stay symbolic",
+                                b, x->name[0] ? x->name : "x", out->name[0] ? out->name : "y");
+        shape[bo] = -1;
+    }
+    const char *s = tg_onnx_ints(g, shape, out->rank);
+    tg__onnx_op(g, "Reshape", tg_onnx_value(g, out), 2, tg_onnx_value(g, x), s);
+    tg_onnx_set_batch_axis(g, out, bo);
+    return tg_onnx_status(g);
+}
+
+/* Finds a perm of x's axes whose plan is the node's; the first in
+ * lexicographic order when several are (axes of size 1 can swap). */
+static bool find_perm(const view_ctx *c, const tg_tensor *x, const tg_tensor *y, int *perm)
+{
+    int r = x->rank, idx[TG_MAX_RANK];
+    int64_t xs[TG_MAX_RANK];
+    strides_of(r, x->shape, xs);
+    int total = 1;
+    for (int k = 2; k <= r; k++)
+        total *= k;
+    for (int code = 0; code < total; code++) {
+        /* The code-th permutation in lexicographic order (factorial number system). */
+        bool used[TG_MAX_RANK] = {false};
+        int rest = code, fact = total;
+        for (int k = 0; k < r; k++) {
+            fact /= r - k;
+            int pick = rest / fact, j = -1;
+            rest %= fact;
+            while (pick >= 0)
+                if (!used[++j]) pick--;
+            used[j] = true, idx[k] = j;
+        }
+        int64_t shape[TG_MAX_RANK], ss[TG_MAX_RANK];
+        bool fits = true;
+        for (int k = 0; k < r && fits; k++) {
+            shape[k] = x->shape[idx[k]], ss[k] = xs[idx[k]];
+            fits = shape[k] == y->shape[k];
+        }
+        copy_plan p;
+        if (!fits) continue;
+        out_plan(&p, r, shape, ss);
+        if (!same_plan(&p, &c->p)) continue;
+        for (int k = 0; k < r; k++)
+            perm[k] = idx[k];
+        return true;
+    }
+    return false;
+}
+
+static TG__ONNX_HOOK(permute_onnx)
+{
+    (void)n_in;
+    const tg_tensor *x = in[0];
+    int perm[TG_MAX_RANK];
+    if (!find_perm(ctx, x, out, perm))
+        return tg_onnx_fail(g, TG_ERR_STATE, "no permutation of the axes matches the recording");
+    int64_t p64[TG_MAX_RANK];
+    int b = tg_onnx_batch_axis(g, x), bo = -1;
+    for (int k = 0; k < x->rank; k++) {
+        p64[k] = perm[k];
+        if (perm[k] == b) bo = k;
+    }
+    tg_onnx_node *n = tg__onnx_op(g, x->rank ? "Transpose" : "Identity", tg_onnx_value(g, out), 1,
+                                  tg_onnx_value(g, x));
+    if (x->rank) tg_onnx_attr_ints(n, "perm", p64, x->rank);
+    tg_onnx_set_batch_axis(g, out, bo);
+    return tg_onnx_status(g);
+}
+
+/* Finds the axis, start and step of a slice whose plan is the node's. */
+static bool find_slice(const view_ctx *c, const tg_tensor *x, const tg_tensor *y, int *axis,
+                       int64_t *start, int64_t *step)
+{
+    int64_t xs[TG_MAX_RANK];
+    strides_of(x->rank, x->shape, xs);
+    for (int a = 0; a < x->rank; a++) {
+        bool others = true;
+        for (int d = 0; d < x->rank && others; d++)
+            others = d == a || y->shape[d] == x->shape[d];
+        if (!others) continue;
+        *axis = a, *start = 0, *step = 1;
+        int64_t len = y->shape[a], n = x->shape[a];
+        if (c->p.n == 0) return true; /* nothing moves: an empty slice of any axis */
+        if (xs[a] == 0 || c->os % xs[a] != 0) continue;
+        *start = c->os / xs[a];
+        for (int64_t st = 1; st <= (len > 1 ? n : 1); st++) {
+            int64_t ss[TG_MAX_RANK];
+            memcpy(ss, xs, sizeof ss);
+            ss[a] = len > 1 ? st * xs[a] : 0;
+            copy_plan p;
+            out_plan(&p, x->rank, y->shape, ss);
+            if (*start + (len - 1) * st < n && same_plan(&p, &c->p)) {
+                *step = st;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static TG__ONNX_HOOK(slice_onnx)
+{
+    (void)n_in;
+    const tg_tensor *x = in[0];
+    int axis;
+    int64_t start, step;
+    if (!find_slice(ctx, x, out, &axis, &start, &step))
+        return tg_onnx_fail(g, TG_ERR_STATE, "no slice of the input matches the recording");
+    int64_t len = out->shape[axis];
+    int64_t end = len ? start + (len - 1) * step + 1 : start, ax = axis;
+    /* The whole batch axis stays whole whatever the batch. */
+    if (axis == tg_onnx_batch_axis(g, x) && start == 0 && step == 1 && len == x->shape[axis])
+        end = INT64_MAX;
+    const char *starts = tg_onnx_ints(g, &start, 1), *ends = tg_onnx_ints(g, &end, 1);
+    const char *axes = tg_onnx_ints(g, &ax, 1), *steps = tg_onnx_ints(g, &step, 1);
+    tg__onnx_op(g, "Slice", tg_onnx_value(g, out), 5, tg_onnx_value(g, x), starts, ends, axes,
+                steps);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(expand_onnx)
+{
+    (void)n_in, (void)ctx;
+    const tg_tensor *x = in[0];
+    int64_t shape[TG_MAX_RANK];
+    for (int d = 0; d < out->rank; d++)
+        shape[d] = out->shape[d];
+    int b = tg_onnx_batch_axis(g, x);
+    if (b >= 0) shape[b + out->rank - x->rank] = 1; /* broadcast keeps x's size there */
+    const char *s = tg_onnx_ints(g, shape, out->rank);
+    tg__onnx_op(g, "Expand", tg_onnx_value(g, out), 2, tg_onnx_value(g, x), s);
+    return tg_onnx_status(g);
+}
+
+static TG__ONNX_HOOK(pad_onnx)
+{
+    (void)n_in;
+    const pad_ctx *c = ctx;
+    const tg_tensor *x = in[0];
+    const char *xv = tg_onnx_value(g, x), *y = tg_onnx_value(g, out);
+    if (x->rank == 0) {
+        tg__onnx_op(g, "Identity", y, 1, xv);
+        return tg_onnx_status(g);
+    }
+    /* The interior starts at od = Σ before[i] ys[i], with before[i] < the output's dim i. */
+    int64_t ys[TG_MAX_RANK], pads[2 * TG_MAX_RANK];
+    strides_of(out->rank, out->shape, ys);
+    for (int i = 0; i < x->rank; i++) {
+        int64_t before = c->p.n && ys[i] ? c->od / ys[i] % out->shape[i] : 0;
+        pads[i] = before;
+        pads[x->rank + i] = out->shape[i] - x->shape[i] - before;
+    }
+    const char *p = tg_onnx_ints(g, pads, 2 * x->rank);
+    tg__onnx_op(g, "Pad", y, 3, xv, p, tg_onnx_scalar(g, out->dtype, c->value));
+    return tg_onnx_status(g);
+}
+
+/* Concat of 'names' along 'axis' into out. */
+static tg_status concat_names(tg_onnx_graph *g, const tg_tensor *out, const char **names, int n,
+                              int axis)
+{
+    const char *y = tg_onnx_value(g, out);
+    tg_onnx_node *node = tg_onnx_node_add(g, "Concat", names, n, &y, 1);
+    return tg_onnx_attr_int(node, "axis", axis);
+}
+
+static TG__ONNX_HOOK(concat_onnx)
+{
+    (void)ctx;
+    /* The axis along which the inputs' sizes add up to the output's and all
+     * other sizes agree; two axes pass only for an empty output. */
+    int axis = 0;
+    for (int a = out->rank - 1; a >= 0; a--) {
+        int64_t sum = 0;
+        bool fits = true;
+        for (int j = 0; j < n_in && fits; j++) {
+            sum += in[j]->shape[a];
+            for (int d = 0; d < out->rank && fits; d++)
+                fits = d == a || in[j]->shape[d] == out->shape[d];
+        }
+        if (fits && sum == out->shape[a]) axis = a;
+    }
+    const char **names = tg__onnx_scratch(g, (size_t)n_in * sizeof *names);
+    for (int j = 0; names && j < n_in; j++)
+        names[j] = tg_onnx_value(g, in[j]);
+    return concat_names(g, out, names, n_in, axis);
+}
+
+/* Each input unsqueezed at the new axis, then concatenated along it. The
+ * axis is where the output has n_in elements and input 1 starts (its
+ * offset is that axis's stride); with one input, where a 1 was inserted. */
+static TG__ONNX_HOOK(stack_onnx)
+{
+    const join_ctx *c = ctx;
+    int64_t ys[TG_MAX_RANK], axis = 0;
+    strides_of(out->rank, out->shape, ys);
+    for (int a = out->rank - 1; a >= 0; a--) {
+        bool fits = out->shape[a] == n_in;
+        for (int d = 0, k = 0; d < out->rank && fits; d++)
+            if (d != a) fits = out->shape[d] == in[0]->shape[k++];
+        if (fits && (n_in == 1 || c->part[1].p.n == 0 || c->part[1].od == ys[a])) axis = a;
+    }
+    const char **names = tg__onnx_scratch(g, (size_t)n_in * sizeof *names);
+    const char *axes = tg_onnx_ints(g, &axis, 1);
+    for (int j = 0; names && j < n_in; j++)
+        names[j] =
+            tg__onnx_out(tg__onnx_op(g, "Unsqueeze", NULL, 2, tg_onnx_value(g, in[j]), axes));
+    int b = tg_onnx_batch_axis(g, in[0]);
+    tg_status s = concat_names(g, out, names, n_in, (int)axis);
+    tg_onnx_set_batch_axis(g, out, b < 0 ? -1 : b + (b >= axis));
+    return s;
+}
+
+static TG__ONNX_HOOK(index_select_onnx)
+{
+    (void)n_in;
+    const index_ctx *c = ctx;
+    int axis = norm_axis(c->axis, in[0]->rank);
+    tg_onnx_node *n = tg__onnx_op(g, "Gather", tg_onnx_value(g, out), 2, tg_onnx_value(g, in[0]),
+                                  tg_onnx_value(g, in[1]));
+    if (axis == tg_onnx_batch_axis(g, in[0])) tg_onnx_set_batch_axis(g, out, -1);
+    return tg_onnx_attr_int(n, "axis", axis);
+}
+
+/* Gather of the table's rows; the output is idx's shape then D. */
+static TG__ONNX_HOOK(embedding_onnx)
+{
+    (void)n_in, (void)ctx;
+    tg__onnx_op(g, "Gather", tg_onnx_value(g, out), 2, tg_onnx_value(g, in[0]),
+                tg_onnx_value(g, in[1]));
+    tg_onnx_set_batch_axis(g, out, tg_onnx_batch_axis(g, in[1]));
+    return tg_onnx_status(g);
+}
+
+/* Where(cond ≠ 0, a, b): Equal then Not, so a NaN condition picks a, as here. */
+static TG__ONNX_HOOK(where_onnx)
+{
+    (void)n_in, (void)ctx;
+    const char *zero = tg_onnx_scalar(g, in[0]->dtype, 0);
+    const char *eq = tg__onnx_out(tg__onnx_op(g, "Equal", NULL, 2, tg_onnx_value(g, in[0]), zero));
+    const char *cond = tg__onnx_out(tg__onnx_op(g, "Not", NULL, 1, eq));
+    tg__onnx_op(g, "Where", tg_onnx_value(g, out), 3, cond, tg_onnx_value(g, in[1]),
+                tg_onnx_value(g, in[2]));
+    return tg_onnx_status(g);
 }

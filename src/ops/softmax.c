@@ -7,6 +7,10 @@
 
 #include <tgmath.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(softmax_onnx);
+static TG__ONNX_HOOK(log_softmax_onnx);
+
 /* y = (x - max) - log(sum exp(x - max)) for each row of 'cols' elements; with
  * 'as_prob' the row is exponentiated at the end (softmax instead). Subtracting
  * max before log(sum) keeps log(sum) from being rounded away next to a large max. */
@@ -77,7 +81,8 @@ static tg_status softmax_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
 
 static const tg_op_def softmax_def = {
     .name = "softmax", .forward = softmax_forward, .vjp = softmax_vjp,
-    .rules = (const char *const[]){"{y} ⊙ ({dy} − rowsum({dy} ⊙ {y}))", NULL}};
+    .rules = (const char *const[]){"{y} ⊙ ({dy} − rowsum({dy} ⊙ {y}))", NULL},
+    .onnx = softmax_onnx};
 
 /* ====== log_softmax: y = x - lse(x) per row;  dx += dG - e^y sum_j dG_j ====== */
 
@@ -116,7 +121,8 @@ static tg_status log_softmax_vjp(const tg_tensor *gout, const tg_tensor *out,
 
 static const tg_op_def log_softmax_def = {
     .name = "log_softmax", .forward = log_softmax_forward, .vjp = log_softmax_vjp,
-    .rules = (const char *const[]){"{dy} − exp({y}) ⊙ rowsum({dy})", NULL}};
+    .rules = (const char *const[]){"{dy} − exp({y}) ⊙ rowsum({dy})", NULL},
+    .onnx = log_softmax_onnx};
 
 static tg_tensor *row_op(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 {
@@ -130,3 +136,24 @@ static tg_tensor *row_op(tg_tape *tp, const tg_op_def *def, tg_tensor *x)
 
 tg_tensor *tg_softmax(tg_tape *tp, tg_tensor *x) { return row_op(tp, &softmax_def, x); }
 tg_tensor *tg_log_softmax(tg_tape *tp, tg_tensor *x) { return row_op(tp, &log_softmax_def, x); }
+
+/* ====== ONNX forms: Softmax and LogSoftmax along the last axis (opset 13 and later) ====== */
+
+static tg_status along_last(tg_onnx_graph *g, const char *op, const tg_tensor *out,
+                            const tg_tensor *x)
+{
+    tg_onnx_node *n = tg__onnx_op(g, op, tg_onnx_value(g, out), 1, tg_onnx_value(g, x));
+    return tg_onnx_attr_int(n, "axis", -1);
+}
+
+static TG__ONNX_HOOK(softmax_onnx)
+{
+    (void)n_in, (void)ctx;
+    return along_last(g, "Softmax", out, in[0]);
+}
+
+static TG__ONNX_HOOK(log_softmax_onnx)
+{
+    (void)n_in, (void)ctx;
+    return along_last(g, "LogSoftmax", out, in[0]);
+}
