@@ -154,7 +154,7 @@ tg_status tg__onnx_bind(tg_onnx_graph *g, const tg_tensor *t, const char *name, 
 {
     if (g->status) return g->status;
     if (name_taken(g, name))
-        return tg__onnx_error(g, TG_ERR_ARG, "onnx_export: the name '%s' is given twice", name);
+        return tg__onnx_error(g, TG_ERR_ARG, "the name '%s' is given twice", name);
     const char *s = copy_str(g, name);
     if (!s || !take_name(g, s)) return g->status;
     tg__onnx_value *v = add_value(g, t, s, batch);
@@ -215,6 +215,7 @@ tg_status tg__onnx_begin(tg_onnx_graph *g, size_t node, const char *op, const tg
     g->op = op;
     g->node = node;
     g->out = out;
+    g->node_parts = 0;
     if (g->status) return g->status;
     for (int i = 0; i < n_in; i++)
         if (!find_value(g, in[i]))
@@ -282,11 +283,15 @@ tg_onnx_node *tg_onnx_node_add(tg_onnx_graph *g, const char *op_type, const char
     const char **ins = alloc(g, (size_t)n_in * sizeof *ins);
     const char **outs = alloc(g, (size_t)n_out * sizeof *outs);
     if (!n || !ins || !outs) return NULL;
+    /* Named after the tapegrad node it comes from: "matmul_3", then "matmul_3_1", ... */
     char name[96];
-    snprintf(name, sizeof name, "%s_%zu", g->op ? g->op : op_type, g->node);
+    int len = snprintf(name, sizeof name, "%s_%zu", g->op ? g->op : op_type, g->node);
+    if (g->node_parts && len > 0 && (size_t)len < sizeof name)
+        snprintf(name + len, sizeof name - (size_t)len, "_%d", g->node_parts);
+    g->node_parts++;
     *n = (tg_onnx_node){.g = g, .in = ins, .out = outs, .n_in = n_in, .n_out = n_out};
     n->op_type = copy_str(g, op_type);
-    n->name = unique_name(g, name);
+    n->name = copy_str(g, name);
     for (int i = 0; i < n_in; i++)
         ins[i] = copy_str(g, in[i]);
     for (int i = 0; i < n_out; i++)

@@ -65,6 +65,7 @@ struct tg_onnx_graph {
     const char *op;
     size_t node;
     const tg_tensor *out;
+    int node_parts; /* ONNX nodes written for it so far */
 };
 
 tg_onnx_graph *tg__onnx_graph_new(void);

@@ -266,8 +266,11 @@ static Onnx__TensorProto *pb_tensor(walk *w, const tg__onnx_init *in)
     return t;
 }
 
-/* A graph input's or output's type: its dtype and shape, the batch axis as "batch". */
-static Onnx__ValueInfoProto *pb_value_info(walk *w, const char *name, const tg_tensor *t, int batch)
+/* A graph input's or output's type: its dtype and shape, with the batch axis
+ * as "batch" where it holds batch_size elements and unknown where it holds a
+ * multiple of them (the batch folded into another axis). */
+static Onnx__ValueInfoProto *pb_value_info(walk *w, const char *name, const tg_tensor *t, int batch,
+                                           int64_t batch_size)
 {
     Onnx__ValueInfoProto *v = pb_alloc(w, sizeof *v);
     Onnx__TypeProto *type = pb_alloc(w, sizeof *type);
@@ -283,6 +286,7 @@ static Onnx__ValueInfoProto *pb_value_info(walk *w, const char *name, const tg_t
         if (!(dims[d] = pb_alloc(w, sizeof *dims[d]))) return NULL;
         onnx__tensor_shape_proto__dimension__init(dims[d]);
         if (d == batch) {
+            if (t->shape[d] != batch_size) continue;
             dims[d]->value_case = ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM;
             dims[d]->dim_param = "batch";
         } else {
@@ -357,13 +361,16 @@ static Onnx__ModelProto *pb_model(walk *w, tg_tensor *const *inputs, int n_input
         if (!(nodes[k] = pb_node(w, g->nodes[k]))) return NULL;
     for (size_t k = 0; k < g->n_inits; k++)
         if (!(inits[k] = pb_tensor(w, &g->inits[k]))) return NULL;
+    int64_t batch_size = -1; /* as recorded: axis 0 of the first input with a symbolic batch */
+    for (int i = n_inputs; i-- > 0;)
+        if (tg_onnx_batch_axis(g, inputs[i]) == 0) batch_size = inputs[i]->shape[0];
     for (int i = 0; i < n_inputs; i++)
         if (!(ins[i] = pb_value_info(w, tg_onnx_value(g, inputs[i]), inputs[i],
-                                     tg_onnx_batch_axis(g, inputs[i]))))
+                                     tg_onnx_batch_axis(g, inputs[i]), batch_size)))
             return NULL;
     for (int i = 0; i < n_outputs; i++)
         if (!(outs[i] = pb_value_info(w, tg_onnx_value(g, outputs[i]), outputs[i],
-                                      tg_onnx_batch_axis(g, outputs[i]))))
+                                      tg_onnx_batch_axis(g, outputs[i]), batch_size)))
             return NULL;
     onnx__graph_proto__init(gp);
     gp->name = (char *)(o->graph_name ? o->graph_name : "tapegrad");
