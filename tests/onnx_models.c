@@ -15,7 +15,7 @@
  * block, and one model per shape list of every row of tests/oplist.h that
  * has no empty operand. Data is written with %.9g (F32) or %.17g (F64),
  * which round-trips; NaN and infinities as the strings "nan", "inf", "-inf".
- * Exits 1 on the first failure, naming it.
+ * The folder is made if missing. Exits 1 on the first failure, naming it.
  */
 #include <tapegrad/onnx.h>
 #include <tapegrad/tapegrad.h>
@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define TOL_F32 1e-5
 #define TOL_F64 1e-12
@@ -466,6 +467,7 @@ int main(int argc, char **argv)
         return 2;
     }
     dir = argv[1];
+    mkdir(dir, 0777); /* an existing folder is fine; anything else fails at the first file */
     seed_network(TG_F32, "seed_2_3_2", TOL_F32);
     seed_network(TG_F64, "seed_2_3_2_f64", TOL_F64);
     networks();
