@@ -27,6 +27,9 @@
  * the end it prints a per-class report and writes a CSV log and an SVG chart.
  */
 #include <tapegrad/tapegrad.h>
+#ifdef TG_HAVE_ONNX
+#include <tapegrad/onnx.h>
+#endif
 
 #include <errno.h>
 #include <getopt.h>
@@ -46,7 +49,7 @@ enum { TRAIN_LOSS, TEST_LOSS, TEST_ACC, SECONDS, N_COLS }; /* columns of the per
 typedef enum model_kind { MODEL_MLP, MODEL_CNN } model_kind;
 
 typedef struct options {
-    const char *data, *checkpoint, *log, *chart;
+    const char *data, *checkpoint, *log, *chart, *onnx;
     model_kind model;
     int epochs, threads, n_hidden, warmup, patience;
     int64_t batch, hidden[MAX_HIDDEN];
@@ -128,6 +131,9 @@ static const char usage_text[] =
     "  --log PATH         CSV log: epoch,train_loss,test_loss,test_acc,seconds\n"
     "                     [fashion_mnist_log.csv]\n"
     "  --chart PATH       SVG chart of the losses and the test accuracy [fashion_mnist.svg]\n"
+    "  --onnx PATH        export the trained model as ONNX: input 'pixels' [batch, 784],\n"
+    "                     output 'logits' [batch, 10], batch norm in eval form (when built\n"
+    "                     with the ONNX component)\n"
     "  -h, --help         show this text\n"
     "\n"
     "Denormal floats are flushed to zero (FTZ/DAZ): tiny weights and gradients would\n"
@@ -180,6 +186,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"resume", no_argument, NULL, 'r'},
         {"log", required_argument, NULL, 'L'},
         {"chart", required_argument, NULL, 'C'},
+        {"onnx", required_argument, NULL, 'O'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -245,6 +252,9 @@ static int parse_args(int argc, char **argv, options *o)
             break;
         case 'C':
             o->chart = optarg;
+            break;
+        case 'O':
+            o->onnx = optarg;
             break;
         case 'h':
             return 1;
@@ -364,6 +374,29 @@ static bool step_record(step *s, const char *what, run *r, int64_t rows, int64_t
         return false;
     }
     return true;
+}
+
+/* Writes the evaluation tape (batch norm in eval mode, no dropout) from the
+ * pixels to the logits as an ONNX model whose batch is symbolic. */
+static bool export_onnx(run *r, const char *path)
+{
+#ifdef TG_HAVE_ONNX
+    tg_error err;
+    tg_tensor_set_name(r->eval.x, "pixels");
+    tg_tensor_set_name(r->eval.logits, "logits");
+    if (tg_onnx_export(path, r->eval.tp, &r->eval.x, 1, &r->eval.logits, 1, &r->params, 1,
+                       &(tg_onnx_opts){.graph_name = "fashion_mnist", .batch = 1}, &err)) {
+        fprintf(stderr, "error: %s\n", err.msg);
+        return false;
+    }
+    printf("wrote %s\n", path);
+    return true;
+#else
+    (void)r;
+    fprintf(stderr, "error: --onnx %s: this build has no ONNX export (meson -Donnx=enabled)\n",
+            path);
+    return false;
+#endif
 }
 
 static void step_free(step *s)
@@ -873,6 +906,7 @@ int main(int argc, char **argv)
         }
     }
     if (evaluated) print_class_report(&r); /* of the last epoch's model */
+    if (o->onnx && !export_onnx(&r, o->onnx)) goto out;
 
     char title[256];
     snprintf(title, sizeof title, "Fashion-MNIST, %s %s, AdamW lr %g, batch %lld",
