@@ -13,12 +13,19 @@
  * with the state copied from its outputs back into its input leaves.
  *
  *     char_lstm [--text FILE] [--iters N] [--steps T] [--batch B] [--hidden H]
- *               [--sample N] [--seed S]
+ *               [--sample N] [--seed S] [--onnx PATH]
+ *
+ * --onnx writes the sampling step as an ONNX model: inputs 'char' (int64
+ * [batch], a character's index in the vocabulary), 'h' and 'c' [batch, H];
+ * outputs 'probs' [batch, V], 'h_next' and 'c_next'.
  *
  * It prints the mean loss every 50 iterations and a sample at the end, and
  * exits with status 1 if the loss did not fall, so a test can run it short.
  */
 #include <tapegrad/tapegrad.h>
+#ifdef TG_HAVE_ONNX
+#include <tapegrad/onnx.h>
+#endif
 
 #include <math.h>
 #include <stdbool.h>
@@ -29,7 +36,7 @@
 #define MAX_TEXT (1 << 22)
 
 typedef struct options {
-    const char *text;
+    const char *text, *onnx;
     long iters, steps, batch, hidden, sample;
     unsigned long long seed;
 } options;
@@ -37,12 +44,12 @@ typedef struct options {
 /* 1 to run, 0 after --help, -1 for bad arguments. */
 static int parse_args(int argc, char **argv, options *o)
 {
-    *o = (options){"/usr/share/common-licenses/GPL-3", 1500, 32, 32, 128, 400, 1};
+    *o = (options){"/usr/share/common-licenses/GPL-3", NULL, 1500, 32, 32, 128, 400, 1};
     for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "--help")) {
             printf("usage: %s [--text FILE] [--iters N] [--steps T] [--batch B] [--hidden H] "
-                   "[--sample N] [--seed S]\n",
+                   "[--sample N] [--seed S] [--onnx PATH]\n",
                    argv[0]);
             return 0;
         }
@@ -56,6 +63,9 @@ static int parse_args(int argc, char **argv, options *o)
         bool ok = false;
         if (v && !strcmp(a, "--text")) {
             o->text = v;
+            ok = true;
+        } else if (v && !strcmp(a, "--onnx")) {
+            o->onnx = v;
             ok = true;
         } else if (v && !strcmp(a, "--seed")) {
             o->seed = strtoull(v, &end, 10);
@@ -112,6 +122,32 @@ static tg_tensor *cell_step(tg_tape *tp, const model *m, tg_tensor *x_t, tg_tens
 {
     *h_out = tg_lstm_cell_forward(tp, &m->cell, tg_embedding(tp, m->embed, x_t), h, c, c_out);
     return tg_linear_forward(tp, &m->head, *h_out);
+}
+
+/* Writes the sampling step as an ONNX model with a symbolic batch. */
+static bool export_step(tg_tape *sp, const model *m, tg_tensor *x, tg_tensor *h, tg_tensor *c,
+                        tg_tensor *probs, tg_tensor *h2, tg_tensor *c2, const char *path)
+{
+#ifdef TG_HAVE_ONNX
+    tg_tensor *in[3] = {x, h, c}, *out[3] = {probs, h2, c2};
+    const char *in_names[3] = {"char", "h", "c"}, *out_names[3] = {"probs", "h_next", "c_next"};
+    for (int i = 0; i < 3; i++) {
+        tg_tensor_set_name(in[i], in_names[i]);
+        tg_tensor_set_name(out[i], out_names[i]);
+    }
+    tg_error err;
+    if (tg_onnx_export(path, sp, in, 3, out, 3, &m->ps, 1,
+                       &(tg_onnx_opts){.graph_name = "char_lstm", .batch = 7}, &err)) {
+        fprintf(stderr, "%s\n", err.msg);
+        return false;
+    }
+    printf("wrote %s\n", path);
+    return true;
+#else
+    (void)sp, (void)m, (void)x, (void)h, (void)c, (void)probs, (void)h2, (void)c2;
+    fprintf(stderr, "--onnx %s: this build has no ONNX export (meson -Donnx=enabled)\n", path);
+    return false;
+#endif
 }
 
 int main(int argc, char **argv)
@@ -205,6 +241,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "sampling: %s\n", tg_tape_error(sp));
         return 1;
     }
+    if (o.onnx && !export_step(sp, &m, sx, sh, sc, probs, h2, c2, o.onnx)) return 1;
     printf("sample:\n%c", text[0]);
     *(int64_t *)tg_tensor_data(sx) = index[text[0]];
     for (long i = 0; i < o.sample; i++) {
