@@ -314,18 +314,18 @@ START_TEST(output_not_on_the_tape)
     const char *path = tu_in_scratch("o.onnx");
     /* A leaf. */
     expect_refused(tg_onnx_export(path, n.tp, &n.x, 1, &n.x, 1, &n.ps, 1, NULL, &err), TG_ERR_ARG,
-                   &err,
-                   "output 0 x [1x2] is not a result of the tape's current "
-                   "recording (it is a leaf, which no node computes)");
+                   &err, "output 0 x [1x2] is a leaf, which no node of the tape computes");
     /* Another tape's result. */
     tg_tape *other = tg_tape_new();
     tg_tensor *y2 = tg_exp(other, n.x);
     expect_refused(tg_onnx_export(path, n.tp, &n.x, 1, &y2, 1, &n.ps, 1, NULL, &err), TG_ERR_ARG,
-                   &err, "output 0 [1x2] is not a result of the tape's current recording");
+                   &err,
+                   "output 0 belongs to another tape: only results of the tape's current "
+                   "recording can be exported");
     /* A result of the recording before a reset. */
     tg_tape_reset(other);
     expect_refused(tg_onnx_export(path, other, &n.x, 1, &y2, 1, &n.ps, 1, NULL, &err), TG_ERR_ARG,
-                   &err, "is not a result of the tape's current recording");
+                   &err, "recorded before the tape's last reset");
     tg_tape_free(other);
     seed_free(&n);
 }

@@ -84,10 +84,16 @@ static tg_status check_call(tg_onnx_graph *g, const tg_tape *tp, tg_tensor *cons
     for (int i = 0; i < n_outputs; i++) {
         const tg_tensor *t = outputs[i];
         if (!t) return tg__onnx_error(g, TG_ERR_ARG, "output %d is NULL", i);
-        if (t->tape != tp || t->gen != tp->gen)
-            return tg__onnx_error(
-                g, TG_ERR_ARG, "output %d %s is not a result of the tape's current recording%s", i,
-                label(t, s, sizeof s), t->tape ? "" : " (it is a leaf, which no node computes)");
+        const char *why = tg__misuse_of(tp, t); /* read first: t may be stale */
+        if (why)
+            return tg__onnx_error(g, TG_ERR_ARG,
+                                  "output %d %s: only results of the tape's current recording "
+                                  "can be exported",
+                                  i, why);
+        if (!t->tape)
+            return tg__onnx_error(g, TG_ERR_ARG,
+                                  "output %d %s is a leaf, which no node of the tape computes", i,
+                                  label(t, s, sizeof s));
         for (int j = 0; j < i; j++)
             if (outputs[j] == t)
                 return tg__onnx_error(g, TG_ERR_ARG, "output %d %s repeats output %d", i,
