@@ -16,6 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The ONNX forms of the ops, at the end of the file. */
+static TG__ONNX_HOOK(full_like_onnx);
+
 /* ====== full_like: the seeds and zeros of tg_grad ====== */
 
 #define FILL(T)                                 \
@@ -30,7 +33,8 @@ static tg_status full_forward(tg_tensor *out, tg_tensor *const *in, int n_in, vo
     return TG_OK;
 }
 
-static const tg_op_def full_like_def = {.name = "full_like", .forward = full_forward};
+static const tg_op_def full_like_def = {.name = "full_like", .forward = full_forward,
+                                        .onnx = full_like_onnx};
 
 tg_tensor *tg_full_like(tg_tape *tp, tg_tensor *x, double value)
 {
@@ -373,4 +377,17 @@ tg_tensor *tg__sum_to(tg_tape *tp, tg_tensor *g, const tg_tensor *like)
     }
     if (!g || (!reduced && g->rank == like->rank)) return g;
     return tg_reshape(tp, g, like->rank, like->shape);
+}
+
+/* ====== ONNX forms ====== */
+
+/* full_like: the value expanded to x's shape, read at run time so a
+ * symbolic batch stays symbolic. */
+static TG__ONNX_HOOK(full_like_onnx)
+{
+    (void)n_in;
+    const char *shape = tg__onnx_out(tg__onnx_op(g, "Shape", NULL, 1, tg_onnx_value(g, in[0])));
+    const char *v = tg_onnx_scalar(g, out->dtype, *(const double *)ctx);
+    tg__onnx_op(g, "Expand", tg_onnx_value(g, out), 2, v, shape);
+    return tg_onnx_status(g);
 }

@@ -67,7 +67,8 @@ static tg_status total_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_
 
 static const tg_op_def sum_def = {
     .name = "sum", .forward = total_forward, .vjp = total_vjp, .vjp_graph = total_vjp_graph,
-    .rules = (const char *const[]){"{dy} broadcast to {0:shape}", NULL}};
+    .rules = (const char *const[]){"{dy} broadcast to {0:shape}", NULL},
+    .onnx = total_onnx};
 static const tg_op_def mean_def = {
     .name = "mean", .forward = total_forward, .vjp = total_vjp, .vjp_graph = total_vjp_graph,
     .rules = (const char *const[]){"{dy} / {c} broadcast to {0:shape}", NULL},
