@@ -245,9 +245,9 @@ static int norm_axis(int axis, int rank)
  * sums: F32 terms go through 'acc', x's numel doubles, then into dX once. */
 
 typedef struct view_ctx {
-    copy_plan p, back; /* the forward's plan and the VJP's (plan_back) */
-    int64_t os;        /* where the view starts in the input */
-    double *acc;       /* expand in F32 only */
+    copy_plan p, back;     /* the forward's plan and the VJP's (plan_back) */
+    int64_t os;            /* where the view starts in the input */
+    double *acc;           /* expand in F32 only */
     int perm[TG_MAX_RANK]; /* permute: the axes, counted from 0 */
 } view_ctx;
 
@@ -277,33 +277,19 @@ static tg_status view_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
  * the op's own ctx: dX = dG put into zeros of X's shape (slice_scatter) or
  * summed over the stretched axes (sum_to), the first-order VJP as an op,
  * whose own recorded VJP is the slice or expand again with that ctx. */
-static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                   int n_in, void *ctx);
-static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                   int n_in, void *ctx);
-/* <from>_vjp_graph records <to>_def on dy with X's shape and the same ctx. */
-#define VIEW_VJP_GRAPH(from, to)                                                             \
-    static tg_status from##_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,            \
-                                      tg_tensor *const *in, const bool *need, tg_tensor **gin, \
-                                      int n_in, void *ctx)                                   \
-    {                                                                                        \
-        (void)out, (void)n_in;                                                               \
-        if (need[0]) gin[0] = tg_custom(tp, &to##_def, &dy, 1, in[0]->rank, in[0]->shape, ctx); \
-        return tg_tape_status(tp);                                                           \
-    }
+static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx);
 static tg_status slice_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
                                  const bool *need, tg_tensor **gin, int n_in, void *ctx);
-static tg_status expand_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                  int n_in, void *ctx);
+static tg_status expand_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                  const bool *need, tg_tensor **gin, int n_in, void *ctx);
 static tg_status slice_scatter_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
                                          tg_tensor *const *in, const bool *need, tg_tensor **gin,
                                          int n_in, void *ctx);
-static tg_status sum_to_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                  int n_in, void *ctx);
+static tg_status sum_to_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                  const bool *need, tg_tensor **gin, int n_in, void *ctx);
 
 /* The transposed ops: out = 0, then the view's VJP adds dG (input 0) into
  * it; their VJP takes the view of the gradient again. */
@@ -350,7 +336,7 @@ static const tg_op_def slice_scatter_def = {
     .forward = unview_forward,
     .vjp = unview_vjp,
     .vjp_graph = slice_scatter_vjp_graph,
-    .rules = (const char *const[]){"the slice of {dy:s}", NULL}};
+    .rules = (const char *const[]){"{dy:s} sliced again to {0:shape}", NULL}};
 static const tg_op_def sum_to_def = {
     .name = "sum_to",
     .forward = unview_forward,
@@ -358,24 +344,32 @@ static const tg_op_def sum_to_def = {
     .vjp_graph = sum_to_vjp_graph,
     .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL}};
 
+/* <from>_vjp_graph records <to>_def on dy with X's shape and the same ctx. */
+#define VIEW_VJP_GRAPH(from, to)                                                                \
+    static tg_status from##_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,               \
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,  \
+                                      int n_in, void *ctx)                                      \
+    {                                                                                           \
+        (void)out, (void)n_in;                                                                  \
+        if (need[0]) gin[0] = tg_custom(tp, &to##_def, &dy, 1, in[0]->rank, in[0]->shape, ctx); \
+        return tg_tape_status(tp);                                                              \
+    }
 VIEW_VJP_GRAPH(slice, slice_scatter)
 VIEW_VJP_GRAPH(slice_scatter, slice)
 VIEW_VJP_GRAPH(expand, sum_to)
 VIEW_VJP_GRAPH(sum_to, expand)
 #undef VIEW_VJP_GRAPH
 
-static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                   int n_in, void *ctx)
+static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx)
 {
     (void)out, (void)n_in, (void)ctx;
     if (need[0]) gin[0] = tg_reshape(tp, dy, in[0]->rank, in[0]->shape);
     return tg_tape_status(tp);
 }
 
-static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
-                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
-                                   int n_in, void *ctx)
+static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx)
 {
     (void)out, (void)n_in;
     const view_ctx *c = ctx;
