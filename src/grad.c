@@ -154,7 +154,7 @@ static tg_status run_graph(tg_tape *tp, graph_sweep *w, tg_tensor *out, tg_tenso
     size_t n = w->n;
     w->acc[out->node - 1] = seed;
     for (size_t i = n; i-- > 0;) {
-        tg__node *nd = &tp->nodes[i];
+        tg__node node = tp->nodes[i], *nd = &node; /* a copy: recording moves tp->nodes */
         if (!w->live[i] || !w->dep[i] || !w->acc[i]) continue;
         name_grad(w->acc[i], nd->out, n);
         for (int j = 0, k; j < nd->n_in; j++) {

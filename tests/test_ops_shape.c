@@ -4,8 +4,9 @@
  * negative axes, broadcasting and repeated indices, and replay) leave out:
  * values and gradients against PyTorch (tools/shape_torch_ref.py made the
  * table), Python's slice rules, F32 sums kept in double, replay on new
- * indices, a bad index at recording and at replay, the explain rules, and
- * every error with its status and message.
+ * indices, a bad index at recording and at replay, the explain rules, the
+ * recorded VJPs of tg_grad with create_graph (exact to fourth order, replayed
+ * as a Hessian-vector product), and every error with its status and message.
  */
 #include "testutil.h"
 
@@ -597,6 +598,283 @@ START_TEST(bad_index_at_replay)
 }
 END_TEST
 
+/* ====== Recorded VJPs (tg_grad with create_graph) ======
+ * Every op here is linear, so each order of derivative is a linear map of
+ * the previous seed with a closed form: with fixed W, q (the output's shape)
+ * and r, p (the inputs'), and op_0 the op with pad's value 0 (its linear
+ * part), the chain
+ *     g   = d<W, op(x)>/dx         = the first-order VJP of seed W
+ *     dW  = d<g, r>/dW             = op_0(r)
+ *     dr  = d<dW, q>/dr            = the first-order VJP of seed q
+ *     dq  = d<dr, p>/dq            = op_0(p)
+ * records each line from the one above it (the op's vjp_graph, then its
+ * transposed op's, then the op's again on the transposed op's output), and
+ * each must equal its closed form exactly: only copies and the same sums
+ * happen on both sides. */
+
+/* A leaf shaped like t, filled with cos(0.37 k + phase). */
+static tg_tensor *shaped_like(const tg_tensor *t, double phase, bool grad)
+{
+    tg_tensor *l = tg_tensor_new(tg_tensor_dtype(t), tg_tensor_rank(t), tg_tensor_shape(t));
+    ck_assert_ptr_nonnull(l);
+    for (int64_t k = 0; k < tg_tensor_numel(l); k++)
+        tu_put(l, k, cos(0.37 * (double)k + phase));
+    tg_tensor_set_requires_grad(l, grad);
+    return l;
+}
+
+/* Σ_j <a_j, b_j>, recorded. */
+static tg_tensor *inner(tg_tape *tp, tg_tensor *const *a, tg_tensor *const *b, int n)
+{
+    tg_tensor *s = NULL;
+    for (int j = 0; j < n; j++) {
+        tg_tensor *t = tg_sum(tp, tg_mul(tp, a[j], b[j]));
+        s = s ? tg_add(tp, s, t) : t;
+    }
+    ck_assert_msg(s != NULL, "%s", tg_tape_error(tp));
+    return s;
+}
+
+static void expect_equal(const tg_tensor *got, const tg_tensor *want, const char *what,
+                         const shape_row *r, tg_dtype dt)
+{
+    ck_assert_msg(got && want, "%s %s: %s missing", r->name, tu_dtype_name(dt), what);
+    ck_assert_int_eq(tg_tensor_rank(got), tg_tensor_rank(want));
+    for (int d = 0; d < tg_tensor_rank(got); d++)
+        ck_assert_int_eq(tg_tensor_shape(got)[d], tg_tensor_shape(want)[d]);
+    for (int64_t k = 0; k < tg_tensor_numel(got); k++)
+        ck_assert_msg(tu_at(got, k) == tu_at(want, k), "%s %s: %s[%lld] = %.17g, want %.17g",
+                      r->name, tu_dtype_name(dt), what, (long long)k, tu_at(got, k),
+                      tu_at(want, k));
+}
+
+START_TEST(recorded_vjps_to_fourth_order)
+{
+    const ref_case *c = &ref_cases[_i / 2];
+    if (c->row.kind == K_WHERE || c->row.kind == K_WHERE_I64) return; /* tests/test_higher.c */
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    tg_tensor *in[4] = {NULL}, *r[4], *p[4], *g[4], *g1[4], *dr[4], *dr1[4], *dw, *dq;
+    int n = ref_inputs(dt, c->row.shapes, in);
+    if (has_idx(&c->row)) cur_idx = make_idx(&c->row);
+    shape_row lin = c->row;
+    lin.value = 0;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = run_row(tp, in, &c->row);
+    ck_assert_msg(y != NULL, "%s: %s", c->row.name, tg_tape_error(tp));
+    tg_tensor *w = shaped_like(y, 0.5, true), *q = shaped_like(y, 1.5, true);
+    for (int j = 0; j < n; j++) {
+        r[j] = shaped_like(in[j], 2.5 + j, true);
+        p[j] = shaped_like(in[j], 3.5 + j, false);
+    }
+    ck_assert_int_eq(tg_grad(tp, y, w, in, n, g1, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, q, in, n, dr1, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, w, in, n, g, true), TG_OK);
+    for (int j = 0; j < n; j++) {
+        ck_assert(tg_tensor_requires_grad(g[j]));
+        expect_equal(g[j], g1[j], "g", &c->row, dt);
+    }
+    ck_assert_int_eq(tg_grad(tp, inner(tp, g, r, n), NULL, &w, 1, &dw, true), TG_OK);
+    expect_equal(dw, run_row(tp, r, &lin), "dW", &c->row, dt);
+    ck_assert_int_eq(tg_grad(tp, inner(tp, &dw, &q, 1), NULL, r, n, dr, true), TG_OK);
+    for (int j = 0; j < n; j++)
+        expect_equal(dr[j], dr1[j], "dr", &c->row, dt);
+    ck_assert_int_eq(tg_grad(tp, inner(tp, dr, p, n), NULL, &q, 1, &dq, true), TG_OK);
+    expect_equal(dq, run_row(tp, p, &lin), "dq", &c->row, dt);
+    tg_tape_free(tp);
+    for (int j = 0; j < n; j++) {
+        tg_tensor_free(in[j]);
+        tg_tensor_free(r[j]);
+        tg_tensor_free(p[j]);
+    }
+    tg_tensor_free(w);
+    tg_tensor_free(q);
+    tg_tensor_free(cur_idx);
+    cur_idx = NULL;
+}
+END_TEST
+
+/* The recorded sums of expand and of repeated indices run in double in F32
+ * too, as the first-order ones do (see f32_gradient_sums_in_double). */
+START_TEST(recorded_f32_sums_in_double)
+{
+    tg_tensor *one = tu_lit(TG_F32, "1", (double[]){0.5}),
+              *row = tu_lit(TG_F32, "1x1", (double[]){2});
+    tg_tensor *seed = tu_lit(TG_F32, "18", big_ones), *s2 = tu_lit(TG_F32, "18x1", big_ones);
+    tg_tensor *idx = tg_tensor_new(TG_I64, 1, (int64_t[]){18}); /* 18 zeros */
+    ck_assert_ptr_nonnull(idx);
+    tg_tensor_set_requires_grad(one, true);
+    tg_tensor_set_requires_grad(row, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *g;
+    ck_assert_int_eq(tg_grad(tp, tg_expand(tp, one, 1, (int64_t[]){18}), seed, &one, 1, &g, true),
+                     TG_OK);
+    tu_expect_exact(g, "1", (double[]){16}, "expand's recorded sum");
+    ck_assert_int_eq(tg_grad(tp, tg_index_select(tp, row, 0, idx), s2, &row, 1, &g, true), TG_OK);
+    tu_expect_exact(g, "1x1", (double[]){16}, "index_select's recorded sum");
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK); /* the double buffers were left clean */
+    tu_expect_exact(g, "1x1", (double[]){16}, "index_select's recorded sum, replayed");
+    tg_tape_free(tp);
+    tg_tensor *all[] = {one, row, seed, s2, idx};
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++)
+        tg_tensor_free(all[k]);
+}
+END_TEST
+
+/* Every op of the family in one nonlinear function of x (products only, whose
+ * recorded VJPs are products again). */
+static tg_tensor *chain_hv(tg_tape *tp, tg_tensor *x, tg_tensor *idx, tg_tensor *rows)
+{
+    tg_tensor *p = tg_permute(tp, x, (int[]){1, 0}); /* [4x3] */
+    tg_tensor *s = tg_slice(tp, p, 0, -3, 4, 2);     /* [2x3] */
+    tg_tensor *e =
+        tg_expand(tp, tg_reshape(tp, s, 3, (int64_t[]){2, 1, 3}), 3, (int64_t[]){2, 2, 3});
+    tg_tensor *st = tg_stack(tp, (tg_tensor *[]){s, s}, 2, 1);                         /* [2x2x3] */
+    tg_tensor *cat = tg_concat(tp, (tg_tensor *[]){e, st}, 2, -1);                     /* [2x2x6] */
+    tg_tensor *pd = tg_pad(tp, cat, (int64_t[]){0, 1, 1}, (int64_t[]){1, 0, 0}, 0.25); /* [3x3x7] */
+    tg_tensor *t = tg_index_select(tp, pd, 2, idx);                                    /* [3x3x3] */
+    tg_tensor *em = tg_embedding(tp, x, rows);                                         /* [2x4] */
+    tg_tensor *cubes = tg_add(tp, tg_sum(tp, tg_mul(tp, tg_mul(tp, t, t), t)),
+                              tg_sum(tp, tg_mul(tp, tg_mul(tp, em, em), em)));
+    return tg_mul(tp, cubes, cubes);
+}
+
+static tg_tensor *cur_rows;
+
+static tg_tensor *chain_fn(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    (void)ctx;
+    return chain_hv(tp, in[0], cur_idx, cur_rows);
+}
+
+/* The Hessian-vector product H v of chain_hv at x, recorded. */
+static tg_tensor *record_hv(tg_tape *tp, tg_tensor *x, tg_tensor *v, tg_tensor *idx,
+                            tg_tensor *rows)
+{
+    tg_tensor *loss = chain_hv(tp, x, idx, rows), *g, *hv;
+    ck_assert_msg(loss != NULL, "%s", tg_tape_error(tp));
+    ck_assert_int_eq(tg_grad(tp, loss, NULL, &x, 1, &g, true), TG_OK);
+    tg_status s = tg_grad(tp, tg_sum(tp, tg_mul(tp, g, v)), NULL, &x, 1, &hv, true);
+    ck_assert_msg(s == TG_OK, "%s", tg_tape_error(tp));
+    return hv;
+}
+
+/* gradgradcheck of the chain, and its recorded H v replayed on new data and
+ * new indices equals a fresh recording, bit for bit. */
+START_TEST(hessian_vector_product_replays)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_random(dt, "3x4", -2, 2, 41), *x2 = tu_random(dt, "3x4", -2, 2, 42);
+    tg_tensor *v = tu_random(dt, "3x4", -1, 1, 43);
+    cur_idx = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){0, 6, -2});
+    cur_rows = tg_tensor_from(TG_I64, 1, (int64_t[]){2}, (int64_t[]){2, 2});
+    ck_assert(x && x2 && v && cur_idx && cur_rows);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(x2, true);
+    if (dt == TG_F64) {
+        tg_gradcheck_report rep;
+        ck_assert_int_eq(tg_gradgradcheck(chain_fn, &x, 1, NULL, NULL, &rep), TG_OK);
+        ck_assert_msg(rep.passed, "%s", rep.msg);
+    }
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *hv = record_hv(tp, x, v, cur_idx, cur_rows);
+    size_t esz = dt == TG_F64 ? 8 : 4;
+    memcpy(tg_tensor_data(x), tg_tensor_data(x2), 12 * esz);
+    memcpy(tg_tensor_data(cur_idx), (int64_t[]){3, 3, -7}, 3 * sizeof(int64_t));
+    memcpy(tg_tensor_data(cur_rows), (int64_t[]){-1, 0}, 2 * sizeof(int64_t));
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tg_tensor *want = record_hv(fresh, x2, v, cur_idx, cur_rows);
+    for (int64_t k = 0; k < 12; k++)
+        ck_assert_msg(tu_at(hv, k) == tu_at(want, k), "Hv[%lld]: replay %.17g, fresh %.17g",
+                      (long long)k, tu_at(hv, k), tu_at(want, k));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor *all[] = {x, x2, v, cur_idx, cur_rows};
+    for (size_t k = 0; k < sizeof all / sizeof *all; k++)
+        tg_tensor_free(all[k]);
+    cur_idx = cur_rows = NULL;
+}
+END_TEST
+
+/* Indices written between the op and tg_grad fail the recording of its
+ * index_add (nothing reads out of range); written later, the replay fails
+ * at the index op itself, with its own message, before the index_add. */
+START_TEST(recorded_vjp_checks_indices)
+{
+    tg_tensor *x = tu_lit(TG_F64, "3x2", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *idx = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){0, 1, 2});
+    tg_tensor *ids = tg_tensor_from(TG_I64, 2, (int64_t[]){2, 2}, (int64_t[]){0, 1, 2, -3});
+    ck_assert(x && idx && ids);
+    tg_tensor_set_requires_grad(x, true);
+    static const struct {
+        bool embedding, before_grad;
+        int64_t pos, value;
+        const char *msg;
+    } c[] = {
+        {false, true, 1, 3,
+         "index_add: index 3 at position 1 of idx [3] is out of range [-3, 3) for axis 0 of x "
+         "[3x2]"},
+        {true, true, 3, -4,
+         "index_add: index -4 at position 3 of idx [2x2] is out of range [-3, 3) for the rows of "
+         "table [3x2]"},
+        {false, false, 2, -4,
+         "index_select: index -4 at position 2 of idx [3] is out of range [-3, 3) for axis 0 of x "
+         "[3x2] (replay of node 0)"},
+        {true, false, 0, 3,
+         "embedding: index 3 at position 0 of idx [2x2] is out of range [-3, 3) for the rows of "
+         "table [3x2] (replay of node 0)"},
+    };
+    for (size_t k = 0; k < sizeof c / sizeof *c; k++) {
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = c[k].embedding ? tg_embedding(tp, x, ids) : tg_index_select(tp, x, 0, idx);
+        tg_tensor *loss = tg_sum(tp, tg_mul(tp, y, y)), *g;
+        int64_t *v = tg_tensor_data(c[k].embedding ? ids : idx), keep = v[c[k].pos];
+        if (c[k].before_grad) v[c[k].pos] = c[k].value;
+        tg_status s = tg_grad(tp, loss, NULL, &x, 1, &g, true);
+        if (c[k].before_grad) {
+            ck_assert_int_eq(s, TG_ERR_ARG);
+        } else {
+            ck_assert_int_eq(s, TG_OK);
+            v[c[k].pos] = c[k].value;
+            ck_assert_int_eq(tg_tape_replay(tp), TG_ERR_ARG);
+        }
+        ck_assert_str_eq(tg_tape_error(tp), c[k].msg);
+        v[c[k].pos] = keep;
+        tg_tape_free(tp);
+    }
+    tg_tensor_free(x);
+    tg_tensor_free(idx);
+    tg_tensor_free(ids);
+}
+END_TEST
+
+/* A recorded gradient lists its transposed ops by name. */
+START_TEST(explain_names_the_recorded_vjps)
+{
+    tg_tensor *x = tu_operand("3x2", TG_F64, 5);
+    tg_tensor *idx = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 2});
+    tg_tensor_set_name(x, "X");
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *s = tg_slice(tp, x, 0, 1, 3, 1);
+    tg_tensor *e = tg_expand(tp, s, 3, (int64_t[]){2, 2, 2});
+    tg_tensor *pd = tg_pad(tp, e, (int64_t[]){0, 1, 0}, (int64_t[]){0, 0, 1}, 1.0);
+    tg_tensor *y = tg_index_select(tp, pd, 1, idx), *g;
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, y, y)), NULL, &x, 1, &g, true), TG_OK);
+    char buf[4096] = "";
+    FILE *f = fmemopen(buf, sizeof buf - 1, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_int_eq(tg_tape_explain(tp, f, TG_EXPLAIN_FORWARD), TG_OK);
+    fclose(f);
+    static const char *want[] = {"= index_add(", "[2x2x2] = crop(", "[2x2] = sum_to(",
+                                 "dX [3x2] = slice_scatter("};
+    for (size_t k = 0; k < sizeof want / sizeof *want; k++)
+        ck_assert_msg(strstr(buf, want[k]), "no '%s' in:\n%s", want[k], buf);
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(idx);
+}
+END_TEST
+
 /* ====== Errors: status and exact message; the tape stays failed ====== */
 
 typedef struct err_case {
@@ -977,6 +1255,14 @@ static Suite *shape_suite(void)
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
     tcase_add_test(tc, bad_index_at_replay);
     tcase_add_test(tc, explain_shows_the_rules);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("higher order");
+    tcase_add_loop_test(tc, recorded_vjps_to_fourth_order, 0, 2 * N_REF);
+    tcase_add_test(tc, recorded_f32_sums_in_double);
+    tcase_add_loop_test(tc, hessian_vector_product_replays, 0, 2);
+    tcase_add_test(tc, recorded_vjp_checks_indices);
+    tcase_add_test(tc, explain_names_the_recorded_vjps);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");

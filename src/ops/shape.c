@@ -213,6 +213,28 @@ static tg_status copy_vjp(const copy_plan *p, tg_tensor *gx, int64_t os, const t
     return TG_OK;
 }
 
+/* For the transposed ops of the recorded VJPs: 'to' (from element ot, with
+ * strides st) = 'from' (from of, strides sf) over p's elements, or += with
+ * 'add'; st and sf are p's sd and ss in either order. */
+static tg_status move(const copy_plan *p, tg_tensor *to, int64_t ot, const int64_t *st,
+                      const tg_tensor *from, int64_t of, const int64_t *sf, bool add)
+{
+    size_t esz = tg__dtype_size(to->dtype);
+    run_fn fn;
+#define PICK_RUN(T) fn = add ? add_##T : set_##T
+    TG__FLOAT_SWITCH(to->dtype, PICK_RUN, TG_ERR_DTYPE);
+#undef PICK_RUN
+    walk(p, (char *)to->data + (size_t)ot * esz, esz, st, (char *)from->data + (size_t)of * esz,
+         esz, sf, fn);
+    return TG_OK;
+}
+
+/* out = 0, before a transposed op adds its terms in. */
+static void zero(tg_tensor *out)
+{
+    if (out->numel) memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+}
+
 /* Messages name the op and every operand's shape. */
 static tg_tensor *fail1(tg_tape *tp, tg_status s, const char *op, const char *what,
                         const tg_tensor *x)
@@ -235,9 +257,10 @@ static int norm_axis(int axis, int rank)
  * sums: F32 terms go through 'acc', x's numel doubles, then into dX once. */
 
 typedef struct view_ctx {
-    copy_plan p, back; /* the forward's plan and the VJP's (plan_back) */
-    int64_t os;        /* where the view starts in the input */
-    double *acc;       /* expand in F32 only */
+    copy_plan p, back;     /* the forward's plan and the VJP's (plan_back) */
+    int64_t os;            /* where the view starts in the input */
+    double *acc;           /* expand in F32 only */
+    int perm[TG_MAX_RANK]; /* permute: the axes, counted from 0 */
 } view_ctx;
 
 static tg_status view_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
@@ -261,30 +284,117 @@ static tg_status view_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     return TG_OK;
 }
 
+/* The recorded VJPs. reshape's is a reshape back and permute's the inverse
+ * permute. slice's and expand's are the transposed ops below, recorded with
+ * the op's own ctx: dX = dG put into zeros of X's shape (slice_scatter) or
+ * summed over the stretched axes (sum_to), the first-order VJP as an op,
+ * whose own recorded VJP is the slice or expand again with that ctx. */
+static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status slice_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status expand_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                  const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status slice_scatter_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                         tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                         int n_in, void *ctx);
+static tg_status sum_to_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                  const bool *need, tg_tensor **gin, int n_in, void *ctx);
+
+/* The transposed ops: out = 0, then the view's VJP adds dG (input 0) into
+ * it; their VJP takes the view of the gradient again. */
+static tg_status unview_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    zero(out);
+    return view_vjp(in[0], out, in, &out, n_in, ctx);
+}
+
+static tg_status unview_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                            tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    const view_ctx *c = ctx;
+    return gin[0] ? move(&c->p, gin[0], 0, c->p.sd, gout, c->os, c->p.ss, true) : TG_OK;
+}
+
 static const tg_op_def reshape_def = {
     .name = "reshape",
     .forward = view_forward,
     .vjp = view_vjp,
+    .vjp_graph = reshape_vjp_graph,
     .rules = (const char *const[]){"{dy:s} reshaped to {0:shape}", NULL},
     .onnx = reshape_onnx};
 static const tg_op_def permute_def = {
     .name = "permute",
     .forward = view_forward,
     .vjp = view_vjp,
+    .vjp_graph = permute_vjp_graph,
     .rules = (const char *const[]){"{dy:s} permuted back to {0:shape}", NULL},
     .onnx = permute_onnx};
 static const tg_op_def slice_def = {
     .name = "slice",
     .forward = view_forward,
     .vjp = view_vjp,
+    .vjp_graph = slice_vjp_graph,
     .rules = (const char *const[]){"{dy:s} put back into zeros of {0:shape}", NULL},
     .onnx = slice_onnx};
 static const tg_op_def expand_def = {
     .name = "expand",
     .forward = view_forward,
     .vjp = view_vjp,
+    .vjp_graph = expand_vjp_graph,
     .rules = (const char *const[]){"{dy:s} summed over the stretched axes to {0:shape}", NULL},
     .onnx = expand_onnx};
+static const tg_op_def slice_scatter_def = {
+    .name = "slice_scatter",
+    .forward = unview_forward,
+    .vjp = unview_vjp,
+    .vjp_graph = slice_scatter_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} sliced again to {0:shape}", NULL}};
+static const tg_op_def sum_to_def = {
+    .name = "sum_to",
+    .forward = unview_forward,
+    .vjp = unview_vjp,
+    .vjp_graph = sum_to_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL}};
+
+/* <from>_vjp_graph records <to>_def on dy with X's shape and the same ctx. */
+#define VIEW_VJP_GRAPH(from, to)                                                                \
+    static tg_status from##_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,               \
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,  \
+                                      int n_in, void *ctx)                                      \
+    {                                                                                           \
+        (void)out, (void)n_in;                                                                  \
+        if (need[0]) gin[0] = tg_custom(tp, &to##_def, &dy, 1, in[0]->rank, in[0]->shape, ctx); \
+        return tg_tape_status(tp);                                                              \
+    }
+VIEW_VJP_GRAPH(slice, slice_scatter)
+VIEW_VJP_GRAPH(slice_scatter, slice)
+VIEW_VJP_GRAPH(expand, sum_to)
+VIEW_VJP_GRAPH(sum_to, expand)
+#undef VIEW_VJP_GRAPH
+
+static tg_status reshape_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg_reshape(tp, dy, in[0]->rank, in[0]->shape);
+    return tg_tape_status(tp);
+}
+
+static tg_status permute_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                   const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const view_ctx *c = ctx;
+    int inv[TG_MAX_RANK] = {0};
+    for (int k = 0; k < in[0]->rank; k++)
+        inv[c->perm[k]] = k;
+    if (need[0]) gin[0] = tg_permute(tp, dy, inv);
+    return tg_tape_status(tp);
+}
 
 /* The plan of a contiguous output of 'shape' read from an input view with strides ss. */
 static void out_plan(copy_plan *p, int rank, const int64_t *shape, const int64_t *ss)
@@ -297,10 +407,12 @@ static void out_plan(copy_plan *p, int rank, const int64_t *shape, const int64_t
 /* Records def on x with the plan p reading x from offset os; 'sums' when the
  * VJP adds several elements of dG into one of dX. */
 static tg_tensor *record_view(tg_tape *tp, const tg_op_def *def, tg_tensor *x, int rank,
-                              const int64_t *shape, const copy_plan *p, int64_t os, bool sums)
+                              const int64_t *shape, const copy_plan *p, int64_t os, bool sums,
+                              const int *perm)
 {
     view_ctx *ctx = tg__tape_copy(tp, &(view_ctx){.p = *p, .os = os}, sizeof(view_ctx));
     if (!ctx) return NULL;
+    if (perm) memcpy(ctx->perm, perm, (size_t)x->rank * sizeof *perm);
     plan_back(p, &ctx->back);
     if (sums && x->dtype == TG_F32 &&
         !(ctx->acc = tg__arena_alloc(&tp->arena, (size_t)x->numel * sizeof(double)))) {
@@ -362,7 +474,7 @@ tg_tensor *tg_reshape(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape)
     copy_plan p;
     int64_t one = 1, n = x->numel;
     plan_make(&p, 1, &n, &one, &one);
-    return record_view(tp, &reshape_def, x, rank, out, &p, 0, false);
+    return record_view(tp, &reshape_def, x, rank, out, &p, 0, false, NULL);
 }
 
 /* ====== permute: G[i_0..] = X with axis perm[k] of X as axis k;  dX += dG permuted back ====== */
@@ -375,8 +487,9 @@ tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm)
     int64_t xs[TG_MAX_RANK], shape[TG_MAX_RANK], ss[TG_MAX_RANK];
     strides_of(x->rank, x->shape, xs);
     bool seen[TG_MAX_RANK] = {false};
+    int axes[TG_MAX_RANK] = {0};
     for (int k = 0; k < x->rank; k++) {
-        int ax = norm_axis(perm[k], x->rank);
+        int ax = axes[k] = norm_axis(perm[k], x->rank);
         if (ax < 0 || seen[ax]) {
             snprintf(what, sizeof what, "perm[%d] = %d is %s", k, perm[k],
                      ax < 0 ? "out of range" : "repeated");
@@ -387,7 +500,7 @@ tg_tensor *tg_permute(tg_tape *tp, tg_tensor *x, const int *perm)
     }
     copy_plan p;
     out_plan(&p, x->rank, shape, ss);
-    return record_view(tp, &permute_def, x, x->rank, shape, &p, 0, false);
+    return record_view(tp, &permute_def, x, x->rank, shape, &p, 0, false, axes);
 }
 
 /* ====== slice: G = X[..., start:stop:step, ...];  dX[..., start:stop:step, ...] += dG ====== */
@@ -424,7 +537,7 @@ tg_tensor *tg_slice(tg_tape *tp, tg_tensor *x, int axis, int64_t start, int64_t 
     ss[ax] = len > 1 ? step * ss[ax] : 0;
     copy_plan p;
     out_plan(&p, x->rank, shape, ss);
-    return record_view(tp, &slice_def, x, x->rank, shape, &p, p.n ? os : 0, false);
+    return record_view(tp, &slice_def, x, x->rank, shape, &p, p.n ? os : 0, false, NULL);
 }
 
 /* ====== expand: G = X broadcast to a shape;  dX += Σ dG over the stretched axes ====== */
@@ -462,7 +575,7 @@ tg_tensor *tg_expand(tg_tape *tp, tg_tensor *x, int rank, const int64_t *shape)
     }
     copy_plan p;
     out_plan(&p, rank, out, ss);
-    return record_view(tp, &expand_def, x, rank, out, &p, 0, true);
+    return record_view(tp, &expand_def, x, rank, out, &p, 0, true, NULL);
 }
 
 /* ====== pad: G = X with before[i] and after[i] elements of a value around axis i;
@@ -497,12 +610,61 @@ static tg_status pad_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor 
     return gin[0] ? copy_vjp(&c->back, gin[0], 0, gout, c->od) : TG_OK;
 }
 
+/* The recorded VJP: crop, dX = dG's interior, an op of its own with pad's
+ * ctx; crop's recorded VJP is the pad again with the value 0, pad's linear
+ * part. */
+static tg_status crop_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const pad_ctx *c = ctx;
+    return move(&c->p, out, 0, c->p.ss, in[0], c->od, c->p.sd, false);
+}
+
+static tg_status crop_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                          tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    const pad_ctx *c = ctx;
+    return gin[0] ? move(&c->back, gin[0], c->od, c->back.sd, gout, 0, c->back.ss, true) : TG_OK;
+}
+
+static tg_status pad_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status crop_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx);
+
 static const tg_op_def pad_def = {.name = "pad",
                                   .forward = pad_forward,
                                   .vjp = pad_vjp,
+                                  .vjp_graph = pad_vjp_graph,
                                   .rules =
                                       (const char *const[]){"{dy:s} without the padding", NULL},
                                   .onnx = pad_onnx};
+static const tg_op_def crop_def = {
+    .name = "crop",
+    .forward = crop_forward,
+    .vjp = crop_vjp,
+    .vjp_graph = crop_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} padded with zeros to {0:shape}", NULL}};
+
+static tg_status pad_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    if (need[0]) gin[0] = tg_custom(tp, &crop_def, &dy, 1, in[0]->rank, in[0]->shape, ctx);
+    return tg_tape_status(tp);
+}
+
+static tg_status crop_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    if (!need[0]) return tg_tape_status(tp);
+    pad_ctx *z = tg__tape_copy(tp, ctx, sizeof *z);
+    if (z) z->value = 0;
+    if (z) gin[0] = tg_custom(tp, &pad_def, &dy, 1, in[0]->rank, in[0]->shape, z);
+    return tg_tape_status(tp);
+}
 
 tg_tensor *tg_pad(tg_tape *tp, tg_tensor *x, const int64_t *before, const int64_t *after,
                   double value)
@@ -548,6 +710,8 @@ typedef struct join_part {
 
 typedef struct join_ctx {
     int n;
+    int axis;      /* of the output, counted from 0 */
+    bool new_axis; /* stack */
     join_part *part;
 } join_ctx;
 
@@ -574,6 +738,25 @@ static tg_status join_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     return TG_OK;
 }
 
+/* The recorded VJP: dX_j = tg_slice of dG along the axis (for stack its
+ * index j, reshaped to drop the axis). */
+static tg_status join_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out;
+    const join_ctx *c = ctx;
+    int64_t off = 0;
+    for (int j = 0; j < n_in; j++) {
+        int64_t len = c->new_axis ? 1 : in[j]->shape[c->axis];
+        if (need[j]) {
+            tg_tensor *g = tg_slice(tp, dy, c->axis, off, off + len, 1);
+            gin[j] = c->new_axis ? tg_reshape(tp, g, in[j]->rank, in[j]->shape) : g;
+        }
+        off += len;
+    }
+    return tg_tape_status(tp);
+}
+
 /* tg_tape_explain reads rules[j] for input j; one text fits every input, and
  * past the 32nd it falls back to naming the VJP. */
 #define JOIN_RULE4(r) r, r, r, r
@@ -584,12 +767,14 @@ static const tg_op_def concat_def = {
     .name = "concat",
     .forward = join_forward,
     .vjp = join_vjp,
+    .vjp_graph = join_vjp_graph,
     .rules = (const char *const[]){JOIN_RULES("its block of {dy:s} along the axis"), NULL},
     .onnx = concat_onnx};
 static const tg_op_def stack_def = {
     .name = "stack",
     .forward = join_forward,
     .vjp = join_vjp,
+    .vjp_graph = join_vjp_graph,
     .rules = (const char *const[]){JOIN_RULES("its slice of {dy:s} along the new axis"), NULL},
     .onnx = stack_onnx};
 
@@ -627,7 +812,8 @@ static tg_tensor *record_join(tg_tape *tp, const tg_op_def *def, tg_tensor *cons
 {
     int64_t ys[TG_MAX_RANK];
     strides_of(rank, shape, ys);
-    join_ctx *ctx = tg__tape_copy(tp, &(join_ctx){.n = n}, sizeof(join_ctx));
+    join_ctx *ctx = tg__tape_copy(tp, &(join_ctx){.n = n, .axis = axis, .new_axis = new_axis},
+                                  sizeof(join_ctx));
     if (!ctx) return NULL;
     if (!(ctx->part = tg__arena_alloc(&tp->arena, (size_t)n * sizeof *ctx->part))) {
         join_fail(tp, TG_ERR_NOMEM, def->name, "out of memory for the input plans", xs, n);
@@ -804,10 +990,46 @@ static tg_status index_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
+/* The recorded VJP: index_add, dX = dG added into zeros of X's shape at the
+ * indices, the first-order VJP as an op of its own (F32 sums in the op's
+ * double buffer). Its forward checks the indices at every replay like the
+ * op's, and its recorded VJP is the index_select (or embedding) again. */
+static tg_status index_add_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    const index_ctx *c = ctx;
+    int64_t pos = bad_index(in[1], c->n);
+    if (pos >= 0) return index_fail(c, "index_add", (tg_tensor *[]){out, in[1]}, pos, true);
+    zero(out);
+    return index_vjp(in[0], out, in, &out, n_in, ctx);
+}
+
+/* dG (X's shape) gathered at the indices, added into the gradient of input 0. */
+static tg_status index_add_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                               tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const index_ctx *c = ctx;
+    if (!gin[0] || !c->p.n) return TG_OK;
+    const int64_t *idx = in[1]->data;
+    for (int64_t i = 0; i < c->m; i++) {
+        tg_status s = move(&c->p, gin[0], i * c->inner, c->p.sd, gout,
+                           wrap(idx[i], c->n) * c->inner, c->p.ss, true);
+        if (s) return s;
+    }
+    return TG_OK;
+}
+
+static tg_status index_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx);
+static tg_status index_add_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx);
+
 static const tg_op_def index_select_def = {
     .name = "index_select",
     .forward = index_forward,
     .vjp = index_vjp,
+    .vjp_graph = index_vjp_graph,
     .index_inputs = 2u,
     .rules =
         (const char *const[]){"{dy:s} added into zeros of {0:shape} at the indices {1}", NULL},
@@ -816,10 +1038,36 @@ static const tg_op_def embedding_def = {
     .name = "embedding",
     .forward = index_forward,
     .vjp = index_vjp,
+    .vjp_graph = index_vjp_graph,
     .index_inputs = 2u,
     .rules =
         (const char *const[]){"rows of {dy:s} added into zeros of {0:shape} at rows {1}", NULL},
     .onnx = embedding_onnx};
+static const tg_op_def index_add_def = {
+    .name = "index_add",
+    .forward = index_add_forward,
+    .vjp = index_add_vjp,
+    .vjp_graph = index_add_vjp_graph,
+    .index_inputs = 2u,
+    .rules = (const char *const[]){"{dy:s} gathered at the indices {1}", NULL}};
+
+static tg_status index_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    if (!need[0]) return tg_tape_status(tp);
+    index_ctx *c = tg__tape_copy(tp, ctx, sizeof *c); /* the op's, for this node's messages */
+    if (!c) return tg_tape_status(tp);
+    c->node = tp->n_nodes;
+    int64_t pos = bad_index(in[1], c->n); /* indices written since the op was recorded */
+    if (pos >= 0) {
+        index_fail(c, "index_add", in, pos, false);
+        return tg_tape_status(tp);
+    }
+    gin[0] =
+        tg_custom(tp, &index_add_def, (tg_tensor *[]){dy, in[1]}, 2, in[0]->rank, in[0]->shape, c);
+    return tg_tape_status(tp);
+}
 
 /* Records an index op on x seen as [outer, n, inner], picking m blocks; the
  * output's shape is given. axis < 0 marks embedding in messages. */
@@ -858,6 +1106,21 @@ static bool index_dtype(tg_tape *tp, const char *op, const char *xname, const tg
              tg__shape_str(idx, si, sizeof si), tg__dt(idx->dtype)->name, xname,
              tg__shape_str(x, sx, sizeof sx));
     return false;
+}
+
+static tg_status index_add_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const index_ctx *c = ctx;
+    if (!need[0]) return tg_tape_status(tp);
+    /* The op again on dy, seen as the op saw X: [outer, n, inner] around the axis. */
+    const tg_tensor *g = in[0];
+    int64_t block = c->m * c->inner, outer = block > 0 ? g->numel / block : 0;
+    gin[0] = record_index(tp, c->axis >= 0 ? &index_select_def : &embedding_def, dy, in[1], c->axis,
+                          outer, c->n, c->inner, g->rank, g->shape);
+    return tg_tape_status(tp);
 }
 
 tg_tensor *tg_index_select(tg_tape *tp, tg_tensor *x, int axis, tg_tensor *idx)
