@@ -4,6 +4,8 @@
 # tg_bench (see build-bench/bench/tg_bench --help), e.g. --json results.jsonl.
 # "bench/run.sh conv [args]" runs conv_bench instead (the CNN's convolution
 # and pooling layers, forward + backward, against PyTorch and the GEMM floor).
+# "bench/run.sh hvp [args]" runs hvp_bench (Hessian-vector and forward-mode
+# products against PyTorch's double backward).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release >/dev/null
@@ -11,6 +13,11 @@ if [ "${1:-}" = conv ]; then
     shift
     meson compile -C build-bench -j 2 bench/conv_bench >/dev/null
     exec build-bench/bench/conv_bench "$@"
+fi
+if [ "${1:-}" = hvp ]; then
+    shift
+    meson compile -C build-bench -j 2 bench/hvp_bench >/dev/null
+    exec build-bench/bench/hvp_bench "$@"
 fi
 meson compile -C build-bench -j 2 bench/tg_bench >/dev/null
 exec build-bench/bench/tg_bench --torch "$@"
