@@ -154,7 +154,49 @@ typedef struct conv_ctx {
     void *stage;  /* [O, nb OH OW] product or gradient of a chunk; NULL when nb = 1 */
     bool fresh;   /* col holds the columns of all of X, left by the last forward */
     double *bsum; /* [O] bias gradient sums, in double for F32 too */
+    void *scratch; /* conv_dx and conv_dw: a product of Y's shape their VJP adds; else NULL */
 } conv_ctx;
+
+/* The context of a convolution node with geometry g (checked by the caller)
+ * and its arena buffers: the columns of a chunk and, for chunks of several
+ * samples, the staging buffer; the bias sums with 'bias', and a scratch
+ * product of 'scratch' elements when it is not 0. 'ops' names the operands
+ * in messages. */
+static conv_ctx *conv_ctx_new(tg_tape *tp, const geom *g, size_t es, const char *op,
+                              const char *ops, bool bias, int64_t scratch)
+{
+    /* As many samples per chunk as the scratch budget holds (at least one);
+     * a chunk of several samples also needs the staging buffer. */
+    int64_t p = g->oh * g->ow, col_numel = g->c * g->kh * g->kw * p;
+    int64_t yp = tg__numel(2, (int64_t[]){g->o, p});
+    int64_t per = yp < 0 || col_numel > INT64_MAX - yp ? -1 : col_numel + yp;
+    int64_t nb = per == 0 ? g->n : per < 0 ? 1 : CONV_SCRATCH_BYTES / (int64_t)es / per;
+    nb = nb > g->n ? g->n : nb;
+    nb = nb < 1 ? 1 : nb;
+    conv_ctx c = {.g = *g, .nb = nb};
+    conv_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
+    if (!ctx) return NULL;
+    if (!(ctx->col = tg__arena_alloc(&tp->arena, (size_t)(nb * col_numel) * es))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the column buffer (%lld elements): %s",
+                 op, (long long)(nb * col_numel), ops);
+        return NULL;
+    }
+    if (nb > 1 && !(ctx->stage = tg__arena_alloc(&tp->arena, (size_t)(nb * yp) * es))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the staging buffer (%lld elements): %s",
+                 op, (long long)(nb * yp), ops);
+        return NULL;
+    }
+    if (bias && !(ctx->bsum = tg__arena_alloc(&tp->arena, (size_t)g->o * sizeof(double)))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the bias sums: %s", op, ops);
+        return NULL;
+    }
+    if (scratch && !(ctx->scratch = tg__arena_alloc(&tp->arena, (size_t)scratch * es))) {
+        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for a product of %lld elements: %s", op,
+                 (long long)scratch, ops);
+        return NULL;
+    }
+    return ctx;
+}
 
 /* Y[n0 + s][o] = stage[o][s] (+ b[o]) for the nb samples of a chunk; with nb = 1
  * the product is already in Y and only the bias is added. */
@@ -246,18 +288,17 @@ DEFINE_ROW_SUM(double, f64)
         for (int64_t o = 0; o < g->o; o++) dbt[o] += (T)cx->bsum[o];                               \
     } while (0)
 
-static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
-                          tg_tensor **gin, int n_in, void *ctx)
+/* The products of the VJP, each where its pointer is not NULL: dX += col2im(W^T dY),
+ * dW += dY col(X)^T and db += Σ dY; x is read only for dW, w only for dX. The
+ * fused VJP and the recorded one's conv_dx and conv_dw all run here. */
+static tg_status conv_grads(conv_ctx *cx, tg_dtype dt, const char *x, const char *w,
+                            const char *gy, char *dx, char *dw, char *db)
 {
-    conv_ctx *cx = ctx;
     const geom *g = &cx->g;
-    tg_dtype dt = out->dtype;
     size_t es = tg__dtype_size(dt);
     int64_t p = g->oh * g->ow, og = g->o / g->groups, r = g->c / g->groups * g->kh * g->kw;
-    const char *x = in[0]->data, *w = in[1]->data, *gy = gout->data;
-    char *dx = gin[0] ? gin[0]->data : NULL, *dw = gin[1] ? gin[1]->data : NULL, *col = cx->col;
-    char *db = n_in > 2 && gin[2] ? gin[2]->data : NULL;
-    if (out->numel == 0 || (!dx && !dw && !db)) return TG_OK; /* nothing flows back */
+    char *col = cx->col;
+    if (g->n == 0 || g->o == 0 || (!dx && !dw && !db)) return TG_OK; /* nothing flows back */
     if (db) memset(cx->bsum, 0, (size_t)g->o * sizeof(double));
     for (int64_t n0 = 0; n0 < g->n; n0 += cx->nb) {
         int64_t nb = g->n - n0 < cx->nb ? g->n - n0 : cx->nb, ld = nb * p;
@@ -289,18 +330,242 @@ static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     return TG_OK;
 }
 
+static tg_status conv_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                          tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out;
+    return conv_grads(ctx, gout->dtype, in[0]->data, in[1]->data, gout->data,
+                      gin[0] ? gin[0]->data : NULL, gin[1] ? gin[1]->data : NULL,
+                      n_in > 2 && gin[2] ? gin[2]->data : NULL);
+}
+
+/* ====== The recorded VJP: conv, conv_dx and conv_dw close under differentiation ======
+ * B(x, w, dy) = <dy, conv(x, w)> is linear in each argument, and its three
+ * partial derivatives are the three ops: conv(x, w) by dy, conv_dx(dy, w) (the
+ * transposed convolution, col2im(W^T dY)) by x, and conv_dw(x, dy)
+ * (dY col(X)^T) by w. So the VJP of each is made of the other two:
+ *   conv:    dx = conv_dx(dy, w),  dw = conv_dw(x, dy),  db = conv_db(dy)
+ *   conv_dx(dy, w), cotangent u of X's shape:  d dy = conv(u, w),   dw = conv_dw(u, dy)
+ *   conv_dw(x, dy), cotangent v of W's shape:  dx = conv_dx(dy, v), d dy = conv(x, v)
+ *   conv_db(dy) = Σ_{n,plane} dy, cotangent c [O]: d dy = c broadcast over n and the plane.
+ * Each runs the kernels of the fused VJP (conv_grads) with the geometry of
+ * the convolution that made it and buffers of its own, so a recorded
+ * gradient has the fused one's bits. */
+
+enum conv_kind { CONV_Y, CONV_DX, CONV_DW, CONV_DB };
+
+static tg_tensor *conv_record(tg_tape *tp, enum conv_kind kind, const geom *g, tg_tensor *a,
+                              tg_tensor *b);
+
+static tg_status conv_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out;
+    const geom *g = &((const conv_ctx *)ctx)->g;
+    if (need[0]) gin[0] = conv_record(tp, CONV_DX, g, dy, in[1]);
+    if (need[1]) gin[1] = conv_record(tp, CONV_DW, g, in[0], dy);
+    if (n_in > 2 && need[2]) gin[2] = conv_record(tp, CONV_DB, g, dy, NULL);
+    return tg_tape_status(tp);
+}
+
+/* out += the convolution of x with w (no bias), through the scratch product. */
+static tg_status conv_add_product(conv_ctx *cx, tg_tensor *out, tg_tensor *x, tg_tensor *w)
+{
+    tg_tensor y = {.dtype = out->dtype, .numel = out->numel, .data = cx->scratch};
+    tg_tensor *in[2] = {x, w};
+    tg_status s = conv_forward(&y, in, 2, cx);
+    if (s) return s;
+    if (out->dtype == TG_F64)
+        for (int64_t k = 0; k < out->numel; k++)
+            ((double *)out->data)[k] += ((const double *)cx->scratch)[k];
+    else
+        for (int64_t k = 0; k < out->numel; k++)
+            ((float *)out->data)[k] += ((const float *)cx->scratch)[k];
+    return TG_OK;
+}
+
+/* conv_dx(dy, w): X's shape, col2im(W^T dY) per chunk and group. */
+static tg_status conv_dx_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    conv_ctx *cx = ctx;
+    memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    cx->fresh = false;
+    return conv_grads(cx, out->dtype, NULL, in[1]->data, in[0]->data, out->data, NULL, NULL);
+}
+
+static tg_status conv_dx_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    conv_ctx *cx = ctx;
+    tg_status s = TG_OK;
+    if (gin[0]) s = conv_add_product(cx, gin[0], (tg_tensor *)gout, in[1]); /* d dy += conv(u, w) */
+    cx->fresh = false;
+    if (!s && gin[1]) /* dw += conv_dw(u, dy) */
+        s = conv_grads(cx, gout->dtype, gout->data, NULL, in[0]->data, NULL, gin[1]->data, NULL);
+    return s;
+}
+
+static tg_status conv_dx_vjp_graph(tg_tape *tp, tg_tensor *du, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const geom *g = &((const conv_ctx *)ctx)->g;
+    if (need[0]) gin[0] = conv_record(tp, CONV_Y, g, du, in[1]);
+    if (need[1]) gin[1] = conv_record(tp, CONV_DW, g, du, in[0]);
+    return tg_tape_status(tp);
+}
+
+/* conv_dw(x, dy): W's shape, Σ_chunks dY col(X)^T per group. */
+static tg_status conv_dw_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    conv_ctx *cx = ctx;
+    memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    cx->fresh = false;
+    return conv_grads(cx, out->dtype, in[0]->data, NULL, in[1]->data, NULL, out->data, NULL);
+}
+
+static tg_status conv_dw_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    conv_ctx *cx = ctx;
+    tg_status s = TG_OK;
+    cx->fresh = false;
+    if (gin[0]) /* dx += conv_dx(dy, v) */
+        s = conv_grads(cx, gout->dtype, NULL, gout->data, in[1]->data, gin[0]->data, NULL, NULL);
+    if (!s && gin[1]) s = conv_add_product(cx, gin[1], in[0], (tg_tensor *)gout); /* d dy += conv(x, v) */
+    return s;
+}
+
+static tg_status conv_dw_vjp_graph(tg_tape *tp, tg_tensor *dv, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const geom *g = &((const conv_ctx *)ctx)->g;
+    if (need[0]) gin[0] = conv_record(tp, CONV_DX, g, in[1], dv);
+    if (need[1]) gin[1] = conv_record(tp, CONV_Y, g, in[0], dv);
+    return tg_tape_status(tp);
+}
+
+/* conv_db(dy) [O]: the bias gradient, summed as the fused VJP sums it. */
+#define DB_SUM(T)                                                                                  \
+    do {                                                                                           \
+        const T *gy = in[0]->data;                                                                 \
+        T *db = out->data;                                                                         \
+        for (int64_t o = 0; o < g->o; o++) {                                                       \
+            double acc = 0;                                                                        \
+            for (int64_t n = 0; n < g->n; n++) acc += ROW_SUM(gy + (n * g->o + o) * p, p);         \
+            db[o] = (T)acc;                                                                        \
+        }                                                                                          \
+    } while (0)
+
+static tg_status conv_db_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const geom *g = &((const conv_ctx *)ctx)->g;
+    int64_t p = g->oh * g->ow;
+    TG__FLOAT_SWITCH(out->dtype, DB_SUM, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+#define DB_SPREAD(T)                                                                               \
+    do {                                                                                           \
+        const T *c = gout->data;                                                                   \
+        T *d = gin[0]->data;                                                                       \
+        for (int64_t n = 0; n < g->n; n++)                                                         \
+            for (int64_t o = 0; o < g->o; o++)                                                     \
+                for (int64_t q = 0; q < p; q++) d[(n * g->o + o) * p + q] += c[o];                 \
+    } while (0)
+
+static tg_status conv_db_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    const geom *g = &((const conv_ctx *)ctx)->g;
+    int64_t p = g->oh * g->ow;
+    if (gin[0]) TG__FLOAT_SWITCH(gout->dtype, DB_SPREAD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status conv_db_vjp_graph(tg_tape *tp, tg_tensor *dc, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx; /* d dy = c as [1,O,1(,1)], broadcast */
+    const tg_tensor *dy = in[0];
+    int64_t shape[TG_MAX_RANK] = {1, dy->shape[1], 1, 1};
+    gin[0] = tg_expand(tp, tg_reshape(tp, dc, dy->rank, shape), dy->rank, dy->shape);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def conv2d_def = {
-    .name = "conv2d", .forward = conv_forward, .vjp = conv_vjp,
+    .name = "conv2d", .forward = conv_forward, .vjp = conv_vjp, .vjp_graph = conv_vjp_graph,
     .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
                                    "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,h,w} {dy:s}",
                                    NULL},
     .onnx = conv_onnx};
 static const tg_op_def conv1d_def = {
-    .name = "conv1d", .forward = conv_forward, .vjp = conv_vjp,
+    .name = "conv1d", .forward = conv_forward, .vjp = conv_vjp, .vjp_graph = conv_vjp_graph,
     .rules = (const char *const[]){"col2im({1}ᵀ · {dy:s}) per sample and group",
                                    "Σ_n {dy:s} · im2col({0})ᵀ per group", "Σ_{n,l} {dy:s}",
                                    NULL},
     .onnx = conv_onnx};
+
+/* The ops of the recorded VJP, for each dimension. */
+#define CONV_DX_DEF(NAME, CONV, DW)                                                                \
+    {.name = NAME, .forward = conv_dx_forward, .vjp = conv_dx_vjp,                                 \
+     .vjp_graph = conv_dx_vjp_graph,                                                               \
+     .rules = (const char *const[]){CONV "({dy:s}, {1})", DW "({dy:s}, {0})", NULL}}
+#define CONV_DW_DEF(NAME, CONV, DX)                                                                \
+    {.name = NAME, .forward = conv_dw_forward, .vjp = conv_dw_vjp,                                 \
+     .vjp_graph = conv_dw_vjp_graph,                                                               \
+     .rules = (const char *const[]){DX "({1}, {dy:s})", CONV "({0}, {dy:s})", NULL}}
+#define CONV_DB_DEF(NAME, AXES)                                                                    \
+    {.name = NAME, .forward = conv_db_forward, .vjp = conv_db_vjp,                                 \
+     .vjp_graph = conv_db_vjp_graph,                                                               \
+     .rules = (const char *const[]){"{dy:s} broadcast over " AXES, NULL}}
+
+static const tg_op_def conv2d_dx_def = CONV_DX_DEF("conv2d_dx", "conv2d", "conv2d_dw");
+static const tg_op_def conv2d_dw_def = CONV_DW_DEF("conv2d_dw", "conv2d", "conv2d_dx");
+static const tg_op_def conv2d_db_def = CONV_DB_DEF("conv2d_db", "n, h, w");
+static const tg_op_def conv1d_dx_def = CONV_DX_DEF("conv1d_dx", "conv1d", "conv1d_dw");
+static const tg_op_def conv1d_dw_def = CONV_DW_DEF("conv1d_dw", "conv1d", "conv1d_dx");
+static const tg_op_def conv1d_db_def = CONV_DB_DEF("conv1d_db", "n, l");
+
+/* Records conv (no bias), conv_dx, conv_dw or conv_db with the geometry of
+ * the convolution whose VJP it is part of; a and b as in the comment above,
+ * which the vjp_graph contract gives the right shapes. */
+static tg_tensor *conv_record(tg_tape *tp, enum conv_kind kind, const geom *g, tg_tensor *a,
+                              tg_tensor *b)
+{
+    static const tg_op_def *const defs[2][4] = {
+        {&conv2d_def, &conv2d_dx_def, &conv2d_dw_def, &conv2d_db_def},
+        {&conv1d_def, &conv1d_dx_def, &conv1d_dw_def, &conv1d_db_def}};
+    if (tg_tape_status(tp)) return NULL; /* a or b may be NULL after an earlier failure */
+    bool one_d = a->rank == 3;
+    const tg_op_def *def = defs[one_d][kind];
+    int64_t dims[4][4] = {{g->n, g->o, g->oh, g->ow},
+                          {g->n, g->c, g->h, g->w},
+                          {g->o, g->c / g->groups, g->kh, g->kw},
+                          {g->o}};
+    int64_t *d = dims[kind], shape[4] = {d[0], d[1], one_d ? d[3] : d[2], d[3]};
+    int rank = kind == CONV_DB ? 1 : one_d ? 3 : 4;
+    tg_tensor *in[2] = {a, b};
+    conv_ctx *ctx;
+    if (kind == CONV_DB) {
+        ctx = tg__tape_copy(tp, &(conv_ctx){.g = *g}, sizeof *ctx);
+    } else {
+        int64_t y = kind == CONV_Y ? 0 : g->n * g->o * g->oh * g->ow;
+        ctx = conv_ctx_new(tp, g, tg__dtype_size(a->dtype), def->name, "in a recorded gradient",
+                           false, y);
+    }
+    return ctx ? tg_custom(tp, def, in, kind == CONV_DB ? 1 : 2, rank, shape, ctx) : NULL;
+}
 
 /* "x [..], w [..], b [..]" (b NULL when absent) for messages. */
 static const char *operands_str(const tg_tensor *x, const tg_tensor *w, const tg_tensor *b,
@@ -425,32 +690,8 @@ static tg_tensor *conv(tg_tape *tp, const tg_op_def *def, bool one_d, tg_tensor 
         tg__fail(tp, TG_ERR_SHAPE, "%s: the output would be too large: %s", op, ops);
         return NULL;
     }
-    /* As many samples per chunk as the scratch budget holds (at least one);
-     * a chunk of several samples also needs the staging buffer. */
-    size_t es = tg__dtype_size(x->dtype);
-    int64_t yp = tg__numel(2, (int64_t[]){g.o, p});
-    int64_t per = yp < 0 || col_numel > INT64_MAX - yp ? -1 : col_numel + yp;
-    int64_t nb = per == 0 ? g.n : per < 0 ? 1 : CONV_SCRATCH_BYTES / (int64_t)es / per;
-    nb = nb > g.n ? g.n : nb;
-    nb = nb < 1 ? 1 : nb;
-    conv_ctx c = {.g = g, .nb = nb};
-    conv_ctx *ctx = tg__tape_copy(tp, &c, sizeof c);
-    if (!ctx) return NULL;
-    if (!(ctx->col = tg__arena_alloc(&tp->arena, (size_t)(nb * col_numel) * es))) {
-        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the column buffer (%lld elements): %s",
-                 op, (long long)(nb * col_numel), ops);
-        return NULL;
-    }
-    if (nb > 1 && !(ctx->stage = tg__arena_alloc(&tp->arena, (size_t)(nb * yp) * es))) {
-        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the staging buffer (%lld elements): %s",
-                 op, (long long)(nb * yp), ops);
-        return NULL;
-    }
-    if (b && !(ctx->bsum = tg__arena_alloc(&tp->arena, (size_t)g.o * sizeof(double)))) {
-        tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory for the bias sums: %s", op, ops);
-        return NULL;
-    }
-    return tg_custom(tp, def, in, b ? 3 : 2, rank, shape, ctx);
+    conv_ctx *ctx = conv_ctx_new(tp, &g, tg__dtype_size(x->dtype), op, ops, b != NULL, 0);
+    return ctx ? tg_custom(tp, def, in, b ? 3 : 2, rank, shape, ctx) : NULL;
 }
 
 tg_tensor *tg_conv1d(tg_tape *tp, tg_tensor *x, tg_tensor *w, tg_tensor *b, const tg_conv_opts *o)
