@@ -801,19 +801,128 @@ static tg_status max_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     return TG_OK;
 }
 
-#define AVG_FWD(T)                                                                                 \
+/* The recorded VJP: dX = scatter_argmax(dY), an op that reads the argmax of
+ * the latest forward (the pool's node runs before it at every replay), so the
+ * positions are constant and dX has no derivative by X. Its transpose is
+ * gather_argmax, Y'[k] = X'[argmax k], and each one's VJP is the other. */
+static tg_tensor *pool_arg_record(tg_tape *tp, bool scatter, tg_tensor *t, pool_ctx *cx);
+
+static tg_status max_pool_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = pool_arg_record(tp, true, dy, ctx);
+    return tg_tape_status(tp);
+}
+
+/* dst[arg[k]] += src[k] over the pool's outputs k: scatter_argmax's forward, gather_argmax's VJP. */
+#define ARG_SCATTER(T)                                                                             \
     do {                                                                                           \
-        const T *xs_ = in[0]->data;                                                                \
-        T *y = out->data;                                                                          \
+        const T *src = src_;                                                                       \
+        T *dst = dst_;                                                                             \
+        for (int64_t k = 0; k < n; k++) dst[cx->arg[k]] += src[k];                                 \
+    } while (0)
+
+/* dst[k] += src[arg[k]]: gather_argmax's forward (on zeros), scatter_argmax's VJP. */
+#define ARG_GATHER(T)                                                                              \
+    do {                                                                                           \
+        const T *src = src_;                                                                       \
+        T *dst = dst_;                                                                             \
+        for (int64_t k = 0; k < n; k++) dst[k] += src[cx->arg[k]];                                 \
+    } while (0)
+
+static tg_status arg_move(tg_dtype dt, const pool_ctx *cx, bool scatter, const void *src_,
+                          void *dst_)
+{
+    const geom *g = &cx->g;
+    int64_t n = g->n * g->c * g->oh * g->ow;
+    if (scatter)
+        TG__FLOAT_SWITCH(dt, ARG_SCATTER, TG_ERR_DTYPE);
+    else
+        TG__FLOAT_SWITCH(dt, ARG_GATHER, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status scatter_argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    return arg_move(out->dtype, ctx, true, in[0]->data, out->data);
+}
+
+static tg_status gather_argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    return arg_move(out->dtype, ctx, false, in[0]->data, out->data);
+}
+
+static tg_status scatter_argmax_vjp(const tg_tensor *gout, const tg_tensor *out,
+                                    tg_tensor *const *in, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    return gin[0] ? arg_move(gout->dtype, ctx, false, gout->data, gin[0]->data) : TG_OK;
+}
+
+static tg_status gather_argmax_vjp(const tg_tensor *gout, const tg_tensor *out,
+                                   tg_tensor *const *in, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    return gin[0] ? arg_move(gout->dtype, ctx, true, gout->data, gin[0]->data) : TG_OK;
+}
+
+static tg_status scatter_argmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                          tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                          int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = pool_arg_record(tp, false, dy, ctx);
+    return tg_tape_status(tp);
+}
+
+static tg_status gather_argmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                         tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                         int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = pool_arg_record(tp, true, dy, ctx);
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def scatter_argmax_def = {
+    .name = "scatter_argmax", .forward = scatter_argmax_forward, .vjp = scatter_argmax_vjp,
+    .vjp_graph = scatter_argmax_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} at each window's first maximum", NULL}};
+static const tg_op_def gather_argmax_def = {
+    .name = "gather_argmax", .forward = gather_argmax_forward, .vjp = gather_argmax_vjp,
+    .vjp_graph = gather_argmax_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL}};
+
+/* Records scatter_argmax (t of Y's shape, the result of X's) or gather_argmax
+ * (the reverse) on the argmax positions of the max pool whose context is cx. */
+static tg_tensor *pool_arg_record(tg_tape *tp, bool scatter, tg_tensor *t, pool_ctx *cx)
+{
+    const geom *g = &cx->g;
+    int64_t shape[4] = {g->n, g->c, scatter ? g->h : g->oh, scatter ? g->w : g->ow};
+    return tg_custom(tp, scatter ? &scatter_argmax_def : &gather_argmax_def, &t, 1, 4, shape, cx);
+}
+
+/* DST[k] = (or +=) the sum of SRC over window k / (KH KW). */
+#define AVG_SUMS(T, SRC, DST, ASSIGN)                                                              \
+    do {                                                                                           \
+        const T *xs_ = SRC;                                                                        \
+        T *y = DST;                                                                                \
         double div = (double)(g->kh * g->kw);                                                      \
         POOL_EACH(g, {                                                                             \
             double s = 0;                                                                          \
             for (int64_t iy = y0; iy < y1; iy++)                                                   \
                 for (int64_t ix = x0; ix < x1; ix++)                                               \
                     s += (double)xs_[base + iy * g->w + ix];                                       \
-            y[k] = (T)(s / div);                                                                   \
+            y[k] ASSIGN (T)(s / div);                                                              \
         })                                                                                         \
     } while (0)
+#define AVG_FWD(T) AVG_SUMS(T, in[0]->data, out->data, =)
 
 static tg_status avg_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
@@ -824,10 +933,11 @@ static tg_status avg_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in
     return TG_OK;
 }
 
-#define AVG_VJP(T)                                                                                 \
+/* DST += SRC[k] / (KH KW) over window k, for every k. */
+#define AVG_SPREAD(T, SRC, DST)                                                                    \
     do {                                                                                           \
-        const T *gy = gout->data;                                                                  \
-        T *dx = gin[0]->data;                                                                      \
+        const T *gy = SRC;                                                                         \
+        T *dx = DST;                                                                               \
         double div = (double)(g->kh * g->kw);                                                      \
         POOL_EACH(g, {                                                                             \
             T v = (T)((double)gy[k] / div);                                                        \
@@ -836,6 +946,7 @@ static tg_status avg_pool_forward(tg_tensor *out, tg_tensor *const *in, int n_in
                     dx[base + iy * g->w + ix] += v;                                                \
         })                                                                                         \
     } while (0)
+#define AVG_VJP(T) AVG_SPREAD(T, gout->data, gin[0]->data)
 
 static tg_status avg_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
                               tg_tensor **gin, int n_in, void *ctx)
@@ -847,14 +958,75 @@ static tg_status avg_pool_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     return TG_OK;
 }
 
+/* The recorded VJP: dX = avg_pool2d_dx(dY), the spread above as an op. Both
+ * are linear and each is the other's transpose, so each one's VJP is the other. */
+static tg_tensor *avg_record(tg_tape *tp, bool transposed, tg_tensor *t, pool_ctx *cx);
+
+static tg_status avg_pool_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = avg_record(tp, true, dy, ctx);
+    return tg_tape_status(tp);
+}
+
+#define AVG_T_FWD(T) AVG_SPREAD(T, in[0]->data, out->data)
+#define AVG_T_VJP(T) AVG_SUMS(T, gout->data, gin[0]->data, +=)
+
+static tg_status avg_pool_dx_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const geom *g = &((const pool_ctx *)ctx)->g;
+    memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    if (in[0]->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(out->dtype, AVG_T_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status avg_pool_dx_vjp(const tg_tensor *gout, const tg_tensor *out,
+                                 tg_tensor *const *in, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    const geom *g = &((const pool_ctx *)ctx)->g;
+    if (!gin[0] || in[0]->numel == 0) return TG_OK;
+    TG__FLOAT_SWITCH(gout->dtype, AVG_T_VJP, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status avg_pool_dx_vjp_graph(tg_tape *tp, tg_tensor *du, tg_tensor *out,
+                                       tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                       int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in;
+    gin[0] = avg_record(tp, false, du, ctx);
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def avg_pool2d_dx_def = {
+    .name = "avg_pool2d_dx", .forward = avg_pool_dx_forward, .vjp = avg_pool_dx_vjp,
+    .vjp_graph = avg_pool_dx_vjp_graph,
+    .rules = (const char *const[]){"avg_pool2d({dy:s})", NULL}};
+
 static const tg_op_def max_pool2d_def = {
     .name = "max_pool2d", .forward = max_pool_forward, .vjp = max_pool_vjp,
+    .vjp_graph = max_pool_vjp_graph,
     .rules = (const char *const[]){"{dy:s} scattered to each window's first maximum", NULL},
     .onnx = max_pool_onnx};
 static const tg_op_def avg_pool2d_def = {
     .name = "avg_pool2d", .forward = avg_pool_forward, .vjp = avg_pool_vjp,
+    .vjp_graph = avg_pool_vjp_graph,
     .rules = (const char *const[]){"{dy:s} / (KH KW) spread over each window", NULL},
     .onnx = avg_pool_onnx};
+
+/* Records avg_pool2d_dx (t of Y's shape, transposed) or avg_pool2d with the
+ * geometry of the pool whose context is cx. */
+static tg_tensor *avg_record(tg_tape *tp, bool transposed, tg_tensor *t, pool_ctx *cx)
+{
+    const geom *g = &cx->g;
+    int64_t shape[4] = {g->n, g->c, transposed ? g->h : g->oh, transposed ? g->w : g->ow};
+    return tg_custom(tp, transposed ? &avg_pool2d_dx_def : &avg_pool2d_def, &t, 1, 4, shape, cx);
+}
 
 static tg_tensor *pool(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const int kernel[2],
                        const int stride[2], const int padding[2])
