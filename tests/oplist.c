@@ -72,8 +72,17 @@ static tg_status reseed_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tens
     return TG_OK;
 }
 
+static tg_status reseed_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                  int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = dy; /* dx = dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def reseed_def = {.name = "reseed", .forward = reseed_forward,
-                                     .vjp = reseed_vjp,
+                                     .vjp = reseed_vjp, .vjp_graph = reseed_vjp_graph,
                                      .rules = (const char *const[]){"{dy}", NULL}};
 
 tg_tensor *tu_reseed(tg_tape *tp, tg_tensor *x)

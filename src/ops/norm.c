@@ -165,6 +165,36 @@ static tg_status layer_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
     return TG_OK;
 }
 
+/* The recorded VJP recomputes the statistics with ops, so that they are
+ * differentiated too: x̂ = (x − mean x) / √(mean (x − mean x)² + eps) along the
+ * last axis, then the three formulas above. */
+static tg_status layer_norm_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                      int n_in, void *ctx)
+{
+    (void)n_in;
+    const ln_ctx *c = ctx;
+    tg_tensor *x = in[0], *gamma = c->gamma ? in[c->gamma] : NULL;
+    bool want_gamma = c->gamma && need[c->gamma];
+    if (out->numel == 0) return tg_tape_status(tp); /* nothing flows back */
+    if (c->beta && need[c->beta]) gin[c->beta] = tg__sum_to(tp, dy, in[c->beta]);
+    if (!need[0] && !want_gamma) return tg_tape_status(tp);
+    int ax = x->rank - 1;
+    tg_tensor *xc = tg_sub(tp, x, tg_mean_axis(tp, x, ax, true));
+    tg_tensor *sd =
+        tg_sqrt(tp, tg_add_scalar(tp, tg_mean_axis(tp, tg_square(tp, xc), ax, true), c->eps));
+    tg_tensor *rstd = sd ? tg_div(tp, tg_full_like(tp, sd, 1.0), sd) : NULL;
+    tg_tensor *xhat = tg_mul(tp, xc, rstd);
+    if (want_gamma) gin[c->gamma] = tg__sum_to(tp, tg_mul(tp, dy, xhat), gamma);
+    if (need[0]) {
+        tg_tensor *g = gamma ? tg_mul(tp, dy, gamma) : dy;
+        tg_tensor *s1 = tg_mean_axis(tp, g, ax, true);
+        tg_tensor *s2 = tg_mean_axis(tp, tg_mul(tp, g, xhat), ax, true);
+        gin[0] = tg_mul(tp, rstd, tg_sub(tp, tg_sub(tp, g, s1), tg_mul(tp, xhat, s2)));
+    }
+    return tg_tape_status(tp);
+}
+
 #define LN_RULE_X(G)                                                                               \
     "rstd (g − mean_row g − x̂ ⊙ mean_row(g ⊙ x̂)), g = " G ", x̂ = ({0} − mean_row {0}) rstd"
 #define LN_RULE_GAMMA "Σ_rows {dy:s} ⊙ x̂"
@@ -172,6 +202,7 @@ static tg_status layer_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
 
 #define LN_DEF(...)                                                                                \
     {.name = "layer_norm", .forward = layer_norm_forward, .vjp = layer_norm_vjp,                   \
+     .vjp_graph = layer_norm_vjp_graph,                                                            \
      .rules = (const char *const[]){__VA_ARGS__, NULL},                                            \
      .onnx = layer_norm_onnx}
 
@@ -315,6 +346,108 @@ static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
     return TG_OK;
 }
 
+/* ====== batch_norm's recorded VJP ======
+ * Per-channel quantities are tensors of shape [1,C,1,...] that broadcast
+ * against x. In training mode the batch statistics are recomputed with ops,
+ * so that they are differentiated; in eval mode the mean and rstd the latest
+ * forward used are constants (saved_mean, saved_rstd: ops that read them at
+ * replay), and x̂ is affine in x. */
+
+/* The sum over every axis but the channel axis 1, kept: [1,C,1,...]. */
+static tg_tensor *chan_sum(tg_tape *tp, tg_tensor *t)
+{
+    for (int a = t ? t->rank - 1 : -1; a >= 0 && t; a--)
+        if (a != 1) t = tg_sum_axis(tp, t, a, true);
+    return t;
+}
+
+static tg_tensor *chan_mean(tg_tape *tp, tg_tensor *t, const bn_ctx *c)
+{
+    return tg_scale(tp, chan_sum(tp, t), 1.0 / (double)(c->n * c->s));
+}
+
+/* [C] as [1,C,1,...] of x's rank, and back. */
+static tg_tensor *chan_shaped(tg_tape *tp, tg_tensor *v, int rank)
+{
+    int64_t shape[TG_MAX_RANK] = {1, v ? v->shape[0] : 0, 1, 1};
+    return tg_reshape(tp, v, rank, shape);
+}
+
+static tg_tensor *chan_vec(tg_tape *tp, tg_tensor *t, const bn_ctx *c)
+{
+    return tg_reshape(tp, t, 1, (int64_t[]){c->c});
+}
+
+/* Writes the saved per-channel mean or rstd into out [1,C,1,...]. */
+#define BN_SAVED(T)                                                                                \
+    do {                                                                                           \
+        T *o = out->data;                                                                          \
+        for (int64_t ch = 0; ch < out->numel; ch++) o[ch] = (T)v[ch];                              \
+    } while (0)
+
+static tg_status saved_mean_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)in, (void)n_in;
+    const double *v = ((const bn_ctx *)ctx)->mean;
+    TG__FLOAT_SWITCH(out->dtype, BN_SAVED, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status saved_rstd_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)in, (void)n_in;
+    const double *v = ((const bn_ctx *)ctx)->rstd;
+    TG__FLOAT_SWITCH(out->dtype, BN_SAVED, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+/* Constants: no VJP. Their input is the running statistic, which they do not read. */
+static const tg_op_def saved_mean_def = {.name = "saved_mean", .forward = saved_mean_forward};
+static const tg_op_def saved_rstd_def = {.name = "saved_rstd", .forward = saved_rstd_forward};
+
+static tg_tensor *saved_stat(tg_tape *tp, const tg_op_def *def, tg_tensor *stat, int rank,
+                             bn_ctx *c)
+{
+    int64_t shape[TG_MAX_RANK] = {1, c->c, 1, 1};
+    return tg_custom(tp, def, &stat, 1, rank, shape, c);
+}
+
+static tg_status batch_norm_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                      int n_in, void *ctx)
+{
+    (void)n_in;
+    bn_ctx *c = ctx;
+    tg_tensor *x = in[0], *gamma = c->gamma ? in[c->gamma] : NULL;
+    bool want_gamma = c->gamma && need[c->gamma];
+    int rank = x->rank;
+    if (out->numel == 0) return tg_tape_status(tp); /* nothing flows back */
+    if (c->beta && need[c->beta]) gin[c->beta] = chan_vec(tp, chan_sum(tp, dy), c);
+    if (!need[0] && !want_gamma) return tg_tape_status(tp);
+    tg_tensor *gm = gamma ? chan_shaped(tp, gamma, rank) : NULL, *rstd, *xhat;
+    if (c->training) {
+        tg_tensor *xc = tg_sub(tp, x, chan_mean(tp, x, c));
+        tg_tensor *sd = tg_sqrt(tp, tg_add_scalar(tp, chan_mean(tp, tg_square(tp, xc), c), c->eps));
+        rstd = sd ? tg_div(tp, tg_full_like(tp, sd, 1.0), sd) : NULL;
+        xhat = tg_mul(tp, xc, rstd);
+    } else {
+        rstd = saved_stat(tp, &saved_rstd_def, in[c->rvar], rank, c);
+        xhat = tg_mul(tp, tg_sub(tp, x, saved_stat(tp, &saved_mean_def, in[c->rmean], rank, c)),
+                      rstd);
+    }
+    if (want_gamma) gin[c->gamma] = chan_vec(tp, chan_sum(tp, tg_mul(tp, dy, xhat)), c);
+    if (need[0]) {
+        tg_tensor *g = gm ? tg_mul(tp, dy, gm) : dy;
+        if (c->training) {
+            tg_tensor *s1 = chan_mean(tp, g, c), *s2 = chan_mean(tp, tg_mul(tp, g, xhat), c);
+            gin[0] = tg_mul(tp, rstd, tg_sub(tp, tg_sub(tp, g, s1), tg_mul(tp, xhat, s2)));
+        } else {
+            gin[0] = tg_mul(tp, g, rstd);
+        }
+    }
+    return tg_tape_status(tp);
+}
+
 #define BN_RULE_TRAIN(G)                                                                           \
     "rstd (g − mean_ch g − x̂ ⊙ mean_ch(g ⊙ x̂)), g = " G ", x̂ = ({0} − mean_ch {0}) rstd"
 #define BN_RULE_EVAL(G) G " ⊙ rstd, rstd = 1/√(running_var + eps) per channel"
@@ -326,6 +459,7 @@ static tg_status batch_norm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_
  * both, and get no gradient, which the two last rules say. */
 #define BN_DEF(...)                                                                                \
     {.name = "batch_norm", .forward = batch_norm_forward, .vjp = batch_norm_vjp,                   \
+     .vjp_graph = batch_norm_vjp_graph,                                                            \
      .rules = (const char *const[]){__VA_ARGS__, BN_RULE_STAT, BN_RULE_STAT, NULL},                \
      .onnx = batch_norm_onnx}
 #define BN_DEFS(RULE_X)                                                                            \
@@ -478,8 +612,47 @@ static tg_status dropout_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
     return TG_OK;
 }
 
+/* The recorded VJP: dX = dropout_mask(dG), the product by the mask of the
+ * latest forward (dropout's node runs before it at every replay), which
+ * draws nothing. It is linear and its own transpose, so it is also its own
+ * VJP. With p = 0 dropout is the identity and dX is dG. */
+#define DROP_MASK(T)                                                                               \
+    do {                                                                                           \
+        const T *x = in[0]->data, s = (T)c->scale;                                                 \
+        T *y = out->data;                                                                          \
+        for (int64_t k = 0; k < out->numel; k++) y[k] = x[k] * (c->keep[k] ? s : (T)0);            \
+    } while (0)
+
+static tg_status dropout_mask_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    const drop_ctx *c = ctx;
+    TG__FLOAT_SWITCH(out->dtype, DROP_MASK, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_status dropout_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx);
+
+static const tg_op_def dropout_mask_def = {
+    .name = "dropout_mask", .forward = dropout_mask_forward, .vjp = dropout_vjp,
+    .vjp_graph = dropout_vjp_graph,
+    .rules = (const char *const[]){"{dy} ⊙ mask / (1 − {c})", NULL}};
+
+static tg_status dropout_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in;
+    const drop_ctx *c = ctx;
+    gin[0] = c->keep ? tg_custom(tp, &dropout_mask_def, &dy, 1, out->rank, out->shape, ctx) : dy;
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def dropout_def = {
     .name = "dropout", .forward = dropout_forward, .vjp = dropout_vjp,
+    .vjp_graph = dropout_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ mask / (1 − {c})", NULL},
     .onnx = dropout_onnx};
 
