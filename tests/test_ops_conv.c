@@ -412,6 +412,216 @@ START_TEST(replay_matches_fresh_recording)
 }
 END_TEST
 
+/* ====== Second order: the recorded VJPs (vjp_graph) ====== */
+
+typedef struct second_case {
+    bool one_d;
+    const char *x, *w, *b; /* b NULL: no bias */
+    tg_conv_opts o;
+} second_case;
+
+/* The first runs in chunks of 2 and 1 samples in F64 (see batch_cases). */
+static const second_case second_cases[] = {
+    {false, "3x8x26x26", "4x8x3x3", "4", {.padding = {1, 1}}},
+    {false, "4x4x5x6", "6x2x3x2", "6", {.stride = {2, 1}, .padding = {1, 1}, .groups = 2}},
+    {false, "2x4x7x6", "4x2x3x2", NULL,
+     {.stride = {2, 2}, .padding = {1, 1}, .dilation = {2, 2}, .groups = 2}},
+    {true, "2x4x9", "6x2x3", "6", {.stride = {2}, .padding = {1}, .dilation = {2}, .groups = 2}},
+};
+
+static tg_tensor *conv_of(tg_tape *tp, const second_case *c, tg_tensor *x, tg_tensor *w,
+                          tg_tensor *b)
+{
+    return c->one_d ? tg_conv1d(tp, x, w, b, &c->o) : tg_conv2d(tp, x, w, b, &c->o);
+}
+
+static void expect_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what)
+{
+    ck_assert_msg(a && b, "%s missing", what);
+    ck_assert_int_eq(tg_tensor_numel(a), tg_tensor_numel(b));
+    for (int64_t k = 0; k < tg_tensor_numel(a); k++)
+        ck_assert_msg(tu_at(a, k) == tu_at(b, k), "%s [%lld]: %.17g, want %.17g", what,
+                      (long long)k, tu_at(a, k), tu_at(b, k));
+}
+
+/* dG/dx, dG/dw and dG/db recorded (create_graph) equal the fused VJP's bit for
+ * bit. Then the Hessian-vector product of L = <r, conv(x, w) + b> in the
+ * direction (u, v): L is bilinear, so it is conv_dx(r, v) for x and
+ * conv_dw(u, r) for w, the first-order gradients of <r, conv(x, v)> by x and
+ * of <r, conv(u, w)> by w, again to the bit. */
+START_TEST(recorded_gradient_has_the_fused_bits)
+{
+    const second_case *c = &second_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    tg_tensor *x = tu_random(dt, c->x, -1, 1, 1), *w = tu_random(dt, c->w, -1, 1, 2);
+    tg_tensor *b = c->b ? tu_random(dt, c->b, -1, 1, 3) : NULL;
+    tg_tensor *u = tu_random(dt, c->x, -1, 1, 4), *v = tu_random(dt, c->w, -1, 1, 5);
+    tg_tensor *wrt[3] = {x, w, b}, *fused[3], *rec[3], *hv[2], *want_x, *want_w;
+    int n = b ? 3 : 2;
+    for (int j = 0; j < n; j++) tg_tensor_set_requires_grad(wrt[j], true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = conv_of(tp, c, x, w, b);
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    tg_tensor *r = tg_tensor_new(dt, tg_tensor_rank(y), tg_tensor_shape(y));
+    for (int64_t k = 0; k < tg_tensor_numel(r); k++) tu_put(r, k, fseed(k));
+    ck_assert_int_eq(tg_grad(tp, y, r, wrt, n, fused, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, r, wrt, n, rec, true), TG_OK);
+    const char *names[3] = {"dx", "dw", "db"};
+    for (int j = 0; j < n; j++) expect_same_bits(rec[j], fused[j], names[j]);
+    tg_tensor *h = tg_add(tp, tg_sum(tp, tg_mul(tp, rec[0], u)), tg_sum(tp, tg_mul(tp, rec[1], v)));
+    ck_assert_int_eq(tg_grad(tp, h, NULL, wrt, 2, hv, false), TG_OK);
+    tg_tape *ref = tg_tape_new();
+    ck_assert_int_eq(tg_grad(ref, conv_of(ref, c, x, v, NULL), r, &x, 1, &want_x, false), TG_OK);
+    ck_assert_int_eq(tg_grad(ref, conv_of(ref, c, u, w, NULL), r, &w, 1, &want_w, false), TG_OK);
+    expect_same_bits(hv[0], want_x, "Hx = conv_dx(r, v)");
+    expect_same_bits(hv[1], want_w, "Hw = conv_dw(u, r)");
+    tg_tape_free(tp);
+    tg_tape_free(ref);
+    tg_tensor *all[] = {x, w, b, u, v, r};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++) tg_tensor_free(all[i]);
+}
+END_TEST
+
+/* f = Σ c ⊙ pool(x)² on 2x2 windows of stride 2, and its Hessian-vector
+ * product H u recorded (tg_grad with create_graph, twice). For max pooling
+ * H u = scatter(2 c ⊙ u at the argmax): 2 c_k u[a_k] at the maximum a_k of
+ * window k, 0 elsewhere; after new data moves the maxima, a replay moves
+ * them too. For average pooling H u = 2 c_k (Σ_window u) / 16 over window k. */
+static void pool_hvp(tg_dtype dt, bool max, const double *xv, const double *want)
+{
+    static const double cv[4] = {1, 2, 3, 4};
+    tg_tensor *x = tu_lit(dt, "1x1x4x4", xv), *c = tu_lit(dt, "1x1x2x2", cv);
+    tg_tensor *u = tg_tensor_new(dt, 4, (int64_t[]){1, 1, 4, 4}), *g, *hu;
+    for (int k = 0; k < 16; k++) tu_put(u, k, k + 1);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = max ? tg_max_pool2d(tp, x, (int[]){2, 2}, NULL, NULL)
+                       : tg_avg_pool2d(tp, x, (int[]){2, 2}, NULL, NULL);
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_mul(tp, y, y), c));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, &x, 1, &g, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, g, u)), NULL, &x, 1, &hu, true), TG_OK);
+    tu_expect_exact(hu, "1x1x4x4", want, max ? "max_pool H u" : "avg_pool H u");
+    if (max) { /* -x has each window's maximum where x had its minimum */
+        for (int k = 0; k < 16; k++) tu_put(x, k, -xv[k]);
+        ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+        double moved[16] = {0};
+        moved[0] = 2 * 1 * 1, moved[2] = 2 * 2 * 3, moved[8] = 2 * 3 * 9, moved[10] = 2 * 4 * 11;
+        tu_expect_exact(hu, "1x1x4x4", moved, "max_pool H u after replay");
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(c);
+    tg_tensor_free(u);
+}
+
+START_TEST(pool_hessian_vector_products)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    /* Each window's maximum is its bottom-right element: 5, 7, 13, 15. */
+    static const double xv[16] = {1, 2, 5, 6, 3, 4, 7, 8, 9, 10, 13, 14, 11, 12, 15, 16};
+    double want[16] = {0};
+    want[5] = 2 * 1 * 6, want[7] = 2 * 2 * 8, want[13] = 2 * 3 * 14, want[15] = 2 * 4 * 16;
+    pool_hvp(dt, true, xv, want);
+    /* Window sums of u (1..16 row-major): 14, 22, 46, 54. */
+    static const double avg[16] = {14. / 8,  14. / 8,  44. / 8,  44. / 8,  14. / 8,  14. / 8,
+                                   44. / 8,  44. / 8,  138. / 8, 138. / 8, 216. / 8, 216. / 8,
+                                   138. / 8, 138. / 8, 216. / 8, 216. / 8};
+    pool_hvp(dt, false, xv, avg);
+}
+END_TEST
+
+/* A convolution, a max pool and an average pool, Σ q ⊙ q ⊙ c: its
+ * Hessian-vector product recorded, then replayed on new x, equals a fresh
+ * recording bit for bit (the argmax and the columns are those of the replay). */
+static tg_tensor *cnn_hvp(tg_tape *tp, tg_tensor *const *p, tg_tensor *const *u, tg_tensor *c,
+                          tg_tensor **hv)
+{
+    tg_tensor *q = tg_conv2d(tp, p[0], p[1], p[2], &(tg_conv_opts){.padding = {1, 1}});
+    q = tg_max_pool2d(tp, q, (int[]){2, 2}, (int[]){1, 1}, NULL);
+    q = tg_avg_pool2d(tp, q, (int[]){2, 2}, NULL, (int[]){1, 1});
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_mul(tp, q, q), c)), *g[3], *h = NULL;
+    ck_assert_int_eq(tg_grad(tp, f, NULL, p, 3, g, true), TG_OK);
+    for (int j = 0; j < 3; j++) {
+        tg_tensor *term = tg_sum(tp, tg_mul(tp, g[j], u[j]));
+        h = h ? tg_add(tp, h, term) : term;
+    }
+    ck_assert_int_eq(tg_grad(tp, h, NULL, p, 3, hv, true), TG_OK);
+    return f;
+}
+
+START_TEST(recorded_hvp_replays)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    size_t es = dt == TG_F64 ? 8 : 4;
+    const char *shapes[3] = {"2x2x5x5", "3x2x3x3", "3"};
+    tg_tensor *p[3], *u[3], *hv[3], *hv2[3];
+    for (int j = 0; j < 3; j++) {
+        p[j] = tu_random(dt, shapes[j], -1, 1, 1 + (uint64_t)j);
+        u[j] = tu_random(dt, shapes[j], -1, 1, 4 + (uint64_t)j);
+        tg_tensor_set_requires_grad(p[j], true);
+    }
+    tg_tensor *c = tu_random(dt, "2x3x3x3", -1, 1, 7), *x2 = tu_random(dt, "2x2x5x5", -1, 1, 8);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    cnn_hvp(tp, p, u, c, hv);
+    memcpy(tg_tensor_data(p[0]), tg_tensor_data(x2), (size_t)tg_tensor_numel(x2) * es);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    cnn_hvp(fresh, p, u, c, hv2);
+    const char *names[3] = {"Hx", "Hw", "Hb"};
+    for (int j = 0; j < 3; j++) expect_same_bits(hv[j], hv2[j], names[j]);
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    for (int j = 0; j < 3; j++) tg_tensor_free(p[j]), tg_tensor_free(u[j]);
+    tg_tensor_free(c);
+    tg_tensor_free(x2);
+}
+END_TEST
+
+/* Third order: tg_gradgradcheck of <∇f, r>, a first derivative recorded with
+ * create_graph, checks the derivatives of the recorded VJPs themselves (conv_dx,
+ * conv_dw, conv_db, scatter and gather at the argmax, avg_pool2d_dx). f = Σ q³. */
+typedef struct third_ctx {
+    int kind; /* 0: conv2d, max_pool2d, avg_pool2d; 1: conv1d */
+    tg_tensor *r[3];
+} third_ctx;
+
+static tg_tensor *grad_dot(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const third_ctx *t = ctx;
+    tg_tensor *q;
+    if (t->kind == 0) {
+        q = tg_conv2d(tp, in[0], in[1], in[2], &(tg_conv_opts){.stride = {1, 2}, .padding = {1, 0}});
+        q = tg_max_pool2d(tp, q, (int[]){2, 2}, (int[]){1, 1}, NULL);
+        q = tg_avg_pool2d(tp, q, (int[]){2, 2}, (int[]){1, 1}, (int[]){1, 1});
+    } else {
+        q = tg_conv1d(tp, in[0], in[1], in[2], &(tg_conv_opts){.padding = {1}, .groups = 2});
+    }
+    tg_tensor *g[3], *h = NULL;
+    if (tg_grad(tp, tg_sum(tp, tg_mul(tp, tg_mul(tp, q, q), q)), NULL, in, 3, g, true)) return NULL;
+    for (int j = 0; j < 3; j++) {
+        tg_tensor *term = tg_sum(tp, tg_mul(tp, g[j], t->r[j]));
+        h = h ? tg_add(tp, h, term) : term;
+    }
+    return h;
+}
+
+START_TEST(third_order_gradgradcheck)
+{
+    static const char *const shapes[2][3] = {{"1x2x4x5", "2x2x2x2", "2"}, {"2x2x5", "4x1x3", "4"}};
+    third_ctx t = {.kind = _i};
+    tg_tensor *in[3];
+    for (int j = 0; j < 3; j++) {
+        in[j] = tu_random(TG_F64, shapes[_i][j], -1, 1, 10 + (uint64_t)j);
+        t.r[j] = tu_random(TG_F64, shapes[_i][j], -1, 1, 20 + (uint64_t)j);
+        tg_tensor_set_requires_grad(in[j], true);
+    }
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradgradcheck(grad_dot, in, 3, &t, NULL, &r), TG_OK);
+    ck_assert_msg(r.passed, "%s", r.msg);
+    ck_assert_int_gt(r.n_checked, 0);
+    for (int j = 0; j < 3; j++) tg_tensor_free(in[j]), tg_tensor_free(t.r[j]);
+}
+END_TEST
+
 /* ====== Errors: status and exact message; the tape stays failed ====== */
 
 typedef struct err_case {
@@ -572,6 +782,15 @@ static Suite *conv_suite(void)
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
     tcase_add_loop_test(tc, batch_matches_samples_alone, 0,
                         sizeof batch_cases / sizeof *batch_cases);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("second_order");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, recorded_gradient_has_the_fused_bits, 0,
+                        2 * (int)(sizeof second_cases / sizeof *second_cases));
+    tcase_add_loop_test(tc, pool_hessian_vector_products, 0, 2);
+    tcase_add_loop_test(tc, recorded_hvp_replays, 0, 2);
+    tcase_add_loop_test(tc, third_order_gradgradcheck, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
