@@ -13,6 +13,7 @@
 #include "testutil.h"
 
 #include "norm_reference.h"
+#include "oplist.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -702,6 +703,179 @@ START_TEST(dropout_multiplies_nan_by_zero)
 }
 END_TEST
 
+/* ====== Second order: the recorded VJPs (vjp_graph) ======
+ * f = Σ wt ⊙ y, and its Hessian-vector product H u recorded (tg_grad with
+ * create_graph, twice), against closed forms. Two values a, b normalised
+ * together (a layer_norm row, a batch_norm channel of N = 2) have
+ * x̂ = ±s / √q, s = (a − b)/2, q = s² + eps, so with a = 1, b = 0, eps = 1/4:
+ * d x̂₁/da = eps / (2 q^{3/2}) = 1/(2√2) =: D and d²x̂₁/da² = −(3/4) eps s / q^{5/2}
+ * = −3/(4√2) =: E, with x̂₂ = −x̂₁ and d/db = −d/da. */
+
+#define SQRT2 1.4142135623730951
+
+/* <∇f, u> for f = Σ wt ⊙ y, the gradient recorded with create_graph over the
+ * inputs 'in' (all requiring grad); its gradient (tg_grad without
+ * create_graph) is H u, from the latest forward or replay. */
+static tg_tensor *grad_dot_u(tg_tape *tp, tg_tensor *y, tg_tensor *wt, tg_tensor *const *in,
+                             tg_tensor *const *u, int n)
+{
+    tg_tensor *g[4], *h = NULL;
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, y, wt)), NULL, in, n, g, true), TG_OK);
+    for (int j = 0; j < n; j++) {
+        tg_tensor *term = tg_sum(tp, tg_mul(tp, g[j], u[j]));
+        h = h ? tg_add(tp, h, term) : term;
+    }
+    return h;
+}
+
+static void hvp(tg_tape *tp, tg_tensor *y, tg_tensor *wt, tg_tensor *const *in,
+                tg_tensor *const *u, int n, tg_tensor **hu)
+{
+    tg_tensor *h = grad_dot_u(tp, y, wt, in, u, n);
+    ck_assert_int_eq(tg_grad(tp, h, NULL, in, n, hu, false), TG_OK);
+}
+
+START_TEST(layer_norm_second_derivatives)
+{
+    /* f = A x̂₁ + Σ wt ⊙ β with A = wt₁ γ₁ − wt₂ γ₂ = 0.5 for wt = (1, 0.5) and
+     * γ = (2, 3). Direction u_x = (1, 0), u_γ = (1, 0), u_β = (1, 1):
+     * H_x = ±(A E + wt₁ D), H_γ = (wt₁ D, −wt₂ D), H_β = 0. */
+    tg_dtype dt = tu_loop_dtype(_i);
+    double tol = dt == TG_F64 ? 1e-15 : 1e-6, d = 1 / (2 * SQRT2), e = -3 / (4 * SQRT2);
+    tg_tensor *in[3] = {tu_lit(dt, "1x2", (double[]){1, 0}), tu_lit(dt, "2", (double[]){2, 3}),
+                        tu_lit(dt, "2", (double[]){0.5, -1})};
+    tg_tensor *u[3] = {tu_lit(dt, "1x2", (double[]){1, 0}), tu_lit(dt, "2", (double[]){1, 0}),
+                       tu_lit(dt, "2", (double[]){1, 1})};
+    tg_tensor *wt = tu_lit(dt, "1x2", (double[]){1, 0.5}), *hu[3];
+    for (int j = 0; j < 3; j++) tg_tensor_set_requires_grad(in[j], true);
+    tg_tape *tp = tg_tape_new();
+    hvp(tp, tg_layer_norm(tp, in[0], in[1], in[2], 0.25), wt, in, u, 3, hu);
+    expect_near(hu[0], (double[]){0.5 * e + d, -0.5 * e - d}, 2, tol, "H_x");
+    expect_near(hu[1], (double[]){d, -0.5 * d}, 2, tol, "H_gamma");
+    tu_expect_exact(hu[2], "2", (double[]){0, 0}, "H_beta");
+    tg_tape_free(tp);
+    for (int j = 0; j < 3; j++) tg_tensor_free(in[j]), tg_tensor_free(u[j]);
+    tg_tensor_free(wt);
+}
+END_TEST
+
+START_TEST(batch_norm_train_second_derivatives)
+{
+    /* x [2,1] = (1, 0), γ = 2, wt = (1, 0.5): f = γ (wt₁ − wt₂) x̂₁ + β Σ wt, so with
+     * A = γ (wt₁ − wt₂) = 1 and direction u_x = (1, 0), u_γ = 1, u_β = 1:
+     * H_x = ±(A E + (wt₁ − wt₂) D), H_γ = (wt₁ − wt₂) D, H_β = 0. The running
+     * statistics move at every forward and get no derivative. */
+    tg_dtype dt = tu_loop_dtype(_i);
+    double tol = dt == TG_F64 ? 1e-15 : 1e-6, d = 1 / (2 * SQRT2), e = -3 / (4 * SQRT2);
+    tg_tensor *in[3] = {tu_lit(dt, "2x1", (double[]){1, 0}), tu_lit(dt, "1", (double[]){2}),
+                        tu_lit(dt, "1", (double[]){0.5})};
+    tg_tensor *u[3] = {tu_lit(dt, "2x1", (double[]){1, 0}), tu_lit(dt, "1", (double[]){1}),
+                       tu_lit(dt, "1", (double[]){1})};
+    tg_tensor *wt = tu_lit(dt, "2x1", (double[]){1, 0.5}), *hu[3];
+    tg_tensor *rm = tu_lit(dt, "1", (double[]){0}), *rv = tu_lit(dt, "1", (double[]){1});
+    for (int j = 0; j < 3; j++) tg_tensor_set_requires_grad(in[j], true);
+    tg_tape *tp = tg_tape_new();
+    hvp(tp, tg_batch_norm(tp, in[0], in[1], in[2], rm, rv, true, 0.5, 0.25), wt, in, u, 3, hu);
+    expect_near(hu[0], (double[]){e + 0.5 * d, -e - 0.5 * d}, 2, tol, "H_x");
+    expect_near(hu[1], (double[]){0.5 * d}, 1, tol, "H_gamma");
+    tu_expect_exact(hu[2], "1", (double[]){0}, "H_beta");
+    tu_expect_exact(rm, "1", (double[]){0.25}, "running_mean after one forward");
+    tg_tape_free(tp);
+    for (int j = 0; j < 3; j++) tg_tensor_free(in[j]), tg_tensor_free(u[j]);
+    tg_tensor_free(wt), tg_tensor_free(rm), tg_tensor_free(rv);
+}
+END_TEST
+
+START_TEST(batch_norm_eval_second_derivatives)
+{
+    /* Eval mode is affine in x: f = Σ wt ⊙ (γ (x − rm) r + β), r = 1/√(rv + eps), so
+     * H_xx = 0, H_xγ = wt r: direction u_x = (1, 0), u_γ = 1 gives H_x = wt r and
+     * H_γ = wt₁ r. With rv = 0.75, eps = 0.25, r = 1; a replay after rv = 3.75 has
+     * r = 1/2, which the recorded derivatives read from that forward. */
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *in[2] = {tu_lit(dt, "2x1", (double[]){1, 0}), tu_lit(dt, "1", (double[]){2})};
+    tg_tensor *u[2] = {tu_lit(dt, "2x1", (double[]){1, 0}), tu_lit(dt, "1", (double[]){1})};
+    tg_tensor *wt = tu_lit(dt, "2x1", (double[]){1, 0.5}), *hu[2];
+    tg_tensor *rm = tu_lit(dt, "1", (double[]){0.5}), *rv = tu_lit(dt, "1", (double[]){0.75});
+    for (int j = 0; j < 2; j++) tg_tensor_set_requires_grad(in[j], true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_batch_norm(tp, in[0], in[1], NULL, rm, rv, false, 0.1, 0.25);
+    tg_tensor *h = grad_dot_u(tp, y, wt, in, u, 2);
+    ck_assert_int_eq(tg_grad(tp, h, NULL, in, 2, hu, false), TG_OK);
+    tu_expect_exact(hu[0], "2x1", (double[]){1, 0.5}, "H_x");
+    tu_expect_exact(hu[1], "1", (double[]){1}, "H_gamma");
+    tu_put(rv, 0, 3.75);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, h, NULL, in, 2, hu, false), TG_OK);
+    tu_expect_exact(hu[0], "2x1", (double[]){0.5, 0.25}, "H_x after replay");
+    tu_expect_exact(hu[1], "1", (double[]){0.5}, "H_gamma after replay");
+    tg_tape_free(tp);
+    for (int j = 0; j < 2; j++) tg_tensor_free(in[j]), tg_tensor_free(u[j]);
+    tg_tensor_free(wt), tg_tensor_free(rm), tg_tensor_free(rv);
+}
+END_TEST
+
+START_TEST(dropout_second_derivative_follows_the_mask)
+{
+    /* f = Σ c ⊙ dropout(x)², H u = 2 c ⊙ K u / (1 − p)² = 8 c K u at p = 1/2; each
+     * replay draws a new mask K, and the recorded H u multiplies by that one. */
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_random(dt, "4x8", 1, 2, 3), *c = tu_random(dt, "4x8", 1, 2, 4);
+    tg_tensor *u = tg_tensor_new(dt, 2, (int64_t[]){4, 8}), *g, *hu, *prev = NULL;
+    for (int k = 0; k < 32; k++) tu_put(c, k, k % 5 + 1), tu_put(u, k, k - 7);
+    tg_tensor_set_requires_grad(x, true);
+    tg_rng rng;
+    tg_rng_seed(&rng, 11);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_dropout(tp, x, 0.5, &rng);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, tg_mul(tp, y, y), c)), NULL, &x, 1, &g,
+                             true),
+                     TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, g, u)), NULL, &x, 1, &hu, true), TG_OK);
+    for (int round = 0; round < 3; round++) {
+        if (round) ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+        for (int64_t k = 0; k < 32; k++) {
+            double want = tu_at(y, k) != 0 ? 8 * tu_at(c, k) * tu_at(u, k) : 0;
+            ck_assert_msg(tu_at(hu, k) == want, "round %d H u [%lld]: %.17g, want %.17g", round,
+                          (long long)k, tu_at(hu, k), want);
+        }
+        if (prev) ck_assert(memcmp(tg_tensor_cdata(prev), tg_tensor_cdata(y),
+                                   (size_t)32 * (dt == TG_F64 ? 8 : 4)) != 0);
+        tg_tensor_free(prev);
+        prev = copy_of(y);
+    }
+    tg_tensor_free(prev);
+    tg_tape_free(tp);
+    tg_tensor_free(x), tg_tensor_free(c), tg_tensor_free(u);
+}
+END_TEST
+
+/* Third order through dropout: tg_gradgradcheck of <∇ Σ c ⊙ dropout(x)³, r>, a
+ * recorded gradient, differentiates dropout_mask twice (the generator is
+ * reset before each forward, so every replay draws the same mask). */
+static tg_tensor *dropout_grad_dot(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    tg_tensor *const *cr = ctx, *g;
+    tg_tensor *y = tg_dropout(tp, tu_reseed(tp, in[0]), 0.5, tu_rng());
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_mul(tp, tg_mul(tp, y, y), y), cr[0]));
+    if (tg_grad(tp, f, NULL, in, 1, &g, true)) return NULL;
+    return tg_sum(tp, tg_mul(tp, g, cr[1]));
+}
+
+START_TEST(dropout_third_order_gradgradcheck)
+{
+    tg_tensor *x = tu_random(TG_F64, "3x5", -1, 1, 1);
+    tg_tensor *cr[2] = {tu_random(TG_F64, "3x5", -1, 1, 2), tu_random(TG_F64, "3x5", -1, 1, 3)};
+    tg_tensor_set_requires_grad(x, true);
+    tg_gradcheck_report r;
+    ck_assert_int_eq(tg_gradgradcheck(dropout_grad_dot, &x, 1, cr, NULL, &r), TG_OK);
+    ck_assert_msg(r.passed, "%s", r.msg);
+    ck_assert_int_eq(r.n_checked, 15);
+    tg_tensor_free(x), tg_tensor_free(cr[0]), tg_tensor_free(cr[1]);
+}
+END_TEST
+
 /* ====== Explain: each op's rules ====== */
 
 START_TEST(explain_shows_the_rules)
@@ -944,6 +1118,9 @@ static Suite *norm_suite(void)
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
     tcase_add_loop_test(tc, train_and_eval_tapes_share_statistics, 0, 2);
     tcase_add_test(tc, explain_shows_the_rules);
+    tcase_add_loop_test(tc, layer_norm_second_derivatives, 0, 2);
+    tcase_add_loop_test(tc, batch_norm_train_second_derivatives, 0, 2);
+    tcase_add_loop_test(tc, batch_norm_eval_second_derivatives, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("dropout");
@@ -952,6 +1129,8 @@ static Suite *norm_suite(void)
     tcase_add_loop_test(tc, dropout_fresh_mask_per_replay, 0, 2);
     tcase_add_loop_test(tc, dropout_p0_is_identity, 0, 2);
     tcase_add_loop_test(tc, dropout_multiplies_nan_by_zero, 0, 2);
+    tcase_add_loop_test(tc, dropout_second_derivative_follows_the_mask, 0, 2);
+    tcase_add_test(tc, dropout_third_order_gradgradcheck);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
