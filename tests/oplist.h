@@ -307,7 +307,9 @@ typedef struct tu_values {
     X(l1_loss_t, "l1_loss", UNIFORM(-1, 1), "c:3x4;3x4 c:1;1", tg_l1_loss(tp, in[0], in[1])) \
     X(huber_loss, "huber_loss", UNIFORM(-1, 1), PAIRS, tg_huber_loss(tp, in[0], in[1], 0.5)) \
     X(huber_loss_2, "huber_loss", UNIFORM(-2, 2), PAIRS, tg_huber_loss(tp, in[0], in[1], 2)) \
-    X(huber_loss_p, "huber_loss", UNIFORM(-1, 1), "3x4;c:3x4 1;c:1", tg_huber_loss(tp, in[0], in[1], 0.5))
+    X(huber_loss_p, "huber_loss", UNIFORM(-1, 1), "3x4;c:3x4 1;c:1", tg_huber_loss(tp, in[0], in[1], 0.5)) \
+    X(maximum_b_apart, "maximum", UNIFORM(-1, 1), "c:3x4;3x4 c:3x4;4 c:2x1x5;1x3x1 c:scalar;2x3", tg_maximum(tp, in[0], in[1])) \
+    X(minimum_a_apart, "minimum", UNIFORM(-1, 1), "3x4;c:3x4 3x4;c:4 2x1x5;c:1x3x1 2x3;c:scalar", tg_minimum(tp, in[0], in[1]))
 /* clang-format on */
 
 /* ====== The rows as a table ====== */

@@ -80,6 +80,11 @@ START_TEST(gradgradcheck_row)
 {
     const tu_op *op = &tu_ops[_i];
     char shapes[256];
+    /* A row drawn with ties sits where maximum's and minimum's first
+     * derivatives jump (the ½ rule is the mean of the one-sided slopes), so
+     * there is no second derivative for differences to approach; the rows
+     * off ties check those ops, test_ops_elementwise.c the recorded VJP at ties. */
+    if (op->values.step > 0) return;
     for (int s = 0; tu_op_shape_list(op, s, shapes, sizeof shapes); s++) {
         if (!differentiable(op, s)) continue;
         tg_gradcheck_report r;

@@ -328,8 +328,18 @@ tg_tensor *tg_mul(tg_tape *tp, tg_tensor *a, tg_tensor *b) { return binary(tp, &
  * its own. x/0 gives +-inf (0/0 NaN), as IEEE says. */
 BINARY_KERNEL(div, (A / B), (G / B), (-G * (A / B) / B)) /* dA += dG / B, dB -= dG * A / B^2 */
 
+/* The same two formulas recorded, with the saved output for A/B. */
+static tg_status div_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg__sum_to(tp, tg_div(tp, dy, in[1]), in[0]);
+    if (need[1]) gin[1] = tg__sum_to(tp, tg_div(tp, tg_mul(tp, tg_neg(tp, dy), out), in[1]), in[1]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def div_def = {
-    .name = "div", .forward = div_forward, .vjp = div_vjp,
+    .name = "div", .forward = div_forward, .vjp = div_vjp, .vjp_graph = div_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy} ⊘ {1}", "−{bcast}{dy} ⊙ {0} ⊘ {1}²", NULL},
     .onnx = div_onnx};
 
@@ -401,6 +411,70 @@ static bool finite_param(tg_tape *tp, const tg_op_def *def, tg_tensor *x, const 
     return false;
 }
 
+/* ====== Masks: the constant factors of the piecewise ops' recorded VJPs ======
+ * The derivative of relu, clamp, leaky_relu, elu's linear part, abs, maximum
+ * and minimum is piecewise constant, so their vjp_graph multiplies dy by a
+ * factor read off the inputs by a mask op: an op with no VJP, whose output is
+ * a constant (the derivative of the mask is zero, as in PyTorch). Replay
+ * recomputes it from the inputs' new values. A mask of a unary op is
+ * W = MASK(X, s, s2) with the op's own ctx; of a binary op W = MASK(A, B)
+ * over the broadcast shape. */
+#define UNARY_MASK(op, MASK)                                                                 \
+    static void op##_run_y(const run *r) { RUN(r, y[i] = (MASK)); }                          \
+    static tg_status op##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx) \
+    {                                                                                        \
+        (void)n_in;                                                                          \
+        return unary_pass(out, NULL, in[0], NULL, ctx, op##_run_y);                          \
+    }
+
+#define BINARY_MASK(op, MASK)                                                                \
+    static void op##_run_y(const run *r) { RUN(r, y[i] = (MASK)); }                          \
+    static tg_status op##_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx) \
+    {                                                                                        \
+        (void)n_in, (void)ctx;                                                               \
+        return binary_forward(out, in, op##_run_y);                                          \
+    }
+
+/* The mask 'def' of unary input x, read with ctx: the original node's. */
+static tg_tensor *unary_mask(tg_tape *tp, const tg_op_def *def, tg_tensor *x, void *ctx)
+{
+    return tg_custom(tp, def, &x, 1, x->rank, x->shape, ctx);
+}
+
+/* The mask 'def' of binary inputs a and b, of their broadcast shape 'like'. */
+static tg_tensor *binary_mask(tg_tape *tp, const tg_op_def *def, tg_tensor *a, tg_tensor *b,
+                              const tg_tensor *like)
+{
+    return tg_custom(tp, def, (tg_tensor *[]){a, b}, 2, like->rank, like->shape, NULL);
+}
+
+/* masked: y = g w where w != 0, else 0, for a mask w of g's shape: the
+ * recorded VJP of the ops whose first-order VJP selects (relu, clamp,
+ * maximum, minimum), so a non-finite dG where the mask is 0 gives 0 there as
+ * it does at first order. Linear in g with w constant, it is its own VJP. */
+BINARY_KERNEL(masked, (B != 0 ? A * B : 0), (B != 0 ? G * B : 0), 0) /* dg += dG w [w ≠ 0] */
+
+static tg_tensor *masked(tg_tape *tp, tg_tensor *g, tg_tensor *w);
+
+static tg_status masked_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                  int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx; /* w is a mask: no gradient */
+    if (need[0]) gin[0] = masked(tp, dy, in[1]);
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def masked_def = {
+    .name = "masked", .forward = masked_forward, .vjp = masked_vjp,
+    .vjp_graph = masked_vjp_graph,
+    .rules = (const char *const[]){"{dy} ⊙ {1} where {1} ≠ 0", "0 (a constant mask)", NULL}};
+
+static tg_tensor *masked(tg_tape *tp, tg_tensor *g, tg_tensor *w)
+{
+    return binary(tp, &masked_def, g, w);
+}
+
 /* ====== scale: y = s x;  dx += s dG ====== */
 
 UNARY_KERNEL(scale, (s * X), (s * G)) /* dx += s dG */
@@ -429,8 +503,16 @@ tg_tensor *tg_scale(tg_tape *tp, tg_tensor *x, double s)
 
 UNARY_KERNEL(neg, -X, -G) /* dx -= dG */
 
+static tg_status neg_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_neg(tp, dy); /* dx = -dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def neg_def = {
-    .name = "neg", .forward = neg_forward, .vjp = neg_vjp,
+    .name = "neg", .forward = neg_forward, .vjp = neg_vjp, .vjp_graph = neg_vjp_graph,
     .rules = (const char *const[]){"−{dy}", NULL},
     .onnx = neg_onnx};
 
@@ -457,8 +539,18 @@ static float sigmoid_f32(float x)
 
 UNARY_KERNEL(sigmoid, SIGMOID(X), (G * Y * (1 - Y))) /* dx += dG y(1-y)  (saved output, not x) */
 
+static tg_status sigmoid_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx; /* dx = (dG y) (1 - y) */
+    gin[0] = tg_mul(tp, tg_mul(tp, dy, out), tg_add_scalar(tp, tg_neg(tp, out), 1.0));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sigmoid_def = {
     .name = "sigmoid", .forward = sigmoid_forward, .vjp = sigmoid_vjp,
+    .vjp_graph = sigmoid_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ σ'({0})", NULL},
     .onnx = sigmoid_onnx};
 
@@ -544,8 +636,20 @@ static double relu_grad_f64(double x, double g) { return x > 0 ? g : 0; }
 
 UNARY_KERNEL(relu, (X < 0 ? 0 : X), RELU_GRAD(X, G)) /* dx += dG where x > 0 */
 
+UNARY_MASK(relu_mask, X > 0) /* [x > 0] */
+
+static const tg_op_def relu_mask_def = {.name = "relu_mask", .forward = relu_mask_forward};
+
+static tg_status relu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in; /* dx = dG where x > 0 */
+    gin[0] = masked(tp, dy, unary_mask(tp, &relu_mask_def, in[0], ctx));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def relu_def = {
-    .name = "relu", .forward = relu_forward, .vjp = relu_vjp,
+    .name = "relu", .forward = relu_forward, .vjp = relu_vjp, .vjp_graph = relu_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ relu'({0})", NULL},
     .onnx = relu_onnx};
 
@@ -556,8 +660,16 @@ tg_tensor *tg_relu(tg_tape *tp, tg_tensor *x) { return unary(tp, &relu_def, x); 
 /* Overflows to +inf past x ~ 709 (F64) or ~ 88 (F32), as IEEE says. */
 UNARY_KERNEL(exp, exp(X), (G * Y)) /* dx += dG y */
 
+static tg_status exp_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, dy, out); /* dx = dG y */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def exp_def = {
-    .name = "exp", .forward = exp_forward, .vjp = exp_vjp,
+    .name = "exp", .forward = exp_forward, .vjp = exp_vjp, .vjp_graph = exp_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ {y}", NULL},
     .onnx = exp_onnx};
 
@@ -568,8 +680,16 @@ tg_tensor *tg_exp(tg_tape *tp, tg_tensor *x) { return unary(tp, &exp_def, x); }
 /* log(0) = -inf (gradient dG/0 = +-inf) and log(x < 0) = NaN, as IEEE says. */
 UNARY_KERNEL(log, log(X), G / X) /* dx += dG / x */
 
+static tg_status log_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_div(tp, dy, in[0]); /* dx = dG / x */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def log_def = {
-    .name = "log", .forward = log_forward, .vjp = log_vjp,
+    .name = "log", .forward = log_forward, .vjp = log_vjp, .vjp_graph = log_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊘ {0}", NULL},
     .onnx = log_onnx};
 
@@ -579,8 +699,18 @@ tg_tensor *tg_log(tg_tape *tp, tg_tensor *x) { return unary(tp, &log_def, x); }
 
 UNARY_KERNEL(square, (X * X), (2 * X * G)) /* dx += 2 x dG */
 
+static tg_status square_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                  int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, tg_scale(tp, in[0], 2.0), dy); /* dx = (2 x) dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def square_def = {
     .name = "square", .forward = square_forward, .vjp = square_vjp,
+    .vjp_graph = square_vjp_graph,
     .rules = (const char *const[]){"2 {0} ⊙ {dy}", NULL},
     .onnx = square_onnx};
 
@@ -598,8 +728,18 @@ tg_tensor *tg_square(tg_tape *tp, tg_tensor *x) { return unary(tp, &square_def, 
 
 UNARY_KERNEL(add_scalar, (X + s), G) /* dx += dG */
 
+static tg_status add_scalar_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                      int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = dy; /* dx = dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def add_scalar_def = {
     .name = "add_scalar", .forward = add_scalar_forward, .vjp = add_scalar_vjp,
+    .vjp_graph = add_scalar_vjp_graph,
     .rules = (const char *const[]){"{dy}", NULL},
     .onnx = add_scalar_onnx};
 
@@ -637,8 +777,19 @@ BOTH(POW_DEF)
 
 UNARY_KERNEL(pow, PICK(pow, X)(X, s), PICK(pow_grad, X)(X, s, G)) /* dx += dG p x^(p-1) */
 
+/* dx = dG (p x^(p-1)) with x^(p-1) this op again, so its special cases hold
+ * at every order; p = 0 gives no contribution. */
+static tg_status pow_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    double p = ((const double *)ctx)[0];
+    if (p != 0) gin[0] = tg_mul(tp, dy, tg_scale(tp, tg_pow(tp, in[0], p - 1), p));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def pow_def = {
-    .name = "pow", .forward = pow_forward, .vjp = pow_vjp,
+    .name = "pow", .forward = pow_forward, .vjp = pow_vjp, .vjp_graph = pow_vjp_graph,
     .rules = (const char *const[]){"{c} {0}^({c} − 1) ⊙ {dy}", NULL},
     .onnx = pow_onnx};
 
@@ -662,8 +813,20 @@ BOTH(SIGN_DEF)
 
 UNARY_KERNEL(abs, fabs(X), (G * PICK(sign, X)(X))) /* dx += dG sign(x) */
 
+UNARY_MASK(sign, PICK(sign, X)(X)) /* sign(x), 0 at 0 and for NaN */
+
+static const tg_op_def sign_def = {.name = "sign", .forward = sign_forward};
+
+static tg_status abs_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in; /* dx = dG sign(x) */
+    gin[0] = tg_mul(tp, dy, unary_mask(tp, &sign_def, in[0], ctx));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def abs_def = {
-    .name = "abs", .forward = abs_forward, .vjp = abs_vjp,
+    .name = "abs", .forward = abs_forward, .vjp = abs_vjp, .vjp_graph = abs_vjp_graph,
     .rules = (const char *const[]){"sign({0}) ⊙ {dy}", NULL},
     .onnx = abs_onnx};
 
@@ -673,8 +836,16 @@ tg_tensor *tg_abs(tg_tape *tp, tg_tensor *x) { return unary(tp, &abs_def, x); }
  * As in torch, x = 0 gives an infinite derivative and x < 0 NaN. */
 UNARY_KERNEL(sqrt, sqrt(X), (G / (2 * Y))) /* dx += dG / (2 y) */
 
+static tg_status sqrt_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_div(tp, dy, tg_scale(tp, out, 2.0)); /* dx = dG / (2 y) */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sqrt_def = {
-    .name = "sqrt", .forward = sqrt_forward, .vjp = sqrt_vjp,
+    .name = "sqrt", .forward = sqrt_forward, .vjp = sqrt_vjp, .vjp_graph = sqrt_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊘ (2 {y})", NULL},
     .onnx = sqrt_onnx};
 
@@ -684,8 +855,16 @@ tg_tensor *tg_sqrt(tg_tape *tp, tg_tensor *x) { return unary(tp, &sqrt_def, x); 
 
 UNARY_KERNEL(sin, sin(X), (G * cos(X))) /* dx += dG cos x */
 
+static tg_status sin_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, dy, tg_cos(tp, in[0])); /* dx = dG cos x */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sin_def = {
-    .name = "sin", .forward = sin_forward, .vjp = sin_vjp,
+    .name = "sin", .forward = sin_forward, .vjp = sin_vjp, .vjp_graph = sin_vjp_graph,
     .rules = (const char *const[]){"cos({0}) ⊙ {dy}", NULL},
     .onnx = sin_onnx};
 
@@ -693,8 +872,16 @@ tg_tensor *tg_sin(tg_tape *tp, tg_tensor *x) { return unary(tp, &sin_def, x); }
 
 UNARY_KERNEL(cos, cos(X), (G * -sin(X))) /* dx += dG (−sin x) */
 
+static tg_status cos_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, dy, tg_neg(tp, tg_sin(tp, in[0]))); /* dx = dG (−sin x) */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def cos_def = {
-    .name = "cos", .forward = cos_forward, .vjp = cos_vjp,
+    .name = "cos", .forward = cos_forward, .vjp = cos_vjp, .vjp_graph = cos_vjp_graph,
     .rules = (const char *const[]){"−sin({0}) ⊙ {dy}", NULL},
     .onnx = cos_onnx};
 
@@ -715,8 +902,20 @@ BOTH(CLAMP_DEF)
 UNARY_KERNEL(clamp, PICK(clamp, X)(X, s, s2),
              PICK(clamp_grad, X)(X, s, s2, G)) /* dx += dG [lo <= x <= hi] */
 
+UNARY_MASK(clamp_mask, X >= s && X <= s2) /* [lo <= x <= hi] */
+
+static const tg_op_def clamp_mask_def = {.name = "clamp_mask", .forward = clamp_mask_forward};
+
+static tg_status clamp_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in; /* dx = dG where lo <= x <= hi */
+    gin[0] = masked(tp, dy, unary_mask(tp, &clamp_mask_def, in[0], ctx));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def clamp_def = {
-    .name = "clamp", .forward = clamp_forward, .vjp = clamp_vjp,
+    .name = "clamp", .forward = clamp_forward, .vjp = clamp_vjp, .vjp_graph = clamp_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ [lo ≤ {0} ≤ hi]", NULL},
     .onnx = clamp_onnx};
 
@@ -738,7 +937,8 @@ tg_tensor *tg_clamp(tg_tape *tp, tg_tensor *x, double lo, double hi)
 #define MINMAX_DEF(T, sfx)                                                                   \
     static T maximum_##sfx(T a, T b) { return b != b || a < b ? b : a; }                     \
     static T minimum_##sfx(T a, T b) { return b != b || b < a ? b : a; }                     \
-    static T tie_or_##sfx(T a, T b, bool zero, T g) { return a == b ? g / 2 : zero ? 0 : g; }
+    static T tie_or_##sfx(T a, T b, bool zero, T g) { return a == b ? g / 2 : zero ? 0 : g; } \
+    static T tie_w_##sfx(T a, T b, bool zero) { return a == b ? (T)0.5 : zero ? 0 : 1; }
 BOTH(MINMAX_DEF)
 
 #define TIE_OR(a, b, zero, g) PICK(tie_or, g)(a, b, zero, g)
@@ -746,8 +946,44 @@ BOTH(MINMAX_DEF)
 BINARY_KERNEL(maximum, PICK(maximum, A)(A, B), TIE_OR(A, B, A < B, G),
               TIE_OR(A, B, A > B, G)) /* dA += dG [a > b] + dG/2 [a = b], dB likewise */
 
+#define TIE_W(a, b, zero) PICK(tie_w, a)(a, b, zero) /* TIE_OR's factor: g TIE_W = TIE_OR */
+
+/* The factors of dA and dB as masks, one per operand and op, for the
+ * recorded VJPs: dA = Σ_bcast dG w_a where w_a != 0, exactly TIE_OR's values
+ * (g/2 is g ½). */
+BINARY_MASK(maximum_mask_a, TIE_W(A, B, A < B))
+BINARY_MASK(maximum_mask_b, TIE_W(A, B, A > B))
+BINARY_MASK(minimum_mask_a, TIE_W(A, B, A > B))
+BINARY_MASK(minimum_mask_b, TIE_W(A, B, A < B))
+
+static const tg_op_def maximum_masks[2] = {
+    {.name = "maximum_mask", .forward = maximum_mask_a_forward},
+    {.name = "maximum_mask", .forward = maximum_mask_b_forward}};
+static const tg_op_def minimum_masks[2] = {
+    {.name = "minimum_mask", .forward = minimum_mask_a_forward},
+    {.name = "minimum_mask", .forward = minimum_mask_b_forward}};
+
+static tg_status minmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *const *in,
+                                  const bool *need, tg_tensor **gin, const tg_op_def *masks)
+{
+    for (int i = 0; i < 2; i++)
+        if (need[i])
+            gin[i] = tg__sum_to(tp, masked(tp, dy, binary_mask(tp, &masks[i], in[0], in[1], dy)),
+                                in[i]);
+    return tg_tape_status(tp);
+}
+
+static tg_status maximum_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    return minmax_vjp_graph(tp, dy, in, need, gin, maximum_masks);
+}
+
 static const tg_op_def maximum_def = {
     .name = "maximum", .forward = maximum_forward, .vjp = maximum_vjp,
+    .vjp_graph = maximum_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} > {1}] + ½ [{0} = {1}])",
                                    "{bcast}{dy} ⊙ ([{1} > {0}] + ½ [{0} = {1}])", NULL},
     .onnx = maximum_onnx};
@@ -760,8 +996,17 @@ tg_tensor *tg_maximum(tg_tape *tp, tg_tensor *a, tg_tensor *b)
 BINARY_KERNEL(minimum, PICK(minimum, A)(A, B), TIE_OR(A, B, A > B, G),
               TIE_OR(A, B, A < B, G)) /* dA += dG [a < b] + dG/2 [a = b], dB likewise */
 
+static tg_status minimum_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    return minmax_vjp_graph(tp, dy, in, need, gin, minimum_masks);
+}
+
 static const tg_op_def minimum_def = {
     .name = "minimum", .forward = minimum_forward, .vjp = minimum_vjp,
+    .vjp_graph = minimum_vjp_graph,
     .rules = (const char *const[]){"{bcast}{dy} ⊙ ([{0} < {1}] + ½ [{0} = {1}])",
                                    "{bcast}{dy} ⊙ ([{1} < {0}] + ½ [{0} = {1}])", NULL},
     .onnx = minimum_onnx};
@@ -781,8 +1026,23 @@ BOTH(LEAKY_DEF)
 UNARY_KERNEL(leaky_relu, PICK(leaky, X)(X, s),
              PICK(leaky_grad, X)(X, s, G)) /* dx += dG, s dG at x <= 0 */
 
+UNARY_MASK(leaky_relu_slope, X > 0 ? 1 : s) /* 1 for x > 0, s else */
+
+static const tg_op_def leaky_relu_slope_def = {.name = "leaky_relu_slope",
+                                               .forward = leaky_relu_slope_forward};
+
+static tg_status leaky_relu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                      int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in; /* dx = dG (1 or s): g, or g s as at first order */
+    gin[0] = tg_mul(tp, dy, unary_mask(tp, &leaky_relu_slope_def, in[0], ctx));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def leaky_relu_def = {
     .name = "leaky_relu", .forward = leaky_relu_forward, .vjp = leaky_relu_vjp,
+    .vjp_graph = leaky_relu_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} [{0} ≤ 0])", NULL},
     .onnx = leaky_relu_onnx};
 
@@ -804,8 +1064,21 @@ BOTH(ELU_DEF)
 
 UNARY_KERNEL(elu, PICK(elu, X)(X, s), PICK(elu_grad, X)(X, s, G)) /* dx += dG, dG α e^x at x <= 0 */
 
+/* dx = dG where x > 0, else dG (α e^x). e^x reads min(x, 0), so a large
+ * x > 0, where the other branch is taken, cannot overflow it to inf and make
+ * the next derivative 0 · inf = NaN; at x <= 0 it is the same number. */
+static tg_status elu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    double alpha = ((const double *)ctx)[0];
+    tg_tensor *e = tg_scale(tp, tg_exp(tp, tg_clamp(tp, in[0], -INFINITY, 0)), alpha);
+    gin[0] = tg_where(tp, unary_mask(tp, &relu_mask_def, in[0], ctx), dy, tg_mul(tp, dy, e));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def elu_def = {
-    .name = "elu", .forward = elu_forward, .vjp = elu_vjp,
+    .name = "elu", .forward = elu_forward, .vjp = elu_vjp, .vjp_graph = elu_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ ([{0} > 0] + {c} e^{0} [{0} ≤ 0])", NULL},
     .onnx = elu_onnx};
 
@@ -826,13 +1099,16 @@ tg_tensor *tg_elu(tg_tape *tp, tg_tensor *x, double alpha)
 #define SQRT_2_PI    0.79788456080286535588 /* √(2/π) */
 #define GELU_KAPPA   0.044715
 
+#define NORMAL_DEF(T, sfx)                                                                  \
+    static T normal_cdf_##sfx(T x) { return (T)0.5 * (1 + erf(x * (T)SQRT1_2)); }          \
+    static T normal_pdf_##sfx(T x) { return (T)INV_SQRT_2PI * exp(x * x * (T)-0.5); }
+BOTH(NORMAL_DEF)
+
 #define GELU_DEF(T, sfx)                                                                   \
     static T gelu_##sfx(T x) { return x * (T)0.5 * (1 + erf(x * (T)SQRT1_2)); }            \
     static T gelu_grad_##sfx(T x, T g)                                                     \
     {                                                                                      \
-        T cdf = (T)0.5 * (1 + erf(x * (T)SQRT1_2));                                        \
-        T pdf = (T)INV_SQRT_2PI * exp(x * x * (T)-0.5);                                    \
-        return g * (cdf + x * pdf);                                                        \
+        return g * (normal_cdf_##sfx(x) + x * normal_pdf_##sfx(x));                       \
     }                                                                                      \
     static T gelu_tanh_##sfx(T x)                                                          \
     {                                                                                      \
@@ -851,12 +1127,66 @@ UNARY_KERNEL(gelu, PICK(gelu, X)(X), PICK(gelu_grad, X)(X, G)) /* dx += dG (Φ(x
 UNARY_KERNEL(gelu_tanh, PICK(gelu_tanh, X)(X),
              PICK(gelu_tanh_grad, X)(X, G)) /* dx += dG gelu_tanh'(x) */
 
+/* φ(x) recorded: e^(x x (−½)) / √(2π), as normal_pdf forms it. */
+static tg_tensor *normal_pdf(tg_tape *tp, tg_tensor *x)
+{
+    return tg_scale(tp, tg_exp(tp, tg_scale(tp, tg_square(tp, x), -0.5)), INV_SQRT_2PI);
+}
+
+/* normal_cdf: y = Φ(x);  dx += dG φ(x). gelu's recorded VJP needs Φ as an op. */
+UNARY_KERNEL(normal_cdf, PICK(normal_cdf, X)(X), (G * PICK(normal_pdf, X)(X))) /* dx += dG φ(x) */
+
+static tg_status normal_cdf_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                      tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                      int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, dy, normal_pdf(tp, in[0])); /* dx = dG φ(x) */
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def normal_cdf_def = {
+    .name = "normal_cdf", .forward = normal_cdf_forward, .vjp = normal_cdf_vjp,
+    .vjp_graph = normal_cdf_vjp_graph, .rules = (const char *const[]){"{dy} ⊙ φ({0})", NULL}};
+
+/* dx = dG (Φ(x) + x φ(x)) */
+static tg_status gelu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    tg_tensor *x = in[0], *cdf = unary(tp, &normal_cdf_def, x);
+    gin[0] = tg_mul(tp, dy, tg_add(tp, cdf, tg_mul(tp, x, normal_pdf(tp, x))));
+    return tg_tape_status(tp);
+}
+
+/* dx = dG ((1 + t)/2 + (x/2) (1 − t²) (√(2/π) (1 + (3κ x) x))), t = tanh u, in
+ * gelu_tanh_grad's order of operations (3κ rounded as that dtype rounds it). */
+static tg_status gelu_tanh_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    tg_tensor *x = in[0];
+    double k3 = x->dtype == TG_F32 ? (double)(3 * (float)GELU_KAPPA) : 3 * GELU_KAPPA;
+    tg_tensor *x3 = tg_mul(tp, tg_square(tp, x), x);
+    tg_tensor *u = tg_scale(tp, tg_add(tp, x, tg_scale(tp, x3, GELU_KAPPA)), SQRT_2_PI);
+    tg_tensor *t = tg_tanh(tp, u);
+    tg_tensor *du = tg_scale(tp, tg_add_scalar(tp, tg_mul(tp, tg_scale(tp, x, k3), x), 1.0),
+                             SQRT_2_PI);
+    tg_tensor *sech2 = tg_add_scalar(tp, tg_neg(tp, tg_square(tp, t)), 1.0);
+    tg_tensor *right = tg_mul(tp, tg_mul(tp, tg_scale(tp, x, 0.5), sech2), du);
+    tg_tensor *left = tg_scale(tp, tg_add_scalar(tp, t, 1.0), 0.5);
+    gin[0] = tg_mul(tp, dy, tg_add(tp, left, right));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def gelu_def = {
-    .name = "gelu", .forward = gelu_forward, .vjp = gelu_vjp,
+    .name = "gelu", .forward = gelu_forward, .vjp = gelu_vjp, .vjp_graph = gelu_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ (Φ({0}) + {0} φ({0}))", NULL},
     .onnx = gelu_onnx};
 static const tg_op_def gelu_tanh_def = {
     .name = "gelu", .forward = gelu_tanh_forward, .vjp = gelu_tanh_vjp,
+    .vjp_graph = gelu_tanh_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ gelu_tanh'({0})", NULL},
     .onnx = gelu_tanh_onnx};
 
@@ -877,8 +1207,18 @@ BOTH(SILU_DEF)
 
 UNARY_KERNEL(silu, (X * SIGMOID(X)), PICK(silu_grad, X)(X, G)) /* dx += dG σ (1 + x (1 − σ)) */
 
+static tg_status silu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx; /* dx = (dG σ) (1 + x (1 − σ)) */
+    tg_tensor *x = in[0], *sg = tg_sigmoid(tp, x);
+    tg_tensor *f = tg_add_scalar(tp, tg_mul(tp, x, tg_add_scalar(tp, tg_neg(tp, sg), 1.0)), 1.0);
+    gin[0] = tg_mul(tp, tg_mul(tp, dy, sg), f);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def silu_def = {
-    .name = "silu", .forward = silu_forward, .vjp = silu_vjp,
+    .name = "silu", .forward = silu_forward, .vjp = silu_vjp, .vjp_graph = silu_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ σ({0}) ⊙ (1 + {0} ⊙ (1 − σ({0})))", NULL},
     .onnx = silu_onnx};
 
@@ -893,8 +1233,18 @@ BOTH(SOFTPLUS_DEF)
 
 UNARY_KERNEL(softplus, PICK(softplus, X)(X), (G * SIGMOID(X))) /* dx += dG σ(x) */
 
+static tg_status softplus_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_mul(tp, dy, tg_sigmoid(tp, in[0])); /* dx = dG σ(x) */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def softplus_def = {
     .name = "softplus", .forward = softplus_forward, .vjp = softplus_vjp,
+    .vjp_graph = softplus_vjp_graph,
     .rules = (const char *const[]){"{dy} ⊙ σ({0})", NULL},
     .onnx = softplus_onnx};
 

@@ -1271,10 +1271,24 @@ static tg_status where_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
+/* dA = Σ_bcast where(cond, dG, 0), dB = Σ_bcast where(cond, 0, dG), recorded
+ * with this op on the same condition, whose own VJP is then the same again. */
+static tg_status where_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (!need[1] && !need[2]) return tg_tape_status(tp);
+    tg_tensor *zero = tg_full_like(tp, dy, 0.0);
+    if (need[1]) gin[1] = tg__sum_to(tp, tg_where(tp, in[0], dy, zero), in[1]);
+    if (need[2]) gin[2] = tg__sum_to(tp, tg_where(tp, in[0], zero, dy), in[2]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def where_def = {
     .name = "where",
     .forward = where_forward,
     .vjp = where_vjp,
+    .vjp_graph = where_vjp_graph,
     .rules = (const char *const[]){"0 (no gradient to a condition)", "{bcast}{dy} where {0} ≠ 0",
                                    "{bcast}{dy} where {0} = 0", NULL},
     .onnx = where_onnx};
@@ -1282,6 +1296,7 @@ static const tg_op_def where_i64_def = {
     .name = "where",
     .forward = where_forward,
     .vjp = where_vjp,
+    .vjp_graph = where_vjp_graph,
     .index_inputs = 1u,
     .rules = (const char *const[]){"0 (no gradient to a condition)", "{bcast}{dy} where {0} ≠ 0",
                                    "{bcast}{dy} where {0} = 0", NULL},
