@@ -578,6 +578,395 @@ START_TEST(replay_equals_fresh_recording)
 }
 END_TEST
 
+/* ====== Derivatives of derivatives ======
+ * The op list gradgradchecks every row (tests/test_ops_list.c); here: the
+ * recorded VJP against the fused one bit for bit, second and third
+ * derivatives against closed forms, third derivatives of every op against
+ * differences, the conventions at kinks and ties, and replay of the masks. */
+
+static tg_tensor *pow_3(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, 3); }
+static tg_tensor *pow_1(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, 1); }
+static tg_tensor *pow_0(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, 0); }
+static tg_tensor *pow_2_5(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, 2.5); }
+static tg_tensor *pow_m1_7(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, -1.7); }
+static tg_tensor *pow_m_half(tg_tape *tp, tg_tensor *x) { return tg_pow(tp, x, -0.5); }
+static tg_tensor *add_0_75(tg_tape *tp, tg_tensor *x) { return tg_add_scalar(tp, x, 0.75); }
+static tg_tensor *clamp_half(tg_tape *tp, tg_tensor *x) { return tg_clamp(tp, x, -0.5, 0.5); }
+static tg_tensor *leaky_0_2(tg_tape *tp, tg_tensor *x) { return tg_leaky_relu(tp, x, 0.2); }
+static tg_tensor *leaky_m0_3(tg_tape *tp, tg_tensor *x) { return tg_leaky_relu(tp, x, -0.3); }
+static tg_tensor *elu_0_7(tg_tape *tp, tg_tensor *x) { return tg_elu(tp, x, 0.7); }
+static tg_tensor *gelu_erf(tg_tape *tp, tg_tensor *x) { return tg_gelu(tp, x, false); }
+static tg_tensor *gelu_tanh(tg_tape *tp, tg_tensor *x) { return tg_gelu(tp, x, true); }
+
+/* The closed forms of f'' and f'''. */
+static double sigm(double x) { return 1 / (1 + exp(-x)); }
+static double phi(double x) { return 0.39894228040143267794 * exp(-x * x / 2); } /* 1/√(2π) */
+static double zero(double x) { return (void)x, 0; }
+static double d2_sigmoid(double x) { return sigm(x) * (1 - sigm(x)) * (1 - 2 * sigm(x)); }
+static double d3_sigmoid(double x)
+{
+    double s = sigm(x);
+    return s * (1 - s) * (1 - 6 * s + 6 * s * s);
+}
+static double d2_tanh(double x) { return -2 * tanh(x) * (1 - tanh(x) * tanh(x)); }
+static double d3_tanh(double x)
+{
+    double t = tanh(x);
+    return (1 - t * t) * (6 * t * t - 2);
+}
+static double d2_log(double x) { return -1 / (x * x); }
+static double d3_log(double x) { return 2 / (x * x * x); }
+static double two(double x) { return (void)x, 2; }
+static double d2_pow_3(double x) { return 6 * x; }
+static double six(double x) { return (void)x, 6; }
+static double d2_pow_2_5(double x) { return 2.5 * 1.5 * pow(x, 0.5); }
+static double d3_pow_2_5(double x) { return 2.5 * 1.5 * 0.5 * pow(x, -0.5); }
+static double d2_pow_m1_7(double x) { return -1.7 * -2.7 * pow(x, -3.7); }
+static double d3_pow_m1_7(double x) { return -1.7 * -2.7 * -3.7 * pow(x, -4.7); }
+static double d2_pow_m_half(double x) { return 0.75 * pow(x, -2.5); }
+static double d3_pow_m_half(double x) { return -1.875 * pow(x, -3.5); }
+static double d2_sqrt(double x) { return -0.25 * pow(x, -1.5); }
+static double d3_sqrt(double x) { return 0.375 * pow(x, -2.5); }
+static double d2_sin(double x) { return -sin(x); }
+static double d3_sin(double x) { return -cos(x); }
+static double d2_cos(double x) { return -cos(x); }
+static double d2_elu(double x) { return x > 0 ? 0 : 0.7 * exp(x); }
+static double d2_gelu(double x) { return phi(x) * (2 - x * x); }
+static double d3_gelu(double x) { return phi(x) * x * (x * x - 4); }
+static double d2_gelu_tanh(double x) /* (1 − t²) (u' + x/2 (u'' − 2 t u'²)) */
+{
+    double c = 0.79788456080286535588 /* √(2/π) */, k = 0.044715;
+    double t = tanh(c * (x + k * x * x * x)), u1 = c * (1 + 3 * k * x * x), u2 = c * 6 * k * x;
+    return (1 - t * t) * (u1 + x / 2 * (u2 - 2 * t * u1 * u1));
+}
+static double d2_silu(double x) { return sigm(x) * (1 - sigm(x)) * (2 + x * (1 - 2 * sigm(x))); }
+static double d2_softplus(double x) { return sigm(x) * (1 - sigm(x)); }
+
+/* A unary op, its second and third derivatives (d3 NULL: not given) at four
+ * points away from its kinks, and the range its third derivatives are
+ * gradgradchecked on (values move 0.2 away from each kink). */
+typedef struct higher_case {
+    const char *name;
+    unary_fn fn;
+    double (*d2)(double x), (*d3)(double x);
+    double x[4];
+    double lo, hi;
+    double kink[2];
+    int n_kinks;
+} higher_case;
+
+#define PLAIN {-1, 0.3, 2, -0.1}, -1, 1
+#define POSITIVE {0.3, 0.9, 1.7, 4}, 0.5, 2
+#define WIDE {-2.5, -0.3, 0.7, 3}, -3, 3
+
+static const higher_case higher_cases[] = {
+    {"scale", scale_by_minus_2_5, zero, zero, PLAIN, {0}, 0},
+    {"neg", tg_neg, zero, zero, PLAIN, {0}, 0},
+    {"sigmoid", tg_sigmoid, d2_sigmoid, d3_sigmoid, {-2.5, -0.3, 0.7, 4}, -3, 3, {0}, 0},
+    {"tanh", tg_tanh, d2_tanh, d3_tanh, {-1.5, -0.25, 0.6, 2}, -2, 2, {0}, 0},
+    {"relu", tg_relu, zero, zero, PLAIN, {0}, 1},
+    {"exp", tg_exp, exp, exp, {-2, -0.5, 0.25, 1.5}, -1, 1, {0}, 0},
+    {"log", tg_log, d2_log, d3_log, POSITIVE, {0}, 0},
+    {"square", tg_square, two, zero, PLAIN, {0}, 0},
+    {"add_scalar", add_0_75, zero, zero, PLAIN, {0}, 0},
+    {"pow 3", pow_3, d2_pow_3, six, PLAIN, {0}, 0},
+    {"pow 1", pow_1, zero, zero, PLAIN, {0}, 0},
+    {"pow 0", pow_0, zero, zero, PLAIN, {0}, 0},
+    {"pow 2.5", pow_2_5, d2_pow_2_5, d3_pow_2_5, POSITIVE, {0}, 0},
+    {"pow -1.7", pow_m1_7, d2_pow_m1_7, d3_pow_m1_7, POSITIVE, {0}, 0},
+    {"pow -0.5", pow_m_half, d2_pow_m_half, d3_pow_m_half, POSITIVE, {0}, 0},
+    {"abs", tg_abs, zero, zero, PLAIN, {0}, 1},
+    {"sqrt", tg_sqrt, d2_sqrt, d3_sqrt, POSITIVE, {0}, 0},
+    {"sin", tg_sin, d2_sin, d3_sin, WIDE, {0}, 0},
+    {"cos", tg_cos, d2_cos, sin, WIDE, {0}, 0},
+    {"clamp", clamp_half, zero, zero, PLAIN, {-0.5, 0.5}, 2},
+    {"leaky_relu 0.2", leaky_0_2, zero, zero, PLAIN, {0}, 1},
+    {"leaky_relu -0.3", leaky_m0_3, zero, zero, PLAIN, {0}, 1},
+    /* 800: e^800 overflows, but the branch taken is x's */
+    {"elu", elu_0_7, d2_elu, d2_elu, {-2, -0.3, 0.4, 800}, -2, 2, {0}, 1},
+    {"gelu", gelu_erf, d2_gelu, d3_gelu, WIDE, {0}, 0},
+    {"gelu tanh", gelu_tanh, d2_gelu_tanh, NULL, WIDE, {0}, 0},
+    {"silu", tg_silu, d2_silu, NULL, WIDE, {0}, 0},
+    {"softplus", tg_softplus, d2_softplus, d2_sigmoid, WIDE, {0}, 0},
+};
+
+/* |got - want| <= tol max(1, |want|), labelled. */
+static void expect_near(double got, double want, double tol, const char *what, const char *name,
+                        tg_dtype dt, int k)
+{
+    ck_assert_msg(fabs(got - want) <= tol * fmax(1, fabs(want)),
+                  "%s %s %s at x[%d]: got %.17g want %.17g", name, tu_dtype_name(dt), what, k, got,
+                  want);
+}
+
+static void expect_same_bits(const tg_tensor *a, const tg_tensor *b, const char *what,
+                             const char *name, tg_dtype dt)
+{
+    size_t size = (size_t)tg_tensor_numel(a) * (dt == TG_F64 ? sizeof(double) : sizeof(float));
+    ck_assert_msg(tg_tensor_numel(a) == tg_tensor_numel(b) &&
+                      memcmp(tg_tensor_cdata(a), tg_tensor_cdata(b), size) == 0,
+                  "%s %s: %s", name, tu_dtype_name(dt), what);
+}
+
+/* Row _i / 2 in F64 (even _i) or F32: d1 = tg_grad(Σ f(x)) with create_graph
+ * equals the fused first-order gradient bit for bit, and d2 = tg_grad(Σ d1),
+ * d3 = tg_grad(Σ d2) (f is elementwise, so the sum's gradient is the next
+ * derivative) equal the closed forms. */
+START_TEST(second_and_third_derivatives_in_closed_form)
+{
+    const higher_case *c = &higher_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    double tol = dt == TG_F64 ? 1e-13 : 1e-5;
+    tg_tensor *x = tu_lit(dt, "4", c->x);
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_sum(tp, c->fn(tp, x)), *fused, *d[3];
+    ck_assert_int_eq(tg_grad(tp, y, NULL, &x, 1, &fused, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, NULL, &x, 1, &d[0], true), TG_OK);
+    expect_same_bits(d[0], fused, "the recorded gradient differs from the fused one", c->name, dt);
+    for (int o = 1; o < 3; o++) { /* after a constant derivative (NULL) the next one is 0 */
+        d[o] = NULL;
+        if (d[o - 1] && tg_tensor_requires_grad(d[o - 1]))
+            ck_assert_msg(tg_grad(tp, tg_sum(tp, d[o - 1]), NULL, &x, 1, &d[o], true) == TG_OK,
+                          "%s order %d: %s", c->name, o + 1, tg_tape_error(tp));
+    }
+    for (int k = 0; k < 4; k++) {
+        double v = tu_at(x, k);
+        expect_near(d[1] ? tu_at(d[1], k) : 0, c->d2(v), tol, "f''", c->name, dt, k);
+        if (c->d3)
+            expect_near(d[2] ? tu_at(d[2], k) : 0, c->d3(v), tol, "f'''", c->name, dt, k);
+    }
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+END_TEST
+
+/* ====== Third derivatives against differences ======
+ * f(x) = Σ c ⊙ ∂/∂x Σ w ⊙ op(x), the first derivative recorded with
+ * tg_grad(create_graph), so tg_gradgradcheck of f compares op's third
+ * derivatives (contracted with c, w and its own directions) with central
+ * differences of the recorded second ones. w and c are fixed, distinct
+ * weights, so every element's derivative counts on its own. The terms
+ * Σ 0 x keep f depending on x where op's first derivative is a constant. */
+
+typedef struct third_ctx {
+    unary_fn un;
+    binary_fn bin;
+    tg_tensor *w, *c[2];
+} third_ctx;
+
+static tg_tensor *first_derivative(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const third_ctx *t = ctx;
+    int n = t->un ? 1 : 2;
+    tg_tensor *y = t->un ? t->un(tp, in[0]) : t->bin(tp, in[0], in[1]), *g[2];
+    tg_tensor *l = tg_sum(tp, tg_mul(tp, y, t->w));
+    if (!l || tg_grad(tp, l, NULL, in, n, g, true)) return NULL;
+    tg_tensor *f = NULL;
+    for (int i = 0; i < n; i++) {
+        tg_tensor *term = tg_add(tp, tg_sum(tp, tg_mul(tp, g[i], t->c[i])),
+                                 tg_sum(tp, tg_scale(tp, in[i], 0.0)));
+        f = f ? tg_add(tp, f, term) : term;
+    }
+    return f;
+}
+
+/* Weights of t's shape, (1 + k mod 5) / 4 with alternating signs. */
+static tg_tensor *weights_like(const tg_tensor *t)
+{
+    tg_tensor *w = tg_tensor_new(TG_F64, tg_tensor_rank(t), tg_tensor_shape(t));
+    ck_assert_ptr_nonnull(w);
+    for (int64_t k = 0; k < tg_tensor_numel(w); k++)
+        tu_put(w, k, (k % 2 ? -1 : 1) * (1 + (double)(k % 5)) / 4);
+    return w;
+}
+
+/* x's values moved 0.2 away from the nearer of c's kinks. */
+static void away_from_kinks(tg_tensor *x, const higher_case *c)
+{
+    for (int64_t k = 0; k < tg_tensor_numel(x); k++) {
+        double v = tu_at(x, k);
+        for (int j = 0; j < c->n_kinks; j++)
+            if (fabs(v - c->kink[j]) < 0.25) v = v < c->kink[j] ? v - 0.2 : v + 0.2;
+        tu_put(x, k, v);
+    }
+}
+
+static void expect_third_order_passes(const char *name, third_ctx *t, tg_tensor **in, int n)
+{
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = t->un ? t->un(tp, in[0]) : t->bin(tp, in[0], in[1]);
+    ck_assert_msg(y, "%s: %s", name, tg_tape_error(tp));
+    t->w = weights_like(y);
+    tg_tape_free(tp);
+    for (int i = 0; i < n; i++) {
+        t->c[i] = weights_like(in[i]);
+        for (int64_t k = 0; k < tg_tensor_numel(t->c[i]); k++) /* not w's pattern */
+            tu_put(t->c[i], k, 0.5 + (double)((3 * k + (uint64_t)i) % 4) / 3);
+    }
+    tg_gradcheck_report r;
+    tg_status s = tg_gradgradcheck(first_derivative, in, n, t, NULL, &r);
+    ck_assert_msg(s == TG_OK, "%s: %s: %s", name, tg_status_str(s), r.msg);
+    ck_assert_msg(r.passed, "%s: %s", name, r.msg);
+    tg_tensor_free(t->w);
+    for (int i = 0; i < n; i++) tg_tensor_free(t->c[i]);
+}
+
+START_TEST(third_derivatives_of_unary_ops_match_differences)
+{
+    const higher_case *c = &higher_cases[_i];
+    tg_tensor *x = tu_random(TG_F64, "2x3", c->lo, c->hi, 70 + (uint64_t)_i);
+    away_from_kinks(x, c);
+    tg_tensor_set_requires_grad(x, true);
+    third_ctx t = {.un = c->fn};
+    expect_third_order_passes(c->name, &t, &x, 1);
+    tg_tensor_free(x);
+}
+END_TEST
+
+typedef struct third_binary_case {
+    const char *name;
+    binary_fn fn;
+    double lo, hi;
+} third_binary_case;
+
+static const third_binary_case third_binary_cases[] = {
+    {"add", tg_add, -1, 1},         {"sub", tg_sub, -1, 1},         {"mul", tg_mul, -1, 1},
+    {"div", tg_div, 0.5, 2},        {"maximum", tg_maximum, -1, 1}, {"minimum", tg_minimum, -1, 1},
+};
+
+/* Operands of one shape: a broadcast one is summed by sum_axis and reshape,
+ * whose own recorded VJPs the third order needs (tests/test_ops_list.c
+ * gradgradchecks the broadcasting rows). */
+static const char *const third_binary_shapes[][2] = {{"2x3", "2x3"}, {"1x1", "1x1"}, {"4", "4"}};
+
+START_TEST(third_derivatives_of_binary_ops_match_differences)
+{
+    const third_binary_case *c = &third_binary_cases[_i / 3];
+    const char *const *shapes = third_binary_shapes[_i % 3];
+    tg_tensor *in[2];
+    for (int i = 0; i < 2; i++) {
+        in[i] = tu_random(TG_F64, shapes[i], c->lo, c->hi, 90 + 2 * (uint64_t)_i + (uint64_t)i);
+        tg_tensor_set_requires_grad(in[i], true);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s on %s;%s", c->name, shapes[0], shapes[1]);
+    third_ctx t = {.bin = c->fn};
+    expect_third_order_passes(name, &t, in, 2);
+    tg_tensor_free(in[0]), tg_tensor_free(in[1]);
+}
+END_TEST
+
+/* The binary ops' recorded gradients equal the fused ones bit for bit where
+ * no operand is broadcast (a broadcast one is summed in another order). */
+START_TEST(recorded_binary_gradients_equal_fused_ones)
+{
+    const third_binary_case *c = &third_binary_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    tg_tensor *in[2] = {tu_random(dt, "3x4", c->lo, c->hi, 11), tu_random(dt, "3x4", c->lo, c->hi, 12)};
+    tu_put(in[1], 5, tu_at(in[0], 5)); /* a tie */
+    tg_tensor_set_requires_grad(in[0], true);
+    tg_tensor_set_requires_grad(in[1], true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *seed = tu_random(dt, "3x4", -1, 1, 13), *fused[2], *rec[2];
+    tg_tensor *y = c->fn(tp, in[0], in[1]);
+    ck_assert_int_eq(tg_grad(tp, y, seed, in, 2, fused, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, seed, in, 2, rec, true), TG_OK);
+    for (int i = 0; i < 2; i++)
+        expect_same_bits(rec[i], fused[i], i ? "dB differs from the fused one" :
+                                               "dA differs from the fused one", c->name, dt);
+    tg_tape_free(tp);
+    tg_tensor_free(in[0]), tg_tensor_free(in[1]), tg_tensor_free(seed);
+}
+END_TEST
+
+/* ====== Kinks, ties and replay ====== */
+
+/* At a tie maximum and minimum pass dG/2 to each operand (the ½ rule), with
+ * a constant factor: the recorded dA is linear in dG with slope ½ and does
+ * not move with A or B. A NaN operand passes the full dG to both. */
+START_TEST(ties_pass_half_at_every_order)
+{
+    for (int op = 0; op < 2; op++) {
+        binary_fn fn = op ? tg_minimum : tg_maximum;
+        tg_tensor *a = tu_lit(TG_F64, "3", (double[]){0.5, NAN, 2});
+        tg_tensor *b = tu_lit(TG_F64, "3", (double[]){0.5, 1, -1});
+        tg_tensor *g = tu_lit(TG_F64, "3", (double[]){4, 6, 8});
+        tg_tensor_set_requires_grad(a, true);
+        tg_tensor_set_requires_grad(b, true);
+        tg_tensor_set_requires_grad(g, true);
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *d[2], *dd[3];
+        ck_assert_int_eq(tg_grad(tp, fn(tp, a, b), g, (tg_tensor *[]){a, b}, 2, d, true), TG_OK);
+        /* a > b at element 2 picks a for maximum, b for minimum */
+        double da[3] = {2, 6, op ? 0 : 8}, db[3] = {2, 6, op ? 8 : 0};
+        tu_expect_exact(d[0], "3", da, "dA");
+        tu_expect_exact(d[1], "3", db, "dB");
+        tg_tensor *l = tg_add(tp, tg_sum(tp, d[0]), tg_scale(tp, tg_sum(tp, d[1]), 3));
+        ck_assert_int_eq(tg_grad(tp, l, NULL, (tg_tensor *[]){a, b, g}, 3, dd, true), TG_OK);
+        tu_expect_exact(dd[0], "3", (double[]){0, 0, 0}, "d(ΣdA + 3ΣdB)/dA");
+        tu_expect_exact(dd[1], "3", (double[]){0, 0, 0}, "d(ΣdA + 3ΣdB)/dB");
+        double dg[3] = {0.5 + 1.5, 1 + 3, op ? 3 : 1};
+        tu_expect_exact(dd[2], "3", dg, "d(ΣdA + 3ΣdB)/dG");
+        tg_tape_free(tp);
+        tg_tensor_free(a), tg_tensor_free(b), tg_tensor_free(g);
+    }
+}
+END_TEST
+
+/* Where the first-order VJP selects (relu, clamp), an infinite or NaN dG
+ * where the input is cut off gives 0, recorded as fused; relu and abs give 0
+ * at 0 and clamp passes dG there, as at first order. */
+START_TEST(selects_keep_non_finite_seeds_out)
+{
+    const unary_fn ops[] = {tg_relu, clamp_half, tg_abs};
+    const char *names[] = {"relu", "clamp", "abs"};
+    for (int o = 0; o < 3; o++) {
+        tg_tensor *x = tu_lit(TG_F64, "4", (double[]){-1, 0, 0.25, 2});
+        tg_tensor *seed = tu_lit(TG_F64, "4", (double[]){INFINITY, 3, NAN, 5});
+        tg_tensor_set_requires_grad(x, true);
+        tg_tape *tp = tg_tape_new();
+        tg_tensor *y = ops[o](tp, x), *fused, *rec;
+        ck_assert_int_eq(tg_grad(tp, y, seed, &x, 1, &fused, false), TG_OK);
+        ck_assert_int_eq(tg_grad(tp, y, seed, &x, 1, &rec, true), TG_OK);
+        ck_assert_msg(tu_at(rec, 1) == (o == 1 ? 3 : 0), "%s: dx at 0 is %g", names[o],
+                      tu_at(rec, 1));
+        for (int k = 0; k < 4; k++)
+            ck_assert_msg(tu_at(rec, k) == tu_at(fused, k) ||
+                              (isnan(tu_at(rec, k)) && isnan(tu_at(fused, k))),
+                          "%s [%d]: recorded %g, fused %g", names[o], k, tu_at(rec, k),
+                          tu_at(fused, k));
+        if (o < 2) ck_assert_double_eq(tu_at(rec, 0), 0); /* inf dG where cut off */
+        tg_tape_free(tp);
+        tg_tensor_free(x), tg_tensor_free(seed);
+    }
+}
+END_TEST
+
+/* The masks are recomputed at replay: a recorded gradient of relu, leaky_relu
+ * and maximum follows x across the kink. */
+START_TEST(masks_follow_new_data_at_replay)
+{
+    tg_tensor *x = tu_lit(TG_F64, "3", (double[]){-1, 2, 0.5});
+    tg_tensor *b = tu_lit(TG_F64, "3", (double[]){0, 0, 1});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = tg_add(tp, tg_add(tp, tg_relu(tp, x), leaky_0_2(tp, x)), tg_maximum(tp, x, b));
+    tg_tensor *g, *h;
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_square(tp, y)), NULL, &x, 1, &g, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, g), NULL, &x, 1, &h, true), TG_OK);
+    /* y' = 1 + 1 + 1 = 3 at x > 0 above b, 0.2 at x < 0 below b, 2 at 0 < x < b;
+     * g = 2 y y', h = 2 y'² (y'' = 0 off the kinks). */
+    tu_expect_exact(h, "3", (double[]){2 * 0.2 * 0.2, 2 * 3 * 3, 2 * 2 * 2}, "h");
+    double *xd = tg_tensor_data(x);
+    xd[0] = 3, xd[1] = -2, xd[2] = 1.5;
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    tu_expect_exact(h, "3", (double[]){2 * 3 * 3, 2 * 0.2 * 0.2, 2 * 3 * 3}, "h after replay");
+    tg_tape_free(tp);
+    tg_tensor_free(x), tg_tensor_free(b);
+}
+END_TEST
+
 #define N(a) ((int)(sizeof(a) / sizeof *(a)))
 
 static Suite *ops_elementwise_suite(void)
@@ -596,6 +985,15 @@ static Suite *ops_elementwise_suite(void)
     tcase_add_test(tc, null_inputs_are_refused);
     tcase_add_test(tc, gradients_accumulate_and_skip);
     tcase_add_loop_test(tc, replay_equals_fresh_recording, 0, 2);
+    tcase_add_loop_test(tc, second_and_third_derivatives_in_closed_form, 0, 2 * N(higher_cases));
+    tcase_add_loop_test(tc, third_derivatives_of_unary_ops_match_differences, 0, N(higher_cases));
+    tcase_add_loop_test(tc, third_derivatives_of_binary_ops_match_differences, 0,
+                        3 * N(third_binary_cases));
+    tcase_add_loop_test(tc, recorded_binary_gradients_equal_fused_ones, 0,
+                        2 * N(third_binary_cases));
+    tcase_add_test(tc, ties_pass_half_at_every_order);
+    tcase_add_test(tc, selects_keep_non_finite_seeds_out);
+    tcase_add_test(tc, masks_follow_new_data_at_replay);
     suite_add_tcase(s, tc);
     return s;
 }
