@@ -655,9 +655,9 @@ typedef struct higher_case {
     int n_kinks;
 } higher_case;
 
-#define PLAIN {-1, 0.3, 2, -0.1}, -1, 1
+#define PLAIN    {-1, 0.3, 2, -0.1}, -1, 1
 #define POSITIVE {0.3, 0.9, 1.7, 4}, 0.5, 2
-#define WIDE {-2.5, -0.3, 0.7, 3}, -3, 3
+#define WIDE     {-2.5, -0.3, 0.7, 3}, -3, 3
 
 static const higher_case higher_cases[] = {
     {"scale", scale_by_minus_2_5, zero, zero, PLAIN, {0}, 0},
@@ -809,7 +809,8 @@ static void expect_third_order_passes(const char *name, third_ctx *t, tg_tensor 
     ck_assert_msg(s == TG_OK, "%s: %s: %s", name, tg_status_str(s), r.msg);
     ck_assert_msg(r.passed, "%s: %s", name, r.msg);
     tg_tensor_free(t->w);
-    for (int i = 0; i < n; i++) tg_tensor_free(t->c[i]);
+    for (int i = 0; i < n; i++)
+        tg_tensor_free(t->c[i]);
 }
 
 START_TEST(third_derivatives_of_unary_ops_match_differences)
@@ -831,8 +832,8 @@ typedef struct third_binary_case {
 } third_binary_case;
 
 static const third_binary_case third_binary_cases[] = {
-    {"add", tg_add, -1, 1},         {"sub", tg_sub, -1, 1},         {"mul", tg_mul, -1, 1},
-    {"div", tg_div, 0.5, 2},        {"maximum", tg_maximum, -1, 1}, {"minimum", tg_minimum, -1, 1},
+    {"add", tg_add, -1, 1},  {"sub", tg_sub, -1, 1},         {"mul", tg_mul, -1, 1},
+    {"div", tg_div, 0.5, 2}, {"maximum", tg_maximum, -1, 1}, {"minimum", tg_minimum, -1, 1},
 };
 
 /* Operands of one shape: a broadcast one is summed by sum_axis and reshape,
@@ -863,7 +864,8 @@ START_TEST(recorded_binary_gradients_equal_fused_ones)
 {
     const third_binary_case *c = &third_binary_cases[_i / 2];
     tg_dtype dt = tu_loop_dtype(_i % 2);
-    tg_tensor *in[2] = {tu_random(dt, "3x4", c->lo, c->hi, 11), tu_random(dt, "3x4", c->lo, c->hi, 12)};
+    tg_tensor *in[2] = {tu_random(dt, "3x4", c->lo, c->hi, 11),
+                        tu_random(dt, "3x4", c->lo, c->hi, 12)};
     tu_put(in[1], 5, tu_at(in[0], 5)); /* a tie */
     tg_tensor_set_requires_grad(in[0], true);
     tg_tensor_set_requires_grad(in[1], true);
@@ -873,8 +875,9 @@ START_TEST(recorded_binary_gradients_equal_fused_ones)
     ck_assert_int_eq(tg_grad(tp, y, seed, in, 2, fused, false), TG_OK);
     ck_assert_int_eq(tg_grad(tp, y, seed, in, 2, rec, true), TG_OK);
     for (int i = 0; i < 2; i++)
-        expect_same_bits(rec[i], fused[i], i ? "dB differs from the fused one" :
-                                               "dA differs from the fused one", c->name, dt);
+        expect_same_bits(rec[i], fused[i],
+                         i ? "dB differs from the fused one" : "dA differs from the fused one",
+                         c->name, dt);
     tg_tape_free(tp);
     tg_tensor_free(in[0]), tg_tensor_free(in[1]), tg_tensor_free(seed);
 }
@@ -889,7 +892,7 @@ START_TEST(ties_pass_half_at_every_order)
 {
     for (int op = 0; op < 2; op++) {
         binary_fn fn = op ? tg_minimum : tg_maximum;
-        tg_tensor *a = tu_lit(TG_F64, "3", (double[]){0.5, NAN, 2});
+        tg_tensor *a = tu_lit(TG_F64, "3", (double[]){0.5, (double)NAN, 2});
         tg_tensor *b = tu_lit(TG_F64, "3", (double[]){0.5, 1, -1});
         tg_tensor *g = tu_lit(TG_F64, "3", (double[]){4, 6, 8});
         tg_tensor_set_requires_grad(a, true);
@@ -923,7 +926,7 @@ START_TEST(selects_keep_non_finite_seeds_out)
     const char *names[] = {"relu", "clamp", "abs"};
     for (int o = 0; o < 3; o++) {
         tg_tensor *x = tu_lit(TG_F64, "4", (double[]){-1, 0, 0.25, 2});
-        tg_tensor *seed = tu_lit(TG_F64, "4", (double[]){INFINITY, 3, NAN, 5});
+        tg_tensor *seed = tu_lit(TG_F64, "4", (double[]){HUGE_VAL, 3, (double)NAN, 5});
         tg_tensor_set_requires_grad(x, true);
         tg_tape *tp = tg_tape_new();
         tg_tensor *y = ops[o](tp, x), *fused, *rec;

@@ -1072,7 +1072,7 @@ static tg_status elu_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_te
 {
     (void)out, (void)need, (void)n_in;
     double alpha = ((const double *)ctx)[0];
-    tg_tensor *e = tg_scale(tp, tg_exp(tp, tg_clamp(tp, in[0], -INFINITY, 0)), alpha);
+    tg_tensor *e = tg_scale(tp, tg_exp(tp, tg_clamp(tp, in[0], -HUGE_VAL, 0)), alpha);
     gin[0] = tg_where(tp, unary_mask(tp, &relu_mask_def, in[0], ctx), dy, tg_mul(tp, dy, e));
     return tg_tape_status(tp);
 }
