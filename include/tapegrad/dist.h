@@ -142,7 +142,8 @@ TG_API void tg_dist_forget(tg_dist *d, const tg_tape *tp);
  * failed on some rank (or its sweep fails there) the collectives still run,
  * so that no rank waits forever, and every rank returns an error: the failed
  * ranks the tape's, the others TG_ERR_STATE "the step failed on N of M
- * ranks"; no gradient changes then. TG_ERR_IO when an MPI call fails. */
+ * ranks"; then no gradient is averaged (those the sweep made stay as they
+ * are). TG_ERR_IO when an MPI call fails. */
 TG_API tg_status tg_dist_backward(tg_dist *d, tg_tape *tp, tg_tensor *loss, double *mean_loss,
                                   tg_error *err);
 /** Averages the current gradients over the ranks, as tg_dist_backward does
