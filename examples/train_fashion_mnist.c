@@ -25,6 +25,12 @@
  * --resume continues an interrupted run; the best test accuracy's checkpoint
  * is kept beside it, and --patience stops a run that no longer improves. At
  * the end it prints a per-class report and writes a CSV log and an SVG chart.
+ *
+ * Built with tapegrad_dist (MPI found) and started by mpirun (tools/train
+ * --np N), it trains as N ranks of one data-parallel job: every rank holds
+ * the model, takes its part of each global batch and averages the gradients
+ * with the others (docs/distributed.md); rank 0 prints and writes the files.
+ * Started alone, it runs exactly as without MPI.
  */
 #include <tapegrad/tapegrad.h>
 #ifdef TG_HAVE_ONNX
@@ -39,6 +45,12 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifdef TG_HAVE_DIST
+#include <tapegrad/dist.h>
+
+#include <signal.h>
+#endif
 
 #define N_CLASSES  10
 #define MAX_HIDDEN 8
@@ -90,6 +102,10 @@ typedef struct run {
     tg_tensor *confusion;   /* I64 [10, 10] of the last evaluation */
     double (*hist)[N_COLS]; /* one row per epoch done */
     int n_done;
+    int rank, ranks; /* of the processes training together: 0 and 1 alone */
+#ifdef TG_HAVE_DIST
+    tg_dist *dist; /* NULL unless started by mpirun */
+#endif
 } run;
 
 static double now_seconds(void)
@@ -97,6 +113,17 @@ static double now_seconds(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* True in a run of several processes (tools/train --np N). */
+static bool distributed(const run *r)
+{
+#ifdef TG_HAVE_DIST
+    return r->dist != NULL;
+#else
+    (void)r;
+    return false;
+#endif
 }
 
 /* ====== Command line ====== */
@@ -137,7 +164,15 @@ static const char usage_text[] =
     "  -h, --help         show this text\n"
     "\n"
     "Denormal floats are flushed to zero (FTZ/DAZ): tiny weights and gradients would\n"
-    "otherwise slow training several-fold.\n";
+    "otherwise slow training several-fold.\n"
+#ifdef TG_HAVE_DIST
+    "\n"
+    "Started by mpirun (tools/train --np N), the processes train one model together: each\n"
+    "takes its part of every batch of --batch rows and the gradients are averaged; rank 0\n"
+    "prints and writes the files. --threads 0 then gives each process its share of the\n"
+    "cores. See docs/distributed.md.\n"
+#endif
+    ;
 
 static bool parse_ll(const char *s, long long lo, long long hi, long long *out)
 {
@@ -316,21 +351,58 @@ fail:
 
 /* ====== Steps: recorded once, replayed per batch ====== */
 
-/* The CNN's logits for x [rows, 784]; 'training' picks batch statistics and dropout. */
-static tg_tensor *cnn_forward(tg_tape *tp, cnn *m, tg_tensor *x, bool training)
+/* In a distributed run, marks a layer's parameters on the training tape just
+ * before the layer, so that their gradients are averaged while the backward
+ * sweep goes on (tg_dist_mark); nothing otherwise. A mark that fails costs
+ * only that overlap: unmarked gradients are averaged after the sweep. */
+static void mark_layer(run *r, tg_tape *tp, bool training, tg_tensor *w, tg_tensor *b)
 {
+#ifdef TG_HAVE_DIST
+    tg_error err = {0};
+    if (r->dist && training && tg_dist_mark(r->dist, tp, (tg_tensor *[]){w, b}, 2, &err) != TG_OK)
+        fprintf(stderr, "warning: %s\n", err.msg);
+#else
+    (void)r, (void)tp, (void)training, (void)w, (void)b;
+#endif
+}
+
+/* The CNN's logits for x [rows, 784]; 'training' picks batch statistics and dropout. */
+static tg_tensor *cnn_forward(tg_tape *tp, run *r, tg_tensor *x, bool training)
+{
+    cnn *m = &r->cnn;
     int64_t rows = tg_tensor_shape(x)[0];
     tg_tensor *h = tg_reshape(tp, x, 4, (int64_t[]){rows, 1, 28, 28});
     for (int b = 0; b < 2; b++) {
+        mark_layer(r, tp, training, m->conv[b].weight, m->conv[b].bias);
         h = tg_conv_layer_forward(tp, &m->conv[b], h);
+        mark_layer(r, tp, training, m->bn[b].weight, m->bn[b].bias);
         h = tg_relu(tp, tg_batch_norm_layer_forward(tp, &m->bn[b], h, training));
         h = tg_max_pool2d(tp, h, (const int[]){2, 2}, NULL, NULL);
     }
     h = tg_reshape(tp, h, 2, (int64_t[]){rows, -1});
     if (training) h = tg_dropout(tp, h, CNN_DROPOUT, &m->drop);
+    mark_layer(r, tp, training, m->fc[0].weight, m->fc[0].bias);
     h = tg_relu(tp, tg_linear_forward(tp, &m->fc[0], h));
     if (training) h = tg_dropout(tp, h, CNN_DROPOUT, &m->drop);
+    mark_layer(r, tp, training, m->fc[1].weight, m->fc[1].bias);
     return tg_linear_forward(tp, &m->fc[1], h);
+}
+
+/* The MLP's ops as tg_mlp_forward records them, layer by layer, so that a
+ * distributed run can mark each layer's parameters before it. */
+static tg_tensor *mlp_forward_marked(tg_tape *tp, run *r, tg_tensor *x)
+{
+    tg_tensor *h = x;
+    for (int l = 0; l <= r->o.n_hidden; l++) {
+        char name[32];
+        snprintf(name, sizeof name, "mlp.%d.weight", l);
+        tg_tensor *w = tg_params_get(r->params, name);
+        snprintf(name, sizeof name, "mlp.%d.bias", l);
+        tg_tensor *b = tg_params_get(r->params, name);
+        mark_layer(r, tp, true, w, b);
+        h = tg_activate(tp, tg_dense(tp, h, w, b), l < r->o.n_hidden ? TG_ACT_RELU : TG_ACT_NONE);
+    }
+    return h;
 }
 
 /* Registers the CNN's parameters with PyTorch's initialisation. */
@@ -363,12 +435,16 @@ static bool step_record(step *s, const char *what, run *r, int64_t rows, int64_t
         fprintf(stderr, "error: recording the %s step: %s\n", what, tg_last_error()->msg);
         return false;
     }
-    s->logits = r->o.model == MODEL_CNN ? cnn_forward(s->tp, &r->cnn, s->x, training)
-                                        : tg_mlp_forward(s->tp, r->mlp, s->x);
+    s->logits = r->o.model == MODEL_CNN          ? cnn_forward(s->tp, r, s->x, training)
+                : distributed(r) && training ? mlp_forward_marked(s->tp, r, s->x)
+                                             : tg_mlp_forward(s->tp, r->mlp, s->x);
     /* Cross-entropy is linear in its target: weighting a row's target weights its
      * term, so rows / batch of real rows at weight batch / rows give their exact mean,
      * and the zeroed rows a short batch leaves over, at weight 0, count for nothing. */
     s->loss = tg_softmax_cross_entropy(s->tp, s->logits, tg_mul(s->tp, s->y, s->w));
+#ifdef TG_HAVE_DIST
+    if (r->dist && training) s->loss = tg_dist_loss(r->dist, s->tp, s->loss); /* marks joined */
+#endif
     if (tg_tape_status(s->tp) != TG_OK) {
         fprintf(stderr, "error: recording the %s step: %s\n", what, tg_tape_error(s->tp));
         return false;
@@ -407,6 +483,92 @@ static void step_free(step *s)
     tg_tensor_free(s->w);
 }
 
+/* The training set's batches: all of each for one process, this rank's part
+ * of each in a distributed run. */
+typedef struct batches {
+    tg_batcher *one;
+#ifdef TG_HAVE_DIST
+    tg_dist_batcher *part;
+#endif
+} batches;
+
+/* An epoch's batches, shuffled from 'seed'; false (said why) on failure. */
+static bool batches_new(run *r, batches *bt, uint64_t seed)
+{
+    *bt = (batches){0};
+#ifdef TG_HAVE_DIST
+    tg_error err = {0};
+    if (r->dist) {
+        bt->part = tg_dist_batcher_new(r->dist, r->x_train, r->y_train, r->o.batch, true, seed, &err);
+        if (!bt->part) fprintf(stderr, "error: %s\n", err.msg);
+        return bt->part != NULL;
+    }
+#endif
+    bt->one = tg_batcher_new(r->x_train, r->y_train, r->o.batch, true, seed);
+    if (!bt->one) fprintf(stderr, "error: %s\n", tg_last_error()->msg);
+    return bt->one != NULL;
+}
+
+static void batches_free(batches *bt)
+{
+    tg_batcher_free(bt->one);
+#ifdef TG_HAVE_DIST
+    tg_dist_batcher_free(bt->part);
+#endif
+}
+
+static int64_t batches_count(const batches *bt)
+{
+#ifdef TG_HAVE_DIST
+    if (bt->part) return tg_dist_batcher_batches(bt->part);
+#endif
+    return tg_batcher_batches(bt->one);
+}
+
+/* The next batch (this rank's rows of it) and its row weights into the step's
+ * leaves: the batch's rows over every rank, 0 at the end of the epoch, -1
+ * with the reason in 'why'. */
+static int64_t batches_next(batches *bt, step *s, char *why, size_t size)
+{
+    int64_t rows;
+#ifdef TG_HAVE_DIST
+    if (bt->part) {
+        rows = tg_dist_batcher_next(bt->part, s->x, s->y);
+        if (rows > 0 && tg_dist_batcher_weights(bt->part, s->w) != TG_OK) rows = -1;
+        if (rows < 0) snprintf(why, size, "%s", tg_dist_batcher_error(bt->part));
+        return rows;
+    }
+#endif
+    rows = tg_batcher_next(bt->one, s->x, s->y);
+    if (rows > 0 && tg_batcher_weights(bt->one, s->w) != TG_OK) rows = -1;
+    if (rows < 0) snprintf(why, size, "%s", tg_last_error()->msg);
+    return rows;
+}
+
+/* The forward pass on the batch, backward and, in a distributed run, the
+ * gradients averaged over the ranks; *loss is the batch's mean loss. */
+static tg_status step_backward(run *r, step *s, double *loss, char *why, size_t size)
+{
+    tg_status st = tg_tape_replay(s->tp);
+#ifdef TG_HAVE_DIST
+    if (r->dist) {
+        /* Every rank takes part even when its replay failed, so none waits for it. */
+        tg_error err = {0};
+        tg_params_zero_grad(r->params);
+        st = tg_dist_backward(r->dist, s->tp, s->loss, loss, &err);
+        if (st != TG_OK) snprintf(why, size, "%s", err.msg);
+        return st;
+    }
+#endif
+    if (st == TG_OK) {
+        tg_params_zero_grad(r->params);
+        st = tg_backward(s->tp, s->loss);
+    }
+    if (st != TG_OK) snprintf(why, size, "%s", tg_tape_error(s->tp));
+    *loss = tg_tensor_item(s->loss);
+    return st;
+}
+
 /* The live line of a terminal: a bar of the epoch, the batch, the running
  * loss, the rate and the time the run has left at that rate. */
 static void show_progress(const run *r, int epoch, int64_t i, int64_t n_batches, double loss,
@@ -431,43 +593,35 @@ static void show_progress(const run *r, int epoch, int64_t i, int64_t n_batches,
 static bool train_epoch(run *r, int epoch, double *mean_loss)
 {
     const options *o = &r->o;
-    bool tty = isatty(fileno(stderr)), ok = false;
+    bool tty = r->rank == 0 && isatty(fileno(stderr)), ok = false;
     int64_t n = tg_tensor_shape(r->x_train)[0], done = 0, rows, i = 0;
-    double sum = 0, start = now_seconds(), drawn = 0;
+    double sum = 0, start = now_seconds(), drawn = 0, loss;
+    char why[1024] = "";
     /* The shuffle depends on (seed, epoch) alone: a resumed run sees the same batches. */
-    tg_batcher *bt =
-        tg_batcher_new(r->x_train, r->y_train, o->batch, true, o->seed + (uint64_t)epoch);
-    if (!bt) {
-        fprintf(stderr, "error: %s\n", tg_last_error()->msg);
-        return false;
-    }
-    int64_t n_batches = tg_batcher_batches(bt);
+    batches bt;
+    if (!batches_new(r, &bt, o->seed + (uint64_t)epoch)) return false;
+    int64_t n_batches = batches_count(&bt);
     step *s = &r->train;
-    tg_rng_seed(&r->cnn.drop, o->seed * 1000003u + (uint64_t)epoch);
-    while ((rows = tg_batcher_next(bt, s->x, s->y)) > 0) {
-        /* The last, short batch is not dropped: its weights make the loss the mean over
-         * its real rows (the full batch's are all 1). */
-        tg_status st = tg_batcher_weights(bt, s->w);
-        if (st == TG_OK) st = tg_sched_apply(&r->sched, r->opt, epoch * n_batches + i++);
+    /* Rank 0 draws the masks one process does; the others their own. */
+    tg_rng_seed(&r->cnn.drop,
+                o->seed * 1000003u + (uint64_t)epoch + (uint64_t)r->rank * 0x9E3779B97F4A7C15u);
+    /* The last, short batch is not dropped: its weights make the loss the mean over
+     * its real rows (the full batch's are all 1). */
+    while ((rows = batches_next(&bt, s, why, sizeof why)) > 0) {
+        tg_status st = tg_sched_apply(&r->sched, r->opt, epoch * n_batches + i++);
         if (st != TG_OK) {
             fprintf(stderr, "\nerror: epoch %d: %s\n", epoch + 1, tg_last_error()->msg);
             goto out;
         }
-        st = tg_tape_replay(s->tp); /* the forward pass on this batch */
-        if (st == TG_OK) {
-            tg_params_zero_grad(r->params);
-            st = tg_backward(s->tp, s->loss);
-        }
-        if (st != TG_OK) {
-            fprintf(stderr, "\nerror: epoch %d, batch %lld: %s\n", epoch + 1, (long long)i,
-                    tg_tape_error(s->tp));
+        if (step_backward(r, s, &loss, why, sizeof why) != TG_OK) {
+            fprintf(stderr, "\nerror: epoch %d, batch %lld: %s\n", epoch + 1, (long long)i, why);
             goto out;
         }
         if ((st = tg_optim_step(r->opt)) != TG_OK) {
             fprintf(stderr, "\nerror: optimizer step: %s\n", tg_status_str(st));
             goto out;
         }
-        sum += tg_tensor_item(s->loss) * (double)rows;
+        sum += loss * (double)rows;
         done += rows;
         double now = now_seconds();
         if (tty && (now - drawn >= 0.1 || done == n)) {
@@ -476,19 +630,19 @@ static bool train_epoch(run *r, int epoch, double *mean_loss)
         }
     }
     if (rows < 0) {
-        fprintf(stderr, "\nerror: %s\n", tg_last_error()->msg);
+        fprintf(stderr, "\nerror: %s\n", why);
         goto out;
     }
     double secs = now_seconds() - start;
     if (tty)
         fputs("\r\033[K", stderr);
-    else
+    else if (r->rank == 0)
         fprintf(stderr, "epoch %d/%d: %lld batches, loss %.4f, %.0f samples/s, %.1f s\n", epoch + 1,
                 o->epochs, (long long)n_batches, sum / (double)n, (double)n / secs, secs);
     *mean_loss = sum / (double)n;
     ok = true;
 out:
-    tg_batcher_free(bt);
+    batches_free(&bt);
     return ok;
 }
 
@@ -506,7 +660,10 @@ static bool evaluate(run *r, double *loss, double *acc)
         fprintf(stderr, "error: %s\n", tg_last_error()->msg);
         return false;
     }
-    while ((rows = tg_batcher_next(bt, ev->x, ev->y)) > 0) {
+    /* In a distributed run each rank evaluates every ranks-th batch, and the sums
+     * are added up below. */
+    for (int64_t k = 0; (rows = tg_batcher_next(bt, ev->x, ev->y)) > 0; k++) {
+        if (k % r->ranks != r->rank) continue;
         if (tg_batcher_weights(bt, ev->w) != TG_OK || tg_tape_replay(ev->tp) != TG_OK) break;
         sum += tg_tensor_item(ev->loss) * (double)rows;
         int64_t hits = tg_topk_correct(ev->logits, ev->y, 1, rows);
@@ -519,6 +676,23 @@ static bool evaluate(run *r, double *loss, double *acc)
                 tg_tape_status(ev->tp) != TG_OK ? tg_tape_error(ev->tp) : tg_last_error()->msg);
         return false;
     }
+#ifdef TG_HAVE_DIST
+    if (r->dist) {
+        tg_error err = {0};
+        tg_tensor *sums = tg_tensor_from(TG_F64, 1, (int64_t[]){2}, (double[]){sum, (double)correct});
+        tg_status st = tg_dist_sum(r->dist, sums, &err);
+        if (st == TG_OK) st = tg_dist_sum(r->dist, r->confusion, &err);
+        if (st == TG_OK) {
+            sum = ((const double *)tg_tensor_cdata(sums))[0];
+            correct = (int64_t)((const double *)tg_tensor_cdata(sums))[1];
+        }
+        tg_tensor_free(sums);
+        if (st != TG_OK) {
+            fprintf(stderr, "error: evaluation: %s\n", err.msg);
+            return false;
+        }
+    }
+#endif
     *loss = sum / (double)n;
     *acc = (double)correct / (double)n;
     return true;
@@ -559,6 +733,22 @@ static tg_params *train_registry(int n_done, double (*hist)[N_COLS])
     return meta;
 }
 
+/* A checkpoint saved or loaded: by this process alone, or in a distributed run
+ * written and read by rank 0, which sends what it read to the others. */
+static tg_status load_or_save(const run *r, const char *path, tg_params *const *sets, int n_sets,
+                              tg_error *err, bool save)
+{
+#ifdef TG_HAVE_DIST
+    if (r->dist)
+        return save ? tg_dist_checkpoint_save(r->dist, path, sets, n_sets, err)
+                    : tg_dist_checkpoint_load(r->dist, path, sets, n_sets, err);
+#else
+    (void)r;
+#endif
+    return save ? tg_checkpoint_save(path, sets, n_sets, err)
+                : tg_checkpoint_load(path, sets, n_sets, err);
+}
+
 /* "<path>.best.safetensors", or "<path minus .safetensors>.best.safetensors". */
 static void best_path(const char *path, char *out, size_t size)
 {
@@ -572,7 +762,7 @@ static bool save_checkpoint(const run *r, const char *path)
     tg_error err = {0};
     tg_params *meta = train_registry(r->n_done, r->hist);
     tg_params *sets[] = {r->params, tg_optim_state(r->opt), meta};
-    tg_status st = meta ? tg_checkpoint_save(path, sets, 3, &err) : TG_ERR_NOMEM;
+    tg_status st = !meta ? TG_ERR_NOMEM : load_or_save(r, path, sets, 3, &err, true);
     tg_params_free(meta);
     if (st != TG_OK)
         fprintf(stderr, "error: saving the checkpoint: %s\n",
@@ -585,7 +775,7 @@ static bool resume(run *r)
 {
     tg_error err = {0};
     tg_params *meta = train_registry(0, NULL);
-    tg_status st = meta ? tg_checkpoint_load(r->o.checkpoint, &meta, 1, &err) : TG_ERR_NOMEM;
+    tg_status st = meta ? load_or_save(r, r->o.checkpoint, &meta, 1, &err, false) : TG_ERR_NOMEM;
     double n_done = meta ? tg_tensor_item(tg_params_get(meta, "train.epoch")) : 0;
     tg_params_free(meta);
     meta = NULL;
@@ -597,7 +787,7 @@ static bool resume(run *r)
         r->n_done = (int)n_done;
         meta = train_registry(r->n_done, NULL);
         tg_params *sets[] = {r->params, tg_optim_state(r->opt), meta};
-        st = meta ? tg_checkpoint_load(r->o.checkpoint, sets, 3, &err) : TG_ERR_NOMEM;
+        st = meta ? load_or_save(r, r->o.checkpoint, sets, 3, &err, false) : TG_ERR_NOMEM;
     }
     int cap = r->n_done > r->o.epochs ? r->n_done : r->o.epochs;
     if (st == TG_OK && !(r->hist = calloc((size_t)cap, sizeof *r->hist))) st = TG_ERR_NOMEM;
@@ -740,6 +930,51 @@ static bool write_svg(const char *path, const char *title, double (*hist)[N_COLS
     return close_file(f, path);
 }
 
+#ifdef TG_HAVE_DIST
+/* ====== A rank of a distributed run ====== */
+
+static char stopped_msg[4400];
+
+/* mpirun ends every rank with SIGTERM when one of them dies: say so, and what
+ * to do, before going (write and _exit are safe in a handler). */
+static void on_sigterm(int sig)
+{
+    (void)!write(STDERR_FILENO, stopped_msg, strlen(stopped_msg));
+    _exit(128 + sig);
+}
+
+/* True when mpirun (Open MPI's, or another PMI launcher) started this process. */
+static bool started_by_mpirun(void)
+{
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMI_SIZE") || getenv("PMIX_RANK");
+}
+
+/* MPI up, this rank's place, and --threads 0 read as this process's share of
+ * the machine's cores. */
+static void dist_start(run *r, int *argc, char ***argv)
+{
+    MPI_Init(argc, argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &r->ranks);
+    snprintf(stopped_msg, sizeof stopped_msg,
+             "rank %d: stopped by mpirun: another rank failed or the job was interrupted; the "
+             "last checkpoint is %s (tools/train --np %d ... --resume continues from it)\n",
+             r->rank, r->o.checkpoint, r->ranks);
+    signal(SIGTERM, on_sigterm);
+    if (!r->o.threads) {
+        MPI_Comm node;
+        int local = 1;
+        if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
+            MPI_SUCCESS) {
+            MPI_Comm_size(node, &local);
+            MPI_Comm_free(&node);
+        }
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        r->o.threads = cores / local > 1 ? (int)(cores / local) : 1;
+    }
+}
+#endif
+
 /* ====== Main ====== */
 
 static void run_free(run *r)
@@ -755,6 +990,9 @@ static void run_free(run *r)
     tg_tensor_free(r->x_test);
     tg_tensor_free(r->y_test);
     free(r->hist);
+#ifdef TG_HAVE_DIST
+    tg_dist_free(r->dist);
+#endif
 }
 
 int main(int argc, char **argv)
@@ -767,7 +1005,8 @@ int main(int argc, char **argv)
                    .lr = 1e-3,
                    .n_hidden = 2,
                    .hidden = {256, 128},
-                   .seed = 1}};
+                   .seed = 1},
+           .ranks = 1};
     const options *o = &r.o;
     int status = EXIT_FAILURE;
     switch (parse_args(argc, argv, &r.o)) {
@@ -778,6 +1017,10 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     if (!r.o.batch) r.o.batch = r.o.model == MODEL_CNN ? 100 : 64;
+#ifdef TG_HAVE_DIST
+    bool by_mpirun = started_by_mpirun();
+    if (by_mpirun) dist_start(&r, &argc, &argv);
+#endif
     bool flushing = tg_set_flush_denormals(true);
     tg_set_num_threads(o->threads);
     if (!load_set(o->data, "train", &r.x_train, &r.y_train) ||
@@ -812,6 +1055,13 @@ int main(int argc, char **argv)
                     "error: --model cnn: batch %lld does not divide %lld training images; batch "
                     "norm would count the padding of the short last batch in its statistics\n",
                     (long long)o->batch, (long long)n_train);
+            goto out;
+        }
+        if (o->batch % r.ranks) {
+            fprintf(stderr,
+                    "error: --model cnn: batch %lld does not divide into %d equal parts, one per "
+                    "process; batch norm would count the padding in its statistics\n",
+                    (long long)o->batch, r.ranks);
             goto out;
         }
     }
@@ -852,10 +1102,20 @@ int main(int argc, char **argv)
             fprintf(stderr, "error: cannot build the network: %s\n", tg_last_error()->msg);
         goto out;
     }
+#ifdef TG_HAVE_DIST
+    /* Every rank starts from rank 0's parameters, whatever its own initialisation. */
+    tg_error dist_err = {0};
+    if (by_mpirun && !(r.dist = tg_dist_new(MPI_COMM_WORLD, r.params, NULL, &dist_err))) {
+        fprintf(stderr, "error: %s\n", dist_err.msg);
+        goto out;
+    }
+#endif
+    /* Each process's part of a batch: ceil(batch / processes) rows. */
+    int64_t train_rows = (o->batch + r.ranks - 1) / r.ranks;
 
     /* Record each step ONCE: training on 'batch' rows (a short last batch included) and
      * evaluation on up to 1000 rows. */
-    if (!step_record(&r.train, "training", &r, o->batch, features, true) ||
+    if (!step_record(&r.train, "training", &r, train_rows, features, true) ||
         !step_record(&r.eval, "evaluation", &r, n_test < EVAL_ROWS ? n_test : EVAL_ROWS, features,
                      false))
         goto out;
@@ -865,15 +1125,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: out of memory\n");
         goto out;
     }
-    printf("Fashion-MNIST: %lld train and %lld test images; %s %s, %lld parameters (f32)\n"
-           "AdamW lr %g (weight decay %g) with %d warm-up epochs and cosine decay, batch %lld, "
-           "epochs %d, seed %llu, BLAS threads %d, denormals %s\n",
-           (long long)n_train, (long long)n_test, o->model == MODEL_CNN ? "CNN" : "MLP", arch,
-           (long long)tg_params_numel(r.params), o->lr, o->weight_decay, o->warmup,
-           (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
-           flushing ? "flushed to zero" : "kept (no flush on this CPU)");
-    if (o->resume) printf("resuming from %s after epoch %d\n", o->checkpoint, r.n_done);
-    fflush(stdout);
+    if (r.rank == 0) {
+        printf("Fashion-MNIST: %lld train and %lld test images; %s %s, %lld parameters (f32)\n"
+               "AdamW lr %g (weight decay %g) with %d warm-up epochs and cosine decay, batch %lld, "
+               "epochs %d, seed %llu, BLAS threads %d, denormals %s\n",
+               (long long)n_train, (long long)n_test, o->model == MODEL_CNN ? "CNN" : "MLP", arch,
+               (long long)tg_params_numel(r.params), o->lr, o->weight_decay, o->warmup,
+               (long long)o->batch, o->epochs, (unsigned long long)o->seed, tg_get_num_threads(),
+               flushing ? "flushed to zero" : "kept (no flush on this CPU)");
+#ifdef TG_HAVE_DIST
+        if (distributed(&r))
+            printf("distributed: %d processes of %lld rows per batch, gradients averaged in %d "
+                   "buckets\n",
+                   r.ranks, (long long)train_rows, tg_dist_bucket_count(r.dist));
+#endif
+        if (o->resume) printf("resuming from %s after epoch %d\n", o->checkpoint, r.n_done);
+        fflush(stdout);
+    }
 
     /* The best epoch so far, resumed ones included: early stopping counts from it. */
     char best_file[4096];
@@ -884,19 +1152,28 @@ int main(int argc, char **argv)
         if (best < 0 || r.hist[e][TEST_ACC] > r.hist[best][TEST_ACC]) best = e;
     for (int epoch = r.n_done; epoch < o->epochs; epoch++) {
         if (o->patience && best >= 0 && epoch - 1 - best >= o->patience) {
-            printf("early stop: no better test accuracy in %d epochs (best %.4f at epoch %d)\n",
+            if (r.rank == 0)
+                printf("early stop: no better test accuracy in %d epochs (best %.4f at epoch %d)\n",
                    o->patience, r.hist[best][TEST_ACC], best + 1);
             break;
         }
         double start = now_seconds();
         double *h = r.hist[epoch];
-        if (!train_epoch(&r, epoch, &h[TRAIN_LOSS]) || !evaluate(&r, &h[TEST_LOSS], &h[TEST_ACC]))
+        if (!train_epoch(&r, epoch, &h[TRAIN_LOSS])) goto out;
+#ifdef TG_HAVE_DIST
+        /* Batch norm's running statistics, each rank's own so far, become their mean. */
+        if (r.dist && tg_dist_average_buffers(r.dist, &dist_err) != TG_OK) {
+            fprintf(stderr, "error: %s\n", dist_err.msg);
             goto out;
+        }
+#endif
+        if (!evaluate(&r, &h[TEST_LOSS], &h[TEST_ACC])) goto out;
         h[SECONDS] = now_seconds() - start;
         r.n_done = epoch + 1;
         evaluated = true;
         bool better = best < 0 || h[TEST_ACC] > r.hist[best][TEST_ACC];
-        printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s%s\n", epoch + 1,
+        if (r.rank == 0)
+            printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s%s\n", epoch + 1,
                h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS], better ? "  (best)" : "");
         fflush(stdout);
         if (!save_checkpoint(&r, o->checkpoint)) goto out;
@@ -905,17 +1182,24 @@ int main(int argc, char **argv)
             if (!save_checkpoint(&r, best_file)) goto out;
         }
     }
-    if (evaluated) print_class_report(&r); /* of the last epoch's model */
-    if (o->onnx && !export_onnx(&r, o->onnx)) goto out;
+    if (evaluated && r.rank == 0) print_class_report(&r); /* of the last epoch's model */
+    if (o->onnx && r.rank == 0 && !export_onnx(&r, o->onnx)) goto out;
 
     char title[256];
     snprintf(title, sizeof title, "Fashion-MNIST, %s %s, AdamW lr %g, batch %lld",
              o->model == MODEL_CNN ? "CNN" : "MLP", arch, o->lr, (long long)o->batch);
-    if (!write_csv(o->log, r.hist, r.n_done) || !write_svg(o->chart, title, r.hist, r.n_done))
-        goto out;
-    printf("wrote %s, %s, %s and %s\n", o->checkpoint, best_file, o->log, o->chart);
+    if (r.rank == 0) {
+        if (!write_csv(o->log, r.hist, r.n_done) || !write_svg(o->chart, title, r.hist, r.n_done))
+            goto out;
+        printf("wrote %s, %s, %s and %s\n", o->checkpoint, best_file, o->log, o->chart);
+    }
     status = EXIT_SUCCESS;
 out:
     run_free(&r);
+#ifdef TG_HAVE_DIST
+    /* A rank that failed leaves without MPI_Finalize: mpirun then ends the whole
+     * job, where the others would wait for it in their next step. */
+    if (by_mpirun && status == EXIT_SUCCESS) MPI_Finalize();
+#endif
     return status;
 }

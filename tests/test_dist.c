@@ -641,6 +641,23 @@ START_TEST(sums)
     tg_tensor_free(u);
     tg_dist_free(d);
     tg_params_free(ps);
+
+    /* Batch norm's running statistics: each rank's own, then their mean; the
+     * parameters that require grad are left alone. */
+    tg_params *bn_ps = tg_params_new();
+    tg_batch_norm_layer bn;
+    EXPECT(tg_batch_norm_layer_init(&bn, bn_ps, "bn", 2, TG_F32, &err) == TG_OK, "%s", err.msg);
+    d = tg_dist_new(MPI_COMM_WORLD, bn_ps, NULL, &err);
+    float *mean = tg_tensor_data(bn.running_mean), *gamma = tg_tensor_data(bn.weight);
+    mean[0] = (float)my_rank;
+    gamma[0] = (float)my_rank;
+    EXPECT(tg_dist_average_buffers(d, &err) == TG_OK, "%s", err.msg);
+    EXPECT(mean[0] == (float)(n_ranks - 1) / 2 && mean[1] == 0 && gamma[0] == (float)my_rank &&
+               ((const float *)tg_tensor_cdata(bn.running_var))[1] == 1,
+           "averaged buffers: mean %g %g, weight %g", (double)mean[0], (double)mean[1],
+           (double)gamma[0]);
+    tg_dist_free(d);
+    tg_params_free(bn_ps);
     agree_on_result();
 }
 END_TEST

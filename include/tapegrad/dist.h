@@ -97,6 +97,15 @@ TG_API tg_status tg_dist_verify(tg_dist *d, tg_params *const *sets, int n_sets, 
  * ranks' tensors differ in dtype or element count (then nothing changes). */
 TG_API tg_status tg_dist_sum(tg_dist *d, tg_tensor *t, tg_error *err);
 
+/** Replaces every float tensor of the context's registry that requires no
+ * grad (batch norm's running statistics) with its mean over the ranks. Each
+ * rank updates its running statistics from its own part of the batch; the
+ * mean of the ranks' running means is the running mean of the global
+ * batches' means (equal parts), and the mean of their variances is the
+ * within-rank part of the global variance. Call it before an evaluation or
+ * a checkpoint, so every rank holds the same model. */
+TG_API tg_status tg_dist_average_buffers(tg_dist *d, tg_error *err);
+
 /* ====== Gradient averaging ======
  * The usual step:
  *

@@ -434,6 +434,35 @@ tg_status tg_dist_sum(tg_dist *d, tg_tensor *t, tg_error *err)
     return TG_OK;
 }
 
+tg_status tg_dist_average_buffers(tg_dist *d, tg_error *err)
+{
+    if (!d) return tg__dist_fail(err, TG_ERR_ARG, "dist_average_buffers: NULL context");
+    /* The registry's layout was agreed by tg_dist_new and cannot have grown. */
+    for (size_t i = 0; i < tg_params_count(d->ps); i++) {
+        tg_tensor *t = tg_params_at(d->ps, i, NULL);
+        tg_dtype dt = tg_tensor_dtype(t);
+        if (dt == TG_I64 || tg_tensor_requires_grad(t)) continue;
+        int64_t n = tg_tensor_numel(t);
+        if (n > INT_MAX)
+            return tg__dist_fail(err, TG_ERR_ARG, "dist_average_buffers: a tensor of %lld elements",
+                                 (long long)n);
+        int rc = MPI_Allreduce(MPI_IN_PLACE, tg_tensor_data(t), (int)n, tg__dist_mpi_type(dt),
+                               MPI_SUM, d->comm);
+        if (rc != MPI_SUCCESS)
+            return tg__dist_mpi_fail(err, "dist_average_buffers", "MPI_Allreduce", rc);
+        if (dt == TG_F32) {
+            float *v = tg_tensor_data(t), size = (float)d->size;
+            for (int64_t k = 0; k < n; k++)
+                v[k] /= size;
+        } else {
+            double *v = tg_tensor_data(t), size = (double)d->size;
+            for (int64_t k = 0; k < n; k++)
+                v[k] /= size;
+        }
+    }
+    return TG_OK;
+}
+
 /* ====== Checkpoints ====== */
 
 /* Rank 0's status and message, to every rank. */
