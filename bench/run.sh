@@ -6,6 +6,8 @@
 # and pooling layers, forward + backward, against PyTorch and the GEMM floor).
 # "bench/run.sh hvp [args]" runs hvp_bench (Hessian-vector and forward-mode
 # products against PyTorch's double backward).
+# "bench/run.sh dist [args]" runs dist_bench (data-parallel training over MPI
+# against PyTorch DDP; docs/distributed.md); skipped without MPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -f build-bench/build.ninja ] || meson setup build-bench --buildtype=release >/dev/null
@@ -18,6 +20,16 @@ if [ "${1:-}" = hvp ]; then
     shift
     meson compile -C build-bench -j 2 bench/hvp_bench >/dev/null
     exec build-bench/bench/hvp_bench "$@"
+fi
+if [ "${1:-}" = dist ]; then
+    shift
+    if ! grep -q dist_bench build-bench/build.ninja; then
+        echo "bench/run.sh dist: skipped: tapegrad_dist is not built (MPI not found; Debian:" \
+            "libopenmpi-dev openmpi-bin, then meson setup --reconfigure build-bench)"
+        exit 0
+    fi
+    meson compile -C build-bench -j 2 bench/dist_bench >/dev/null
+    exec build-bench/bench/dist_bench "$@"
 fi
 meson compile -C build-bench -j 2 bench/tg_bench >/dev/null
 exec build-bench/bench/tg_bench --torch "$@"
