@@ -309,11 +309,13 @@ static void child_w3(void)
             ((float *)tg_tensor_data(nt.x))[i] = (float)tg_rng_normal(&r);
         for (int64_t i = 0; i < local; i++)
             ((float *)tg_tensor_data(nt.y))[i * 10 + (int64_t)tg_rng_below(&r, 10)] = 1;
-        tg_dist *d = tg_dist_new(MPI_COMM_WORLD, nt.ps, &(tg_dist_opts){.no_overlap = m == 1}, &err);
+        tg_dist *d =
+            tg_dist_new(MPI_COMM_WORLD, nt.ps, &(tg_dist_opts){.no_overlap = m == 1}, &err);
         if (!d) child_fail("dist_new", err.msg);
         net_record(&nt, d, true);
         json_object_set_new(out, modes[m], json_real(w3_steps(&nt, d)));
-        json_object_set_new(out, m ? "buckets_after" : "buckets", json_integer(tg_dist_bucket_count(d)));
+        json_object_set_new(out, m ? "buckets_after" : "buckets",
+                            json_integer(tg_dist_bucket_count(d)));
         tg_dist_forget(d, nt.tp);
         tg_dist_free(d);
         net_free(&nt);
@@ -330,8 +332,8 @@ static void child_w3(void)
     json_t *by_bucket = json_object();
     double t[REDUCE_REPS];
     for (size_t k = 0; k < sizeof buckets / sizeof *buckets; k++) {
-        tg_dist *d = tg_dist_new(MPI_COMM_WORLD, nt.ps, &(tg_dist_opts){.bucket_bytes = buckets[k]},
-                                 &err);
+        tg_dist *d =
+            tg_dist_new(MPI_COMM_WORLD, nt.ps, &(tg_dist_opts){.bucket_bytes = buckets[k]}, &err);
         if (!d) child_fail("dist_new", err.msg);
         for (int rep = -2; rep < REDUCE_REPS; rep++) {
             MPI_Barrier(MPI_COMM_WORLD);
@@ -541,8 +543,8 @@ static int driver(const options *o, const char *self)
     ok &= collect(cmd, &rs);
     if (o->torch)
         for (int np = 1; np <= 2; np++) {
-            snprintf(cmd, sizeof cmd, "%s %s --np %d --data %s --reps %d", o->python, o->script,
-                     np, o->data, o->reps);
+            snprintf(cmd, sizeof cmd, "%s %s --np %d --data %s --reps %d", o->python, o->script, np,
+                     o->data, o->reps);
             ok &= collect(cmd, &rs);
         }
 
@@ -553,8 +555,8 @@ static int driver(const options *o, const char *self)
            W2_BATCH, steps);
     printf("%-38s %10s %10s %10s %12s\n", "engine", "processes", "s/epoch", "images/s",
            "efficiency");
-    printf("%-38s %10d %10.3f %10.0f %11.0f%%\n", "tapegrad, no MPI", 1, t1,
-           steps * W2_BATCH / t1, 100.0);
+    printf("%-38s %10d %10.3f %10.0f %11.0f%%\n", "tapegrad, no MPI", 1, t1, steps * W2_BATCH / t1,
+           100.0);
     for (int np = 1; np <= 2; np++)
         for (int m = 0; m < 2; m++) {
             double t = num(find(&rs, "w2", "mode", modes[m], np), "s_per_epoch");
@@ -578,7 +580,8 @@ static int driver(const options *o, const char *self)
     }
 
     json_t *w31 = find(&rs, "w3", NULL, NULL, 1), *w32 = find(&rs, "w3", NULL, NULL, 2);
-    double plain = num(w31, "step_plain"), ov = num(w32, "step_overlap"), af = num(w32, "step_after");
+    double plain = num(w31, "step_plain"), ov = num(w32, "step_overlap"),
+           af = num(w32, "step_after");
     printf("\nW3 784-1024-1024-10, SGD, global batch %d, random data, 1 thread per process\n",
            W3_BATCH);
     printf("step: 1 process %.2f ms; 2 processes %.2f ms with overlap (%d buckets), %.2f ms "
@@ -602,11 +605,12 @@ static int driver(const options *o, const char *self)
                num(find(&rs, "allreduce", "engine", "torch", 2), "s") * 1e3,
                num(find(&rs, "allreduce", "engine", "torch", 2), "s") / floor_s);
 
-    json_t *shm = find(&rs, "net", "transport", "shm", 2), *tcp = find(&rs, "net", "transport", "tcp", 2);
+    json_t *shm = find(&rs, "net", "transport", "shm", 2),
+           *tcp = find(&rs, "net", "transport", "tcp", 2);
     printf("\nloopback, one way, 2 processes: shared memory %.2f us and %.2f GB/s; TCP %.2f us "
            "and %.2f GB/s\n",
-           num(shm, "latency_s") * 1e6, num(shm, "bandwidth_Bps") / 1e9, num(tcp, "latency_s") * 1e6,
-           num(tcp, "bandwidth_Bps") / 1e9);
+           num(shm, "latency_s") * 1e6, num(shm, "bandwidth_Bps") / 1e9,
+           num(tcp, "latency_s") * 1e6, num(tcp, "bandwidth_Bps") / 1e9);
     print_model(t1 / steps, plain, num(tcp, "latency_s"));
     printf("\n%ld cores; load average (1 min) %.1f before the runs, %.1f after: the figures\n"
            "mean something only when both are well below the core count.\n",

@@ -435,7 +435,7 @@ static bool step_record(step *s, const char *what, run *r, int64_t rows, int64_t
         fprintf(stderr, "error: recording the %s step: %s\n", what, tg_last_error()->msg);
         return false;
     }
-    s->logits = r->o.model == MODEL_CNN          ? cnn_forward(s->tp, r, s->x, training)
+    s->logits = r->o.model == MODEL_CNN      ? cnn_forward(s->tp, r, s->x, training)
                 : distributed(r) && training ? mlp_forward_marked(s->tp, r, s->x)
                                              : tg_mlp_forward(s->tp, r->mlp, s->x);
     /* Cross-entropy is linear in its target: weighting a row's target weights its
@@ -499,7 +499,8 @@ static bool batches_new(run *r, batches *bt, uint64_t seed)
 #ifdef TG_HAVE_DIST
     tg_error err = {0};
     if (r->dist) {
-        bt->part = tg_dist_batcher_new(r->dist, r->x_train, r->y_train, r->o.batch, true, seed, &err);
+        bt->part =
+            tg_dist_batcher_new(r->dist, r->x_train, r->y_train, r->o.batch, true, seed, &err);
         if (!bt->part) fprintf(stderr, "error: %s\n", err.msg);
         return bt->part != NULL;
     }
@@ -679,7 +680,8 @@ static bool evaluate(run *r, double *loss, double *acc)
 #ifdef TG_HAVE_DIST
     if (r->dist) {
         tg_error err = {0};
-        tg_tensor *sums = tg_tensor_from(TG_F64, 1, (int64_t[]){2}, (double[]){sum, (double)correct});
+        tg_tensor *sums =
+            tg_tensor_from(TG_F64, 1, (int64_t[]){2}, (double[]){sum, (double)correct});
         tg_status st = tg_dist_sum(r->dist, sums, &err);
         if (st == TG_OK) st = tg_dist_sum(r->dist, r->confusion, &err);
         if (st == TG_OK) {
@@ -1006,7 +1008,7 @@ int main(int argc, char **argv)
                    .n_hidden = 2,
                    .hidden = {256, 128},
                    .seed = 1},
-           .ranks = 1};
+             .ranks = 1};
     const options *o = &r.o;
     int status = EXIT_FAILURE;
     switch (parse_args(argc, argv, &r.o)) {
@@ -1154,7 +1156,7 @@ int main(int argc, char **argv)
         if (o->patience && best >= 0 && epoch - 1 - best >= o->patience) {
             if (r.rank == 0)
                 printf("early stop: no better test accuracy in %d epochs (best %.4f at epoch %d)\n",
-                   o->patience, r.hist[best][TEST_ACC], best + 1);
+                       o->patience, r.hist[best][TEST_ACC], best + 1);
             break;
         }
         double start = now_seconds();
@@ -1173,8 +1175,9 @@ int main(int argc, char **argv)
         evaluated = true;
         bool better = best < 0 || h[TEST_ACC] > r.hist[best][TEST_ACC];
         if (r.rank == 0)
-            printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s%s\n", epoch + 1,
-               h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS], better ? "  (best)" : "");
+            printf("epoch %2d  train loss %.4f  test loss %.4f  test acc %.4f  %.1f s%s\n",
+                   epoch + 1, h[TRAIN_LOSS], h[TEST_LOSS], h[TEST_ACC], h[SECONDS],
+                   better ? "  (best)" : "");
         fflush(stdout);
         if (!save_checkpoint(&r, o->checkpoint)) goto out;
         if (better) {

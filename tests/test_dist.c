@@ -61,12 +61,12 @@ static char fail_msg[1024];
 static bool failed_here;
 
 /* Records the first failed expectation of this rank; the test goes on. */
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        if (!(cond) && !failed_here) {                                                             \
-            failed_here = true;                                                                    \
-            snprintf(fail_msg, sizeof fail_msg, __VA_ARGS__);                                      \
-        }                                                                                          \
+#define EXPECT(cond, ...)                                     \
+    do {                                                      \
+        if (!(cond) && !failed_here) {                        \
+            failed_here = true;                               \
+            snprintf(fail_msg, sizeof fail_msg, __VA_ARGS__); \
+        }                                                     \
     } while (0)
 
 /* The end of every ranks' test: the test fails on every rank when it failed
@@ -105,7 +105,10 @@ typedef struct model {
 
 enum { MLP_IN = 6, MLP_HIDDEN = 8, CLASSES = 3, IMAGE = 8 };
 
-static int64_t model_features(model_kind kind) { return kind == MODEL_MLP ? MLP_IN : IMAGE * IMAGE; }
+static int64_t model_features(model_kind kind)
+{
+    return kind == MODEL_MLP ? MLP_IN : IMAGE * IMAGE;
+}
 
 static bool model_init(model *m, model_kind kind, tg_dtype dt, uint64_t seed)
 {
@@ -241,15 +244,16 @@ static void train_equivalence(const train_case *c)
     tg_tensor *x, *y;
     int64_t features = model_features(c->kind);
     make_data(EQ_ROWS, features, c->dt, &x, &y);
-    tg_optim_opts oo = {.kind = c->optim, .lr = c->optim == TG_OPTIM_SGD ? 0.1 : 0.01,
+    tg_optim_opts oo = {.kind = c->optim,
+                        .lr = c->optim == TG_OPTIM_SGD ? 0.1 : 0.01,
                         .momentum = c->optim == TG_OPTIM_SGD ? 0.9 : 0};
     model dm, rm;
     EXPECT(model_init(&dm, c->kind, c->dt, 100 + (uint64_t)my_rank), "model_init failed");
     EXPECT(model_init(&rm, c->kind, c->dt, 100), "model_init failed");
 
     /* Distributed. */
-    tg_dist *d = tg_dist_new(MPI_COMM_WORLD, dm.ps, &(tg_dist_opts){.bucket_bytes = c->bucket_bytes},
-                             &err);
+    tg_dist *d =
+        tg_dist_new(MPI_COMM_WORLD, dm.ps, &(tg_dist_opts){.bucket_bytes = c->bucket_bytes}, &err);
     EXPECT(d, "tg_dist_new: %s", err.msg);
     tg_optim *dopt = tg_optim_new(dm.ps, &oo);
     tg_dist_batcher *db = tg_dist_batcher_new(d, x, y, EQ_BATCH, true, EQ_SEED, &err);
@@ -348,8 +352,8 @@ static tg_params *mismatch_params(int variant, uint64_t seed)
     tg_rng r;
     tg_rng_seed(&r, seed);
     int64_t rows = variant == 1 ? 4 : 3, cols = variant == 1 ? 3 : 4;
-    tg_tensor *w = tg_params_add(ps, "fc.weight", variant == 2 ? TG_F64 : TG_F32, 2,
-                                 (int64_t[]){rows, cols});
+    tg_tensor *w =
+        tg_params_add(ps, "fc.weight", variant == 2 ? TG_F64 : TG_F32, 2, (int64_t[]){rows, cols});
     tg_init_tensor(w, TG_INIT_XAVIER_UNIFORM, 3, 4, &r);
     if (variant != 3) tg_params_add(ps, variant == 4 ? "fc.b" : "fc.bias", TG_F32, 1, &cols);
     return ps;
@@ -537,8 +541,10 @@ START_TEST(failed_steps)
         tg_tensor *h = tg_matmul(tp, x, fw);
         loss = tg_sum(tp, my_rank == 0 ? tg_add_bias(tp, h, fb) : h);
         st = tg_dist_backward(d2, tp, loss, NULL, &err);
-        snprintf(want, sizeof want, "dist_backward: parameter 'fc.bias' has a gradient on 1 of %d "
-                                    "ranks", n_ranks);
+        snprintf(want, sizeof want,
+                 "dist_backward: parameter 'fc.bias' has a gradient on 1 of %d "
+                 "ranks",
+                 n_ranks);
         EXPECT(st == TG_ERR_STATE && !strcmp(err.msg, want), "partial gradient: %d \"%s\"", st,
                err.msg);
         tg_tape_free(tp);
@@ -569,7 +575,8 @@ START_TEST(sharding)
     tg_dist_batcher *db = tg_dist_batcher_new(d, x, NULL, B, true, 42, &err);
     tg_batcher *rb = tg_batcher_new(x, NULL, B, true, 42);
     int64_t local = (B + n_ranks - 1) / n_ranks;
-    EXPECT(tg_dist_batcher_local(db) == local, "local rows %lld", (long long)tg_dist_batcher_local(db));
+    EXPECT(tg_dist_batcher_local(db) == local, "local rows %lld",
+           (long long)tg_dist_batcher_local(db));
     EXPECT(tg_dist_batcher_batches(db) == 5, "batches");
     tg_tensor *xb = tg_tensor_new(TG_F64, 2, (int64_t[]){local, 2});
     tg_tensor *wb = tg_tensor_new(TG_F32, 1, (int64_t[]){local});
@@ -686,7 +693,8 @@ START_TEST(checkpoints)
         for (size_t i = 0; i < tg_params_count(sets[s]); i++) {
             const char *name;
             tg_tensor *t = tg_params_at(sets[s], i, &name), *c;
-            c = tg_params_add(saved, name, tg_tensor_dtype(t), tg_tensor_rank(t), tg_tensor_shape(t));
+            c = tg_params_add(saved, name, tg_tensor_dtype(t), tg_tensor_rank(t),
+                              tg_tensor_shape(t));
             memcpy(tg_tensor_data(c), tg_tensor_cdata(t),
                    (size_t)tg_tensor_numel(t) * (tg_tensor_dtype(t) == TG_F32 ? 4 : 8));
         }
@@ -717,8 +725,8 @@ START_TEST(checkpoints)
     EXPECT(st == TG_ERR_IO && strstr(err.msg, missing), "load of a missing file: %d \"%s\"", st,
            err.msg);
     st = tg_dist_checkpoint_save(d, missing, sets, 2, &err);
-    EXPECT(st == TG_ERR_IO && strstr(err.msg, "no/such/dir"), "save into a missing folder: %d \"%s\"",
-           st, err.msg);
+    EXPECT(st == TG_ERR_IO && strstr(err.msg, "no/such/dir"),
+           "save into a missing folder: %d \"%s\"", st, err.msg);
     tg_optim_free(opt);
     tg_dist_free(d);
     tg_params_free(m.ps);
@@ -808,8 +816,8 @@ static int train_main(int argc, char **argv)
     tg_params *meta = tg_params_new();
     tg_tensor *step_t = tg_params_add(meta, "train.step", TG_F64, 0, (int64_t[]){1});
     tg_dist *d = tg_dist_new(MPI_COMM_WORLD, m.ps, &(tg_dist_opts){.bucket_bytes = 128}, &err);
-    tg_optim *opt = d ? tg_optim_new(m.ps, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 0.01})
-                      : NULL;
+    tg_optim *opt =
+        d ? tg_optim_new(m.ps, &(tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 0.01}) : NULL;
     tg_params *sets[] = {m.ps, tg_optim_state(opt), meta};
     char ckpt[PATH_MAX], final[PATH_MAX];
     snprintf(ckpt, sizeof ckpt, "%s/ckpt.safetensors", dir);
@@ -841,8 +849,8 @@ static int train_main(int argc, char **argv)
         ok = db && tg_dist_batcher_next(db, xb, yb) > 0 &&
              tg_dist_batcher_weights(db, wb) == TG_OK && tg_tape_replay(tp) == TG_OK;
         tg_params_zero_grad(m.ps);
-        ok = tg_dist_backward(d, tp, loss, NULL, &err) == TG_OK && ok &&
-             tg_optim_step(opt) == TG_OK;
+        ok =
+            tg_dist_backward(d, tp, loss, NULL, &err) == TG_OK && ok && tg_optim_step(opt) == TG_OK;
         *(double *)tg_tensor_data(step_t) = step + 1;
         if (ok && (step + 1) % every == 0) ok = !tg_dist_checkpoint_save(d, ckpt, sets, 3, &err);
     }

@@ -204,7 +204,8 @@ TG_API int64_t tg_dist_batcher_local(const tg_dist_batcher *b);
 TG_API int64_t tg_dist_batcher_next(tg_dist_batcher *b, tg_tensor *xb, tg_tensor *yb);
 /** Why the last tg_dist_batcher_next or tg_dist_batcher_weights failed; "" before. */
 TG_API const char *tg_dist_batcher_error(const tg_dist_batcher *b);
-/** The rows this rank received from the last tg_dist_batcher_next (0 before it, and at an epoch's end). */
+/** The rows this rank received from the last tg_dist_batcher_next (0 before it, and at an epoch's
+ * end). */
 TG_API int64_t tg_dist_batcher_rows(const tg_dist_batcher *b);
 /** Writes the row weights of the last batch into w, a float tensor of
  * tg_dist_batcher_local elements: N L / R on this rank's real rows (N

@@ -96,7 +96,8 @@ static void describe(tg_tensor *t, char *out, size_t size)
     for (int k = 0; k < tg_tensor_rank(t) && len > 0 && (size_t)len < size; k++)
         len += snprintf(out + len, size - (size_t)len, k ? "x%lld" : "%lld", (long long)shape[k]);
     if (len > 0 && (size_t)len < size)
-        snprintf(out + len, size - (size_t)len, "]%s", tg_tensor_requires_grad(t) ? "" : " (no grad)");
+        snprintf(out + len, size - (size_t)len, "]%s",
+                 tg_tensor_requires_grad(t) ? "" : " (no grad)");
 }
 
 /* The tensors of the registries in order, each serialised as name NUL desc NUL. */
@@ -202,10 +203,11 @@ static tg_status agree_layout(MPI_Comm comm, tg_params *const *sets, int n_sets,
     const char *name_b = theirs, *desc_b = theirs + strlen(theirs) + 1;
     if (has0 && has_b && !strcmp(e0.name, name_b))
         s = tg__dist_fail(err,
-                          strncmp(e0.desc, desc_b, 3)                               ? TG_ERR_DTYPE
+                          strncmp(e0.desc, desc_b, 3) ? TG_ERR_DTYPE
                           : strcspn(e0.desc, "]") != strcspn(desc_b, "]") ||
-                                  strncmp(e0.desc, desc_b, strcspn(e0.desc, "]"))   ? TG_ERR_SHAPE
-                                                                                    : TG_ERR_ARG,
+                                  strncmp(e0.desc, desc_b, strcspn(e0.desc, "]"))
+                              ? TG_ERR_SHAPE
+                              : TG_ERR_ARG,
                           "%s: parameter '%s' is %s on rank 0 but %s on rank %d", fn, e0.name,
                           e0.desc, desc_b, worst.rank);
     else if (has0 && has_b)
@@ -218,8 +220,8 @@ static tg_status agree_layout(MPI_Comm comm, tg_params *const *sets, int n_sets,
                           worst.rank, worst.index, e0.name, e0.desc);
     else
         s = tg__dist_fail(err, TG_ERR_ARG,
-                          "%s: rank %d has a tensor '%s' %s after the %d of rank 0", fn,
-                          worst.rank, name_b, desc_b, worst.index);
+                          "%s: rank %d has a tensor '%s' %s after the %d of rank 0", fn, worst.rank,
+                          name_b, desc_b, worst.index);
 out:
     if (root != mine) free(root);
     free(mine);
@@ -298,13 +300,13 @@ tg_dist *tg_dist_new(MPI_Comm comm, tg_params *ps, const tg_dist_opts *opts, tg_
             const char *name;
             tg_tensor *t = tg_params_at(ps, i, &name);
             if (tg_tensor_dtype(t) == TG_I64 || !tg_tensor_requires_grad(t)) continue;
-            d->params[d->n_params++] = (dist_param){.t = t, .name = name, .numel = tg_tensor_numel(t)};
+            d->params[d->n_params++] =
+                (dist_param){.t = t, .name = name, .numel = tg_tensor_numel(t)};
         }
     }
     if (s == TG_OK)
-        s = tg__dist_plan_buckets(d, opts && opts->bucket_bytes ? opts->bucket_bytes
-                                                                : TG_DIST_BUCKET_BYTES,
-                                  err);
+        s = tg__dist_plan_buckets(
+            d, opts && opts->bucket_bytes ? opts->bucket_bytes : TG_DIST_BUCKET_BYTES, err);
     if ((s = agree(dup, s, "dist_new", err)) == TG_OK &&
         (s = agree_layout(dup, &ps, 1, "dist_new", err)) == TG_OK)
         s = bcast_values(dup, &ps, 1, "dist_new", err);
@@ -369,8 +371,9 @@ tg_status tg_dist_verify(tg_dist *d, tg_params *const *sets, int n_sets, tg_erro
     for (int k = 0; k < n_sets; k++)
         for (size_t i = 0; i < tg_params_count(sets[k]); i++) {
             const tg_tensor *t = tg_params_at(sets[k], i, NULL);
-            mine[at++] = hash_bytes(tg_tensor_cdata(t), (size_t)tg_tensor_numel(t) *
-                                                             tg__dist_dtype_size(tg_tensor_dtype(t)));
+            mine[at++] =
+                hash_bytes(tg_tensor_cdata(t),
+                           (size_t)tg_tensor_numel(t) * tg__dist_dtype_size(tg_tensor_dtype(t)));
         }
     memcpy(root, mine, n * sizeof *root);
     int rc = bcast_bytes(d->comm, root, n * sizeof *root);
@@ -480,8 +483,8 @@ static tg_status share_root_status(tg_dist *d, tg_status s, tg_error *err, const
     return (tg_status)shared.status;
 }
 
-tg_status tg_dist_checkpoint_save(tg_dist *d, const char *path, tg_params *const *sets,
-                                  int n_sets, tg_error *err)
+tg_status tg_dist_checkpoint_save(tg_dist *d, const char *path, tg_params *const *sets, int n_sets,
+                                  tg_error *err)
 {
     if (!d) return tg__dist_fail(err, TG_ERR_ARG, "dist_checkpoint_save: NULL context");
     tg_error mine = {0};
@@ -490,8 +493,8 @@ tg_status tg_dist_checkpoint_save(tg_dist *d, const char *path, tg_params *const
     return share_root_status(d, s, err, "dist_checkpoint_save");
 }
 
-tg_status tg_dist_checkpoint_load(tg_dist *d, const char *path, tg_params *const *sets,
-                                  int n_sets, tg_error *err)
+tg_status tg_dist_checkpoint_load(tg_dist *d, const char *path, tg_params *const *sets, int n_sets,
+                                  tg_error *err)
 {
     if (!d) return tg__dist_fail(err, TG_ERR_ARG, "dist_checkpoint_load: NULL context");
     const char *fn = "dist_checkpoint_load";

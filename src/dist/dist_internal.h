@@ -32,9 +32,9 @@ typedef struct dist_bucket {
     int64_t count;       /* elements: gradients, then the n_params flags */
     void *send, *recv;
     MPI_Request req;
-    int waiting;    /* parameters not yet final in this sweep */
-    bool launched;  /* in this step */
-    bool in_sweep;  /* launched before the sweep ended: checked for late gradients */
+    int waiting;   /* parameters not yet final in this sweep */
+    bool launched; /* in this step */
+    bool in_sweep; /* launched before the sweep ended: checked for late gradients */
 } dist_bucket;
 
 /* What tg_dist_mark recorded: the ctx of one marker node. */
@@ -57,8 +57,8 @@ struct tg_dist {
     int n_buckets, next_launch;
     bool no_overlap;
     dist_mark *marks;
-    const tg_tape *armed; /* the tape tg_dist_backward is sweeping, else NULL */
-    tg_error hook_err;    /* why a marker's VJP failed */
+    const tg_tape *armed;                  /* the tape tg_dist_backward is sweeping, else NULL */
+    tg_error hook_err;                     /* why a marker's VJP failed */
     double status_send[3], status_recv[3]; /* loss, failed, late gradients */
     MPI_Request status_req;
 };

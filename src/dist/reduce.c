@@ -61,7 +61,8 @@ tg_status tg__dist_plan_buckets(tg_dist *d, size_t bucket_bytes, tg_error *err)
         size_t size = (size_t)b->count * tg__dist_dtype_size(b->dt);
         b->send = malloc(size);
         b->recv = malloc(size);
-        if (!b->send || !b->recv) return tg__dist_fail(err, TG_ERR_NOMEM, "dist_new: out of memory");
+        if (!b->send || !b->recv)
+            return tg__dist_fail(err, TG_ERR_NOMEM, "dist_new: out of memory");
     }
     return TG_OK;
 }
@@ -159,7 +160,9 @@ tg_status tg_dist_mark(tg_dist *d, tg_tape *tp, tg_tensor *const *params, int n,
 {
     if (!d || !tp || !params || n < 1)
         return tg__dist_fail(err, TG_ERR_ARG, "dist_mark: %s",
-                             !d ? "NULL context" : !tp ? "NULL tape" : "no parameters");
+                             !d    ? "NULL context"
+                             : !tp ? "NULL tape"
+                                   : "no parameters");
     dist_mark *m = malloc(sizeof *m + (size_t)n * sizeof *m->idx);
     if (!m) return tg__dist_fail(err, TG_ERR_NOMEM, "dist_mark: out of memory");
     *m = (dist_mark){.d = d, .tp = tp, .n = n};
@@ -184,7 +187,8 @@ tg_status tg_dist_mark(tg_dist *d, tg_tape *tp, tg_tensor *const *params, int n,
         for (const dist_mark *o = d->marks; o && s == TG_OK; o = o->next)
             for (int j = 0; j < o->n && o->tp == tp; j++)
                 if (o->idx[j] == i)
-                    s = tg__dist_fail(err, TG_ERR_ARG, "dist_mark: '%s' is marked on this tape already",
+                    s = tg__dist_fail(err, TG_ERR_ARG,
+                                      "dist_mark: '%s' is marked on this tape already",
                                       d->params[i].name);
         for (int j = 0; j < k && s == TG_OK; j++)
             if (m->idx[j] == i)
@@ -335,8 +339,8 @@ static tg_status finish_step(tg_dist *d, tg_status local, double loss, double *m
     int failed = (int)d->status_recv[1], n_late = (int)d->status_recv[2];
     if (failed) {
         if (local != TG_OK) return local;
-        return tg__dist_fail(err, TG_ERR_STATE, "%s: the step failed on %d of %d ranks", fn,
-                             failed, d->size);
+        return tg__dist_fail(err, TG_ERR_STATE, "%s: the step failed on %d of %d ranks", fn, failed,
+                             d->size);
     }
     if (n_late) {
         if (is_late)
@@ -403,8 +407,7 @@ tg_status tg_dist_backward(tg_dist *d, tg_tape *tp, tg_tensor *loss, double *mea
             if (err) *err = d->hook_err;
             return d->hook_err.status;
         }
-        if (local != TG_OK)
-            tg__dist_fail(err, local, "dist_backward: %s", tg_tape_error(tp));
+        if (local != TG_OK) tg__dist_fail(err, local, "dist_backward: %s", tg_tape_error(tp));
     }
     double value = local == TG_OK ? tg_tensor_item(loss) : 0.0;
     return finish_step(d, local, value, mean_loss, "dist_backward", err);

@@ -108,8 +108,8 @@ TG__DIST_PRINTF(2, 3) static void batcher_fail(tg_dist_batcher *b, const char *f
 /* True when dst holds b->local rows shaped like the rows of src, of its dtype. */
 static bool fits(const tg_dist_batcher *b, const tg_tensor *dst, const tg_tensor *src)
 {
-    if (tg_tensor_dtype(dst) != tg_tensor_dtype(src) || tg_tensor_rank(dst) != tg_tensor_rank(src) ||
-        tg_tensor_shape(dst)[0] != b->local)
+    if (tg_tensor_dtype(dst) != tg_tensor_dtype(src) ||
+        tg_tensor_rank(dst) != tg_tensor_rank(src) || tg_tensor_shape(dst)[0] != b->local)
         return false;
     for (int k = 1; k < tg_tensor_rank(src); k++)
         if (tg_tensor_shape(dst)[k] != tg_tensor_shape(src)[k]) return false;
