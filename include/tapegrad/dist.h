@@ -124,7 +124,8 @@ TG_API tg_status tg_dist_average_buffers(tg_dist *d, tg_error *err);
  * before its first use (a layer's weight and bias just before the layer);
  * tg_dist_loss then joins the markers to the loss. A parameter that gains
  * gradient after its marker ran (a use recorded before the marker) is found
- * by tg_dist_backward, which then fails on every rank. The marker costs no
+ * by the first tg_dist_backward of the tape's marks, which then fails on
+ * every rank (the later steps replay the same recording). The marker costs no
  * copy: its value is a zero scalar. TG_ERR_ARG for a NULL argument, n < 1, a
  * tensor that is not one of the context's reduced parameters or one marked
  * on this tape already; TG_ERR_DTYPE for params of different dtypes; the

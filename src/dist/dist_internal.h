@@ -43,6 +43,7 @@ typedef struct dist_mark {
     tg_dist *d;
     const tg_tape *tp;
     tg_tensor *out; /* the marker's zero scalar */
+    bool checked;   /* a step of its tape found no gradient late (see finish_step) */
     int n;
     int idx[]; /* into d->params */
 } dist_mark;

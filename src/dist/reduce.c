@@ -313,17 +313,29 @@ static bool late_gradient(const tg_dist *d, const char **name)
     return false;
 }
 
+/* True when tp has marks that no step has checked yet. */
+static bool unchecked_marks(const tg_dist *d, const tg_tape *tp)
+{
+    for (const dist_mark *m = d->marks; m; m = m->next)
+        if (m->tp == tp && !m->checked) return true;
+    return false;
+}
+
 /* The buckets not started yet, the step's status over the ranks, and the
- * averaged gradients written back when every rank succeeded. */
+ * averaged gradients written back when every rank succeeded. A gradient that
+ * arrives after its bucket left comes from a use recorded before the marker:
+ * a property of the recording, which replays do not change, so only the first
+ * step of a tape's marks compares the buckets with the gradients ('check'),
+ * and the steps after it cost no extra pass over them. */
 static tg_status finish_step(tg_dist *d, tg_status local, double loss, double *mean_loss,
-                             const char *fn, tg_error *err)
+                             bool check, const char *fn, tg_error *err)
 {
     for (int k = d->next_launch; k < d->n_buckets; k++)
         d->buckets[k].waiting = 0;
     tg_status s = launch_ready(d, fn, err);
     if (s != TG_OK) return s;
     const char *late = NULL;
-    bool is_late = local == TG_OK && late_gradient(d, &late);
+    bool is_late = local == TG_OK && check && late_gradient(d, &late);
     d->status_send[0] = local == TG_OK ? loss : 0.0;
     d->status_send[1] = local != TG_OK;
     d->status_send[2] = is_late;
@@ -397,6 +409,15 @@ tg_status tg_dist_backward(tg_dist *d, tg_tape *tp, tg_tensor *loss, double *mea
         local = tg__dist_fail(err, TG_ERR_ARG, "dist_backward: NULL %s", !tp ? "tape" : "loss");
     else if (tg_tape_status(tp) != TG_OK)
         local = tg__dist_fail(err, tg_tape_status(tp), "dist_backward: %s", tg_tape_error(tp));
+    bool check = local == TG_OK && unchecked_marks(d, tp);
+    /* One rank alone has nothing to average (x / 1 is x): once its marks are
+     * checked, a step is the sweep. */
+    if (d->size == 1 && local == TG_OK && !check) {
+        if ((local = tg_backward(tp, loss)) != TG_OK)
+            return tg__dist_fail(err, local, "dist_backward: %s", tg_tape_error(tp));
+        if (mean_loss) *mean_loss = tg_tensor_item(loss);
+        return TG_OK;
+    }
     begin_step(d, local == TG_OK ? tp : NULL);
     if (local == TG_OK) {
         d->armed = d->no_overlap ? NULL : tp;
@@ -410,12 +431,16 @@ tg_status tg_dist_backward(tg_dist *d, tg_tape *tp, tg_tensor *loss, double *mea
         if (local != TG_OK) tg__dist_fail(err, local, "dist_backward: %s", tg_tape_error(tp));
     }
     double value = local == TG_OK ? tg_tensor_item(loss) : 0.0;
-    return finish_step(d, local, value, mean_loss, "dist_backward", err);
+    tg_status s = finish_step(d, local, value, mean_loss, check, "dist_backward", err);
+    for (dist_mark *m = d->marks; m && s == TG_OK; m = m->next)
+        m->checked |= m->tp == tp;
+    return s;
 }
 
 tg_status tg_dist_allreduce_grads(tg_dist *d, tg_error *err)
 {
     if (!d) return tg__dist_fail(err, TG_ERR_ARG, "dist_allreduce_grads: NULL context");
+    if (d->size == 1) return TG_OK; /* the mean over one rank */
     begin_step(d, NULL);
-    return finish_step(d, TG_OK, 0.0, NULL, "dist_allreduce_grads", err);
+    return finish_step(d, TG_OK, 0.0, NULL, false, "dist_allreduce_grads", err);
 }
