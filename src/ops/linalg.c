@@ -143,8 +143,28 @@ static tg_status bmm_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor 
     return TG_OK;
 }
 
+/* x with its last two axes swapped, recorded: a transpose at rank 2, else a permute. */
+static tg_tensor *swap_last(tg_tape *tp, tg_tensor *x)
+{
+    if (!x || x->rank == 2) return tg_transpose(tp, x);
+    int perm[TG_MAX_RANK] = {0, 1, 2, 3};
+    perm[x->rank - 2] = x->rank - 1, perm[x->rank - 1] = x->rank - 2;
+    return tg_permute(tp, x, perm);
+}
+
+/* dA = Σ_bcast dG Bᵀ, dB = Σ_bcast Aᵀ dG per batch: batched products again,
+ * summed over the batch axes where the operand was broadcast (tg__sum_to). */
+static tg_status bmm_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = tg__sum_to(tp, tg_matmul(tp, dy, swap_last(tp, in[1])), in[0]);
+    if (need[1]) gin[1] = tg__sum_to(tp, tg_matmul(tp, swap_last(tp, in[0]), dy), in[1]);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def bmm_def = {
-    .name = "matmul", .forward = bmm_forward, .vjp = bmm_vjp,
+    .name = "matmul", .forward = bmm_forward, .vjp = bmm_vjp, .vjp_graph = bmm_vjp_graph,
     .rules = (const char *const[]){"{dy:s} · {1}ᵀ per batch, summed over broadcast batch axes",
                                    "{0}ᵀ · {dy:s} per batch, summed over broadcast batch axes",
                                    NULL},
@@ -231,8 +251,18 @@ static tg_status transpose_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
     return TG_OK;
 }
 
+static tg_status transpose_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_transpose(tp, dy); /* dX = dGᵀ */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def transpose_def = {
     .name = "transpose", .forward = transpose_forward, .vjp = transpose_vjp,
+    .vjp_graph = transpose_vjp_graph,
     .rules = (const char *const[]){"{dy:T}", NULL},
     .onnx = transpose_onnx};
 
@@ -293,8 +323,19 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     return TG_OK;
 }
 
+static tg_status add_bias_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in, (void)ctx;
+    if (need[0]) gin[0] = dy;                          /* dX = dG */
+    if (need[1]) gin[1] = tg_sum_axis(tp, dy, 0, false); /* db = Σ_rows dG */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def add_bias_def = {
     .name = "add_bias", .forward = add_bias_forward, .vjp = add_bias_vjp,
+    .vjp_graph = add_bias_vjp_graph,
     .rules = (const char *const[]){"{dy}", "Σ_rows {dy:s}", NULL},
     .onnx = add_bias_onnx};
 

@@ -9,6 +9,7 @@
  */
 #include "internal.h"
 
+#include <string.h>
 #include <tgmath.h>
 
 /* The ONNX forms of the ops, at the end of the file. */
@@ -18,6 +19,14 @@ static TG__ONNX_HOOK(xent_onnx);
 static TG__ONNX_HOOK(bce_onnx);
 static TG__ONNX_HOOK(l1_onnx);
 static TG__ONNX_HOOK(huber_onnx);
+
+/* For the recorded VJPs: x / n, with n a constant shaped like dG (rank 0 for
+ * every loss). A division rather than a product with 1/n gives the values of
+ * the fused VJPs, which divide. NULL passes through. */
+static tg_tensor *div_n(tg_tape *tp, tg_tensor *x, tg_tensor *dy, double n)
+{
+    return n == 1.0 || !x ? x : tg_div(tp, x, tg_full_like(tp, dy, n));
+}
 
 /* ====== frobenius_loss: y = sum (p - t)^2;  dp += 2 (p - t) dG,  dt -= 2 (p - t) dG ======
  * mse_loss: the same divided by n = numel. ctx points at the divisor. */
@@ -66,12 +75,26 @@ static tg_status sqerr_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
+/* dp = (2 dG / div) (p − t), dt = −dp. */
+static tg_status sqerr_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    tg_tensor *k = div_n(tp, tg_scale(tp, dy, 2.0), dy, *(const double *)ctx);
+    tg_tensor *dp = tg_mul(tp, k, tg_sub(tp, in[0], in[1]));
+    if (need[0]) gin[0] = dp;
+    if (need[1]) gin[1] = tg_neg(tp, dp);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def frobenius_def = {
     .name = "frobenius_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
+    .vjp_graph = sqerr_vjp_graph,
     .rules = (const char *const[]){"2 ({0} − {1}) · {dy}", "−2 ({0} − {1}) · {dy}", NULL},
     .onnx = sqerr_onnx};
 static const tg_op_def mse_def = {
     .name = "mse_loss", .forward = sqerr_forward, .vjp = sqerr_vjp,
+    .vjp_graph = sqerr_vjp_graph,
     .rules = (const char *const[]){"2 ({0} − {1}) · {dy} / {c}",
                                    "−2 ({0} − {1}) · {dy} / {c}", NULL},
     .onnx = sqerr_onnx};
@@ -157,8 +180,25 @@ static tg_status ce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
     return TG_OK;
 }
 
+/* dz = k (softmax(z) ⊙ rowsum(t) − t), dt = −k log_softmax(z), k = dG/n:
+ * softmax and log_softmax recorded again from z (the buffer in ctx is no
+ * recorded tensor), with the values the forward kept. */
+static tg_status ce_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                              const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    tg_tensor *z = in[0], *t = in[1], *k = div_n(tp, dy, dy, (double)z->shape[0]);
+    if (need[0]) {
+        tg_tensor *tsum = tg_sum_axis(tp, t, -1, true);
+        gin[0] = tg_mul(tp, k, tg_sub(tp, tg_mul(tp, tg_softmax(tp, z), tsum), t));
+    }
+    if (need[1]) gin[1] = tg_neg(tp, tg_mul(tp, k, tg_log_softmax(tp, z)));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def ce_def = {
     .name = "softmax_cross_entropy", .forward = ce_forward, .vjp = ce_vjp,
+    .vjp_graph = ce_vjp_graph,
     .rules = (const char *const[]){"(softmax({0}) ⊙ rowsum({1}) − {1}) · {dy} / {0:rows}",
                                    "−log_softmax({0}) · {dy} / {0:rows}", NULL},
     .onnx = ce_onnx};
@@ -256,8 +296,38 @@ static tg_status xent_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor
     return TG_OK;
 }
 
+/* The one-hot rows of the labels as a constant [n,C] of the logits' dtype
+ * (input 0, the logits, gives the dtype; no VJP), rewritten at every forward
+ * from that forward's labels. A label out of range, which the loss's own
+ * forward has already refused, leaves its row zero. */
+static tg_status one_hot_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    const int64_t *l = in[1]->data;
+    int64_t n = out->shape[0], classes = out->shape[1];
+    if (out->numel) memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    for (int64_t i = 0; i < n; i++)
+        if (l[i] >= 0 && l[i] < classes) tg__put(out, i * classes + l[i], 1.0);
+    return TG_OK;
+}
+
+static const tg_op_def one_hot_def = {
+    .name = "one_hot", .forward = one_hot_forward, .index_inputs = 1u << 1};
+
+/* dz = k softmax(z) − k onehot(l), k = dG/n: the fused VJP's two terms. */
+static tg_status xent_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in, (void)ctx;
+    tg_tensor *z = in[0], *k = div_n(tp, dy, dy, (double)z->shape[0]);
+    tg_tensor *hot = tg_custom(tp, &one_hot_def, in, 2, 2, z->shape, NULL);
+    gin[0] = tg_sub(tp, tg_mul(tp, k, tg_softmax(tp, z)), tg_mul(tp, k, hot));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def xent_def = {
     .name = "cross_entropy", .forward = xent_forward, .vjp = xent_vjp,
+    .vjp_graph = xent_vjp_graph,
     .rules = (const char *const[]){"(softmax({0}) − onehot({1})) · {dy} / {0:rows}", NULL},
     .index_inputs = 1u << 1,
     .onnx = xent_onnx};
@@ -341,8 +411,21 @@ static tg_status bce_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor 
     return TG_OK;
 }
 
+/* dx = (σ(x) − t) dG / n, dt = −x dG / n, in the fused VJP's order. */
+static tg_status bce_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                               const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    tg_tensor *x = in[0], *t = in[1];
+    double n = (double)x->numel;
+    if (need[0]) gin[0] = div_n(tp, tg_mul(tp, tg_sub(tp, tg_sigmoid(tp, x), t), dy), dy, n);
+    if (need[1]) gin[1] = tg_neg(tp, div_n(tp, tg_mul(tp, x, dy), dy, n));
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def bce_def = {
     .name = "bce_with_logits", .forward = bce_forward, .vjp = bce_vjp,
+    .vjp_graph = bce_vjp_graph,
     .rules = (const char *const[]){"(σ({0}) − {1}) · {dy} / n", "−{0} · {dy} / n", NULL},
     .onnx = bce_onnx};
 
@@ -402,8 +485,39 @@ static tg_status l1_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *
     return TG_OK;
 }
 
+/* sign(p − t) as a constant of p's shape: its derivative is zero (and at
+ * p = t the value is 0, the fused VJP's subgradient). */
+#define SIGN_FWD(T)                                                                                \
+    do {                                                                                           \
+        const T *p = in[0]->data, *t = in[1]->data;                                                \
+        T *y = out->data;                                                                          \
+        for (int64_t i = 0; i < out->numel; i++) y[i] = (T)((p[i] > t[i]) - (p[i] < t[i]));       \
+    } while (0)
+
+static tg_status sign_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in, (void)ctx;
+    TG__FLOAT_SWITCH(out->dtype, SIGN_FWD, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static const tg_op_def sign_def = {.name = "sign_of_difference", .forward = sign_forward};
+
+/* dp = (dG/n) sign(p − t), dt = −dp. */
+static tg_status l1_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                              const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in, (void)ctx;
+    tg_tensor *k = div_n(tp, dy, dy, (double)in[0]->numel);
+    tg_tensor *dp = tg_mul(tp, k, tg_custom(tp, &sign_def, in, 2, in[0]->rank, in[0]->shape, NULL));
+    if (need[0]) gin[0] = dp;
+    if (need[1]) gin[1] = tg_neg(tp, dp);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def l1_def = {
     .name = "l1_loss", .forward = l1_forward, .vjp = l1_vjp,
+    .vjp_graph = l1_vjp_graph,
     .rules = (const char *const[]){"sign({0} − {1}) · {dy} / n", "−sign({0} − {1}) · {dy} / n",
                                    NULL},
     .onnx = l1_onnx};
@@ -459,8 +573,23 @@ static tg_status huber_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tenso
     return TG_OK;
 }
 
+/* dp = (dG/n) clamp(p − t, −δ, δ), dt = −dp: clamp passes the gradient
+ * inside the bounds, so the second derivative is 1/n there and 0 outside. */
+static tg_status huber_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_tensor *const *in,
+                                 const bool *need, tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)n_in;
+    double delta = *(const double *)ctx;
+    tg_tensor *k = div_n(tp, dy, dy, (double)in[0]->numel);
+    tg_tensor *dp = tg_mul(tp, k, tg_clamp(tp, tg_sub(tp, in[0], in[1]), -delta, delta));
+    if (need[0]) gin[0] = dp;
+    if (need[1]) gin[1] = tg_neg(tp, dp);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def huber_def = {
     .name = "huber_loss", .forward = huber_forward, .vjp = huber_vjp,
+    .vjp_graph = huber_vjp_graph,
     .rules = (const char *const[]){"clamp({0} − {1}, −{c}, {c}) · {dy} / n",
                                    "−clamp({0} − {1}, −{c}, {c}) · {dy} / n", NULL},
     .onnx = huber_onnx};

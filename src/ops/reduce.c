@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 
+#include <string.h>
 #include <tgmath.h>
 
 /* The ONNX forms of the ops, at the end of the file. */
@@ -98,6 +99,7 @@ typedef struct axis_ctx {
     double *acc;     /* 'inner' accumulators: sum_axis, mean_axis, logsumexp */
     int64_t *arg;    /* outer x inner positions along the axis: max_axis, min_axis */
     bool min;        /* min_axis: the smallest, else the largest */
+    int ax;          /* the reduced axis, in [0, rank) */
 } axis_ctx;
 
 /* Checks the axis of op 'op' on x (negative counts from the end; max, min
@@ -129,7 +131,7 @@ static axis_ctx *axis_setup(tg_tape *tp, const char *op, tg_tensor *x, int axis,
     /* An empty x may have huge dims whose product overflows: the extents are
      * only formed for a result with elements, where they cannot (tg_custom
      * then refuses a result too large to exist). */
-    axis_ctx c = {.n = x->shape[ax], .div = 1};
+    axis_ctx c = {.n = x->shape[ax], .div = 1, .ax = ax};
     if (tg__numel(*rank, shape) > 0) {
         c.outer = tg__numel(ax, x->shape);
         c.inner = tg__numel(x->rank - ax - 1, x->shape + ax + 1);
@@ -195,12 +197,37 @@ static tg_status sum_axis_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     return TG_OK;
 }
 
+/* t, of y's shape, with the reduced axis back as a 1 (y's shape with keepdim),
+ * recorded where it is missing, so that it broadcasts against x. */
+static tg_tensor *with_axis(tg_tape *tp, tg_tensor *t, const tg_tensor *x, const axis_ctx *c)
+{
+    if (!t || t->rank == x->rank) return t;
+    int64_t shape[TG_MAX_RANK];
+    for (int d = 0; d < x->rank; d++) shape[d] = d == c->ax ? 1 : x->shape[d];
+    return tg_reshape(tp, t, x->rank, shape);
+}
+
+/* dx = dG / div expanded along the axis; the division comes first, on the
+ * smaller tensor, and by div itself so the values are the fused VJP's. */
+static tg_status sum_axis_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                    tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                    int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    const axis_ctx *c = ctx;
+    tg_tensor *g = c->div == 1.0 ? dy : tg_div(tp, dy, tg_full_like(tp, dy, c->div));
+    gin[0] = g ? tg_expand(tp, with_axis(tp, g, in[0], c), in[0]->rank, in[0]->shape) : NULL;
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def sum_axis_def = {
     .name = "sum_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
+    .vjp_graph = sum_axis_vjp_graph,
     .rules = (const char *const[]){"{dy:s} broadcast to {0:shape}", NULL},
     .onnx = sum_axis_onnx};
 static const tg_op_def mean_axis_def = {
     .name = "mean_axis", .forward = sum_axis_forward, .vjp = sum_axis_vjp,
+    .vjp_graph = sum_axis_vjp_graph,
     .rules = (const char *const[]){"{dy:s} / n broadcast to {0:shape}", NULL},
     .onnx = mean_axis_onnx};
 
@@ -293,6 +320,120 @@ static tg_status extreme_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
     return TG_OK;
 }
 
+/* ====== The recorded VJP of max_axis and min_axis ======
+ * scatter_at_arg puts g[o,i] at x[o,k*,i] (zeros elsewhere) and gather_at_arg
+ * reads g[o,k*,i] back: each is the other's transpose, so their recorded VJPs
+ * close on the pair at every order. Both read the positions k* from the
+ * max_axis (min_axis) node's ctx, which its forward rewrites; they are
+ * recorded after that node, so a replay has refreshed them before they run. */
+
+/* dst[o,k*,i] ACC src[o,i] ('to_x') or dst[o,i] ACC src[o,k*,i]. */
+#define AT_ARG(T, ACC)                                                                             \
+    do {                                                                                           \
+        const T *s = src;                                                                          \
+        T *d = dst;                                                                                \
+        for (int64_t o = 0; o < c->outer; o++)                                                     \
+            for (int64_t i = 0; i < c->inner; i++) {                                               \
+                int64_t j = o * c->inner + i, kx = (o * c->n + c->arg[j]) * c->inner + i;          \
+                if (to_x)                                                                          \
+                    d[kx] ACC s[j];                                                                \
+                else                                                                               \
+                    d[j] ACC s[kx];                                                                \
+            }                                                                                      \
+    } while (0)
+#define AT_ARG_SET(T) AT_ARG(T, =)
+#define AT_ARG_ADD(T) AT_ARG(T, +=)
+
+static tg_status at_arg(const axis_ctx *c, tg_dtype dt, const void *src, void *dst, bool to_x,
+                        bool add)
+{
+    if (add)
+        TG__FLOAT_SWITCH(dt, AT_ARG_ADD, TG_ERR_DTYPE);
+    else
+        TG__FLOAT_SWITCH(dt, AT_ARG_SET, TG_ERR_DTYPE);
+    return TG_OK;
+}
+
+static tg_tensor *scatter_at_arg(tg_tape *tp, tg_tensor *g, const tg_tensor *x, axis_ctx *c);
+static tg_tensor *gather_at_arg(tg_tape *tp, tg_tensor *g, const tg_tensor *y, axis_ctx *c);
+
+static tg_status scatter_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    if (out->numel) memset(out->data, 0, (size_t)out->numel * tg__dtype_size(out->dtype));
+    return at_arg(ctx, out->dtype, in[0]->data, out->data, true, false);
+}
+
+static tg_status scatter_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                             tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    return gin[0] ? at_arg(ctx, gout->dtype, gout->data, gin[0]->data, false, true) : TG_OK;
+}
+
+static tg_status scatter_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    gin[0] = gather_at_arg(tp, dy, in[0], ctx);
+    return tg_tape_status(tp);
+}
+
+static tg_status gather_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
+{
+    (void)n_in;
+    return at_arg(ctx, out->dtype, in[0]->data, out->data, false, false);
+}
+
+static tg_status gather_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
+                            tg_tensor **gin, int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)n_in;
+    return gin[0] ? at_arg(ctx, gout->dtype, gout->data, gin[0]->data, true, true) : TG_OK;
+}
+
+static tg_status gather_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                  tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                  int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    gin[0] = scatter_at_arg(tp, dy, in[0], ctx);
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def scatter_at_arg_def = {
+    .name = "scatter_at_arg", .forward = scatter_forward, .vjp = scatter_vjp,
+    .vjp_graph = scatter_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} at the extremes along the axis", NULL}};
+static const tg_op_def gather_at_arg_def = {
+    .name = "gather_at_arg", .forward = gather_forward, .vjp = gather_vjp,
+    .vjp_graph = gather_vjp_graph,
+    .rules = (const char *const[]){"{dy:s} put at the extremes along the axis of {0:shape}",
+                                   NULL}};
+
+/* g (y's shape) scattered to x's shape. */
+static tg_tensor *scatter_at_arg(tg_tape *tp, tg_tensor *g, const tg_tensor *x, axis_ctx *c)
+{
+    return tg_custom(tp, &scatter_at_arg_def, &g, 1, x->rank, x->shape, c);
+}
+
+/* g (x's shape) gathered to y's shape. */
+static tg_tensor *gather_at_arg(tg_tape *tp, tg_tensor *g, const tg_tensor *y, axis_ctx *c)
+{
+    return tg_custom(tp, &gather_at_arg_def, &g, 1, y->rank, y->shape, c);
+}
+
+/* dx = dG placed at the first extreme: the recorded twin of extreme_vjp. */
+static tg_status extreme_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)out, (void)need, (void)n_in;
+    gin[0] = scatter_at_arg(tp, dy, in[0], ctx);
+    return tg_tape_status(tp);
+}
+
 static tg_status argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
     (void)n_in;
@@ -301,11 +442,13 @@ static tg_status argmax_forward(tg_tensor *out, tg_tensor *const *in, int n_in, 
 
 static const tg_op_def max_axis_def = {
     .name = "max_axis", .forward = extreme_forward, .vjp = extreme_vjp,
+    .vjp_graph = extreme_vjp_graph,
     .rules = (const char *const[]){"{dy:s} at the first maximum along the axis of {0:shape}",
                                    NULL},
     .onnx = max_axis_onnx};
 static const tg_op_def min_axis_def = {
     .name = "min_axis", .forward = extreme_forward, .vjp = extreme_vjp,
+    .vjp_graph = extreme_vjp_graph,
     .rules = (const char *const[]){"{dy:s} at the first minimum along the axis of {0:shape}",
                                    NULL},
     .onnx = min_axis_onnx};
@@ -404,8 +547,22 @@ static tg_status logsumexp_vjp(const tg_tensor *gout, const tg_tensor *out, tg_t
     return TG_OK;
 }
 
+/* dx = dG e^(x − y), dG and y given back the axis so that they broadcast
+ * along it; through y, the second derivative gets softmax's terms. */
+static tg_status logsumexp_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx)
+{
+    (void)need, (void)n_in;
+    const axis_ctx *c = ctx;
+    tg_tensor *e = tg_exp(tp, tg_sub(tp, in[0], with_axis(tp, out, in[0], c)));
+    gin[0] = tg_mul(tp, with_axis(tp, dy, in[0], c), e);
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def logsumexp_def = {
     .name = "logsumexp", .forward = logsumexp_forward, .vjp = logsumexp_vjp,
+    .vjp_graph = logsumexp_vjp_graph,
     .rules = (const char *const[]){"{dy:s} ⊙ e^({0} − {y}) along the axis", NULL},
     .onnx = logsumexp_onnx};
 

@@ -79,8 +79,19 @@ static tg_status softmax_vjp(const tg_tensor *gout, const tg_tensor *out, tg_ten
     return TG_OK;
 }
 
+static tg_status softmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                   tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                   int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx;
+    tg_tensor *dot = tg_sum_axis(tp, tg_mul(tp, dy, out), -1, true); /* Σ_j dG_j y_j per row */
+    gin[0] = tg_mul(tp, out, tg_sub(tp, dy, dot));                  /* dx = y ⊙ (dG − dot) */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def softmax_def = {
     .name = "softmax", .forward = softmax_forward, .vjp = softmax_vjp,
+    .vjp_graph = softmax_vjp_graph,
     .rules = (const char *const[]){"{y} ⊙ ({dy} − rowsum({dy} ⊙ {y}))", NULL},
     .onnx = softmax_onnx};
 
@@ -119,8 +130,19 @@ static tg_status log_softmax_vjp(const tg_tensor *gout, const tg_tensor *out,
     return TG_OK;
 }
 
+static tg_status log_softmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                       tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                       int n_in, void *ctx)
+{
+    (void)in, (void)need, (void)n_in, (void)ctx;
+    tg_tensor *gsum = tg_sum_axis(tp, dy, -1, true);            /* Σ_j dG_j per row */
+    gin[0] = tg_sub(tp, dy, tg_mul(tp, tg_exp(tp, out), gsum)); /* dx = dG − e^y gsum */
+    return tg_tape_status(tp);
+}
+
 static const tg_op_def log_softmax_def = {
     .name = "log_softmax", .forward = log_softmax_forward, .vjp = log_softmax_vjp,
+    .vjp_graph = log_softmax_vjp_graph,
     .rules = (const char *const[]){"{dy} − exp({y}) ⊙ rowsum({dy})", NULL},
     .onnx = log_softmax_onnx};
 
