@@ -3,6 +3,9 @@
  * (frobenius, mse, softmax cross-entropy). Every VJP is gradchecked from the
  * op list (test_ops_list.c). Forward values and gradients are checked by hand
  * on small literals, and logits of +-1e4 must give finite, exact results.
+ * Second order, for these and the other axis reductions and losses: Hessian-
+ * vector products against closed forms, the recorded VJPs against the fused
+ * ones, and replays of recorded gradients that read saved state.
  */
 #include "testutil.h"
 
@@ -11,6 +14,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* log x in dt's own arithmetic, for values the ops compute with log or logf. */
@@ -328,6 +332,508 @@ START_TEST(replay_matches_fresh_recording)
 }
 END_TEST
 
+/* ====== Second order: the recorded VJPs (vjp_graph), against closed forms ======
+ * hvp() differentiates f twice through tg_grad with create_graph: the
+ * gradients g_i, then h = Σ_i <g_i, r_i>, then dh/dx_i = (H r)_i, the
+ * Hessian-vector products, which each case compares with its closed form. */
+
+#define HVP_MAX 3
+
+/* grads: df/dwrt_i, recorded; hr: (H r)_i, recorded too when 'record' (so
+ * that they replay; that differentiates the ops of the first recorded sweep). */
+static void hvp(tg_tape *tp, tg_tensor *f, tg_tensor *const *wrt, tg_tensor *const *r, int n,
+                tg_tensor **grads, tg_tensor **hr, bool record)
+{
+    ck_assert_msg(f != NULL, "%s", tg_tape_error(tp));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, wrt, n, grads, true), TG_OK);
+    tg_tensor *h = NULL;
+    for (int i = 0; i < n; i++) {
+        tg_tensor *term = tg_sum(tp, tg_mul(tp, grads[i], r[i]));
+        h = h ? tg_add(tp, h, term) : term;
+    }
+    ck_assert_msg(h != NULL, "%s", tg_tape_error(tp));
+    ck_assert_msg(tg_grad(tp, h, NULL, wrt, n, hr, record) == TG_OK, "%s", tg_tape_error(tp));
+}
+
+/* Asserts |t[k] - want[k]| <= tol max(1, |want[k]|) for every element. */
+static void expect_near(const tg_tensor *t, const double *want, double tol, const char *what)
+{
+    ck_assert_ptr_nonnull(t);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++)
+        ck_assert_msg(fabs(tu_at(t, k) - want[k]) <= tol * fmax(1, fabs(want[k])),
+                      "%s [%lld]: %.17g, want %.17g", what, (long long)k, tu_at(t, k), want[k]);
+}
+
+/* One closed form: f records a scalar from in[0..n-1] (the wrt tensors) and
+ * the constants in[n...]; want writes (H r)_i into out[i] (numel doubles each). */
+typedef struct hess_case {
+    const char *name;
+    const char *shapes[HVP_MAX + 1]; /* wrt shapes, then one constant's (or NULL) */
+    double lo, hi;                   /* the wrt tensors are uniform in [lo, hi) */
+    tg_tensor *(*f)(tg_tape *tp, tg_tensor *const *in);
+    void (*want)(tg_tensor *const *in, tg_tensor *const *r, double **out);
+} hess_case;
+
+/* softmax along the last axis of row 'row' of x [rows, c] at column j, in double. */
+static double softmax_at(const tg_tensor *x, int64_t c, int64_t row, int64_t j)
+{
+    double m = -INFINITY, s = 0;
+    for (int64_t l = 0; l < c; l++) m = fmax(m, tu_at(x, row * c + l));
+    for (int64_t l = 0; l < c; l++) s += exp(tu_at(x, row * c + l) - m);
+    return exp(tu_at(x, row * c + j) - m) / s;
+}
+
+/* (J r) of softmax at row 'row': s ⊙ (r − <s, r>), into jr[0..c). */
+static void softmax_jr(const tg_tensor *x, const tg_tensor *r, int64_t c, int64_t row, double *jr)
+{
+    double sr = 0;
+    for (int64_t l = 0; l < c; l++) sr += softmax_at(x, c, row, l) * tu_at(r, row * c + l);
+    for (int64_t l = 0; l < c; l++)
+        jr[l] = softmax_at(x, c, row, l) * (tu_at(r, row * c + l) - sr);
+}
+
+/* x [3,4] and the weights w [3,4] of Σ w ⊙ softmax(x): g = s ⊙ (w − <s, w>),
+ * H r = (J r) ⊙ (w − <s, w>) − s <J r, w>. */
+static tg_tensor *h_softmax(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_sum(tp, tg_mul(tp, tg_softmax(tp, in[0]), in[1]));
+}
+
+static void want_softmax_w(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t row = 0; row < 3; row++) {
+        double jr[4], sw = 0, jrw = 0;
+        softmax_jr(in[0], r[0], 4, row, jr);
+        for (int64_t j = 0; j < 4; j++) {
+            sw += softmax_at(in[0], 4, row, j) * tu_at(in[1], row * 4 + j);
+            jrw += jr[j] * tu_at(in[1], row * 4 + j);
+        }
+        for (int64_t j = 0; j < 4; j++)
+            out[0][row * 4 + j] =
+                jr[j] * (tu_at(in[1], row * 4 + j) - sw) - softmax_at(in[0], 4, row, j) * jrw;
+    }
+}
+
+/* Σ w ⊙ log_softmax(x): g = w − s Σw, H r = −(J r) Σw. */
+static tg_tensor *h_log_softmax(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_sum(tp, tg_mul(tp, tg_log_softmax(tp, in[0]), in[1]));
+}
+
+static void want_log_softmax_w(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t row = 0; row < 3; row++) {
+        double jr[4], wsum = 0;
+        softmax_jr(in[0], r[0], 4, row, jr);
+        for (int64_t j = 0; j < 4; j++) wsum += tu_at(in[1], row * 4 + j);
+        for (int64_t j = 0; j < 4; j++) out[0][row * 4 + j] = -jr[j] * wsum;
+    }
+}
+
+/* Σ w ⊙ logsumexp(x, axis 0) for x [3,2], w [2]: the softmax p down each
+ * column, H r = w ⊙ p ⊙ (r − <p, r>) column by column. */
+static tg_tensor *h_logsumexp(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_sum(tp, tg_mul(tp, tg_logsumexp(tp, in[0], 0, false), in[1]));
+}
+
+static void want_logsumexp_w(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t i = 0; i < 2; i++) {
+        double m = -INFINITY, s = 0, pr = 0, p[3];
+        for (int64_t k = 0; k < 3; k++) m = fmax(m, tu_at(in[0], k * 2 + i));
+        for (int64_t k = 0; k < 3; k++) s += exp(tu_at(in[0], k * 2 + i) - m);
+        for (int64_t k = 0; k < 3; k++) p[k] = exp(tu_at(in[0], k * 2 + i) - m) / s;
+        for (int64_t k = 0; k < 3; k++) pr += p[k] * tu_at(r[0], k * 2 + i);
+        for (int64_t k = 0; k < 3; k++)
+            out[0][k * 2 + i] = tu_at(in[1], i) * p[k] * (tu_at(r[0], k * 2 + i) - pr);
+    }
+}
+
+/* cross_entropy(z [3,4], labels): H = (diag(s) − s sᵀ) / n per row, H r = (J r) / 3. */
+static tg_tensor *h_cross_entropy(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_cross_entropy(tp, in[0], in[1]);
+}
+
+static void want_cross_entropy(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t row = 0; row < 3; row++) {
+        double jr[4];
+        softmax_jr(in[0], r[0], 4, row, jr);
+        for (int64_t j = 0; j < 4; j++) out[0][row * 4 + j] = jr[j] / 3;
+    }
+}
+
+/* softmax_cross_entropy(z, t), both [3,4], t not normalised, k = 1/3:
+ * (H r)_z = k (rowsum(t) J r_z + s rowsum(r_t) − r_t), (H r)_t = −k (r_z − <s, r_z>). */
+static tg_tensor *h_softmax_ce(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_softmax_cross_entropy(tp, in[0], in[1]);
+}
+
+static void want_softmax_ce(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t row = 0; row < 3; row++) {
+        double jr[4], tsum = 0, rtsum = 0, sr = 0;
+        softmax_jr(in[0], r[0], 4, row, jr);
+        for (int64_t j = 0; j < 4; j++) {
+            tsum += tu_at(in[1], row * 4 + j);
+            rtsum += tu_at(r[1], row * 4 + j);
+            sr += softmax_at(in[0], 4, row, j) * tu_at(r[0], row * 4 + j);
+        }
+        for (int64_t j = 0; j < 4; j++) {
+            double s = softmax_at(in[0], 4, row, j);
+            out[0][row * 4 + j] = (tsum * jr[j] + s * rtsum - tu_at(r[1], row * 4 + j)) / 3;
+            out[1][row * 4 + j] = -(tu_at(r[0], row * 4 + j) - sr) / 3;
+        }
+    }
+}
+
+/* bce_with_logits(x, t) over n = 6: (H r)_x = (σ(1 − σ) r_x − r_t) / n, (H r)_t = −r_x / n. */
+static tg_tensor *h_bce(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_bce_with_logits(tp, in[0], in[1]);
+}
+
+static void want_bce(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t k = 0; k < 6; k++) {
+        double s = 1 / (1 + exp(-tu_at(in[0], k)));
+        out[0][k] = (s * (1 - s) * tu_at(r[0], k) - tu_at(r[1], k)) / 6;
+        out[1][k] = -tu_at(r[0], k) / 6;
+    }
+}
+
+/* mse_loss(p, t) over n = 6 and frobenius_loss: (H r)_p = c (r_p − r_t), (H r)_t = −(H r)_p,
+ * c = 2/n and 2. */
+static tg_tensor *h_mse(tg_tape *tp, tg_tensor *const *in) { return tg_mse_loss(tp, in[0], in[1]); }
+
+static void want_mse(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    (void)in;
+    for (int64_t k = 0; k < 6; k++) {
+        out[0][k] = 2 * (tu_at(r[0], k) - tu_at(r[1], k)) / 6;
+        out[1][k] = -out[0][k];
+    }
+}
+
+static tg_tensor *h_frobenius(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_frobenius_loss(tp, in[0], in[1]);
+}
+
+static void want_frobenius(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    (void)in;
+    for (int64_t k = 0; k < 6; k++) {
+        out[0][k] = 2 * (tu_at(r[0], k) - tu_at(r[1], k));
+        out[1][k] = -out[0][k];
+    }
+}
+
+/* huber_loss(p, t, 0.5) over n = 6, values on both sides of δ:
+ * (H r)_p = [|p − t| < δ] (r_p − r_t) / n, (H r)_t = −(H r)_p. */
+static tg_tensor *h_huber(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_huber_loss(tp, in[0], in[1], 0.5);
+}
+
+static void want_huber(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    for (int64_t k = 0; k < 6; k++) {
+        bool inside = fabs(tu_at(in[0], k) - tu_at(in[1], k)) < 0.5;
+        out[0][k] = inside ? (tu_at(r[0], k) - tu_at(r[1], k)) / 6 : 0;
+        out[1][k] = -out[0][k];
+    }
+}
+
+/* Σ w ⊙ mean_axis(x, −2) for x [2,3,2] and w [2,2], times the sum of x:
+ * f = S M with S = Σx and M = Σ w ⊙ mean; dM/dx = w / 3 down the axis, so
+ * H r = (w/3) Σr + 1 <w/3, r> (the Hessian of a product of two linear maps). */
+static tg_tensor *h_mean_axis_sum(tg_tape *tp, tg_tensor *const *in)
+{
+    tg_tensor *m = tg_sum(tp, tg_mul(tp, tg_mean_axis(tp, in[0], -2, false), in[1]));
+    return tg_mul(tp, m, tg_sum(tp, in[0]));
+}
+
+static void want_mean_axis_sum(tg_tensor *const *in, tg_tensor *const *r, double **out)
+{
+    double rsum = 0, wr = 0;
+    for (int64_t k = 0; k < 12; k++) {
+        rsum += tu_at(r[0], k);
+        wr += tu_at(in[1], (k / 6) * 2 + k % 2) / 3 * tu_at(r[0], k);
+    }
+    for (int64_t k = 0; k < 12; k++) out[0][k] = tu_at(in[1], (k / 6) * 2 + k % 2) / 3 * rsum + wr;
+}
+
+static const hess_case hess_cases[] = {
+    {"softmax", {"3x4", "c:3x4"}, -2, 2, h_softmax, want_softmax_w},
+    {"log_softmax", {"3x4", "c:3x4"}, -2, 2, h_log_softmax, want_log_softmax_w},
+    {"logsumexp", {"3x2", "c:2"}, -2, 2, h_logsumexp, want_logsumexp_w},
+    {"cross_entropy", {"3x4", "i:3"}, -2, 2, h_cross_entropy, want_cross_entropy},
+    {"softmax_cross_entropy", {"3x4", "3x4"}, 0, 1, h_softmax_ce, want_softmax_ce},
+    {"bce_with_logits", {"2x3", "2x3"}, -2, 2, h_bce, want_bce},
+    {"mse_loss", {"2x3", "2x3"}, -1, 1, h_mse, want_mse},
+    {"frobenius_loss", {"6", "6"}, -1, 1, h_frobenius, want_frobenius},
+    {"huber_loss", {"2x3", "2x3"}, -1, 1, h_huber, want_huber},
+    {"mean_axis", {"2x3x2", "c:2x2"}, -1, 1, h_mean_axis_sum, want_mean_axis_sum},
+};
+
+START_TEST(hessian_vector_products_match_closed_forms)
+{
+    const hess_case *c = &hess_cases[_i];
+    tg_tensor *in[HVP_MAX + 1] = {NULL}, *r[HVP_MAX] = {NULL}, *wrt[HVP_MAX];
+    int n_in = 0, n = 0;
+    for (; n_in <= HVP_MAX && c->shapes[n_in]; n_in++) {
+        const char *s = c->shapes[n_in];
+        uint64_t seed = 700 + 10 * (uint64_t)_i + (uint64_t)n_in;
+        if (!strncmp(s, "i:", 2)) { /* labels 2, 0, 3 */
+            in[n_in] = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 3});
+        } else if (!strncmp(s, "c:", 2)) {
+            in[n_in] = tu_random(TG_F64, s + 2, -1, 1, seed);
+        } else {
+            in[n_in] = tu_random(TG_F64, s, c->lo, c->hi, seed);
+            r[n] = tu_random(TG_F64, s, -1, 1, seed + 100);
+            tg_tensor_set_requires_grad(in[n_in], true);
+            wrt[n++] = in[n_in];
+        }
+        ck_assert_ptr_nonnull(in[n_in]);
+    }
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *g[HVP_MAX], *hr[HVP_MAX];
+    hvp(tp, c->f(tp, in), wrt, r, n, g, hr, false);
+    double *want[HVP_MAX];
+    for (int i = 0; i < n; i++) want[i] = calloc((size_t)tg_tensor_numel(wrt[i]), sizeof(double));
+    c->want(in, r, want);
+    for (int i = 0; i < n; i++) {
+        char what[96];
+        snprintf(what, sizeof what, "%s: (H r)_%d", c->name, i);
+        expect_near(hr[i], want[i], 1e-13, what);
+        free(want[i]);
+    }
+    tg_tape_free(tp);
+    for (int i = 0; i < n_in; i++) tg_tensor_free(in[i]);
+    for (int i = 0; i < n; i++) tg_tensor_free(r[i]);
+}
+END_TEST
+
+/* max_axis and min_axis: the recorded gradient puts dG at the first extreme
+ * (ties: the first), dh/dw gathers r from there, and after new data a replay
+ * moves both to the new extremes; a third derivative runs through the pair of
+ * scatter and gather both ways. */
+START_TEST(extreme_gradients_follow_replay)
+{
+    bool min = _i == 1;
+    tg_tensor *(*op)(tg_tape *, tg_tensor *, int, bool) = min ? tg_min_axis : tg_max_axis;
+    tg_tensor *x = tu_lit(TG_F64, "2x3", (double[]){1, 3, 3, -2, 5, 0});
+    tg_tensor *w = tu_lit(TG_F64, "2", (double[]){2, -3});
+    tg_tensor *r = tu_lit(TG_F64, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *rw = tu_lit(TG_F64, "2", (double[]){10, 20});
+    tg_tensor *q = tu_lit(TG_F64, "2", (double[]){7, -5});
+    tg_tensor_set_requires_grad(x, true);
+    tg_tensor_set_requires_grad(w, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *g[2], *hr[2], *u, *v, *z;
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, op(tp, x, 1, false), w));
+    hvp(tp, f, (tg_tensor *[]){x, w}, (tg_tensor *[]){r, rw}, 2, g, hr, true);
+    /* Third order: u = df/dx = w at the extremes, v = d<u, u>/dw = 2 w, d<v, q>/dw = 2 q. */
+    ck_assert_int_eq(tg_grad(tp, f, NULL, &x, 1, &u, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, u, u)), NULL, &w, 1, &v, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, v, q)), NULL, &w, 1, &z, true), TG_OK);
+    if (min) { /* row 0: 1 at 0; row 1: -2 at 0 */
+        tu_expect_exact(g[0], "2x3", (double[]){2, 0, 0, -3, 0, 0}, "df/dx");
+        tu_expect_exact(hr[0], "2x3", (double[]){10, 0, 0, 20, 0, 0}, "(H r)_x");
+        tu_expect_exact(hr[1], "2", (double[]){1, 4}, "(H r)_w");
+    } else { /* row 0: the first 3, at 1; row 1: 5 at 1 */
+        tu_expect_exact(g[0], "2x3", (double[]){0, 2, 0, 0, -3, 0}, "df/dx");
+        tu_expect_exact(hr[0], "2x3", (double[]){0, 10, 0, 0, 20, 0}, "(H r)_x");
+        tu_expect_exact(hr[1], "2", (double[]){2, 5}, "(H r)_w");
+    }
+    tu_expect_exact(v, "2", (double[]){4, -6}, "d<u, u>/dw");
+    tu_expect_exact(z, "2", (double[]){14, -10}, "d<v, q>/dw");
+
+    /* New data: the extremes move (ties again go to the first). */
+    double x2[] = {4, -1, 4, 0, 0, 7};
+    memcpy(tg_tensor_data(x), x2, sizeof x2);
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    if (min) { /* row 0: -1 at 1; row 1: the first 0, at 0 */
+        tu_expect_exact(g[0], "2x3", (double[]){0, 2, 0, -3, 0, 0}, "df/dx after replay");
+        tu_expect_exact(hr[0], "2x3", (double[]){0, 10, 0, 20, 0, 0}, "(H r)_x after replay");
+        tu_expect_exact(hr[1], "2", (double[]){2, 4}, "(H r)_w after replay");
+    } else { /* row 0: the first 4, at 0; row 1: 7 at 2 */
+        tu_expect_exact(g[0], "2x3", (double[]){2, 0, 0, 0, 0, -3}, "df/dx after replay");
+        tu_expect_exact(hr[0], "2x3", (double[]){10, 0, 0, 0, 0, 20}, "(H r)_x after replay");
+        tu_expect_exact(hr[1], "2", (double[]){1, 6}, "(H r)_w after replay");
+    }
+    tu_expect_exact(z, "2", (double[]){14, -10}, "d<v, q>/dw after replay");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+    tg_tensor_free(w);
+    tg_tensor_free(r);
+    tg_tensor_free(rw);
+    tg_tensor_free(q);
+}
+END_TEST
+
+/* l1_loss: the gradient sign(p − t)/n is piecewise constant, so it is
+ * recorded as a constant (its derivative is zero) and nothing differentiates
+ * it again; sign(0) = 0 as in the fused VJP. */
+START_TEST(l1_gradient_is_constant)
+{
+    tg_tensor *p = tu_lit(TG_F64, "4", (double[]){1, -2, 0.5, 3});
+    tg_tensor *t = tu_lit(TG_F64, "4", (double[]){0, 1, 0.5, 5});
+    tg_tensor_set_requires_grad(p, true);
+    tg_tensor_set_requires_grad(t, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *g[2];
+    ck_assert_int_eq(tg_grad(tp, tg_l1_loss(tp, p, t), NULL, (tg_tensor *[]){p, t}, 2, g, true),
+                     TG_OK);
+    tu_expect_exact(g[0], "4", (double[]){0.25, -0.25, 0, -0.25}, "dp");
+    tu_expect_exact(g[1], "4", (double[]){-0.25, 0.25, 0, 0.25}, "dt");
+    ck_assert(!tg_tensor_requires_grad(g[0]) && !tg_tensor_requires_grad(g[1]));
+    tg_tape_free(tp);
+    tg_tensor_free(p);
+    tg_tensor_free(t);
+}
+END_TEST
+
+/* cross_entropy's recorded gradient reads the labels through a constant
+ * one-hot op that its forward rewrites: new logits and new labels, replayed,
+ * give what a fresh recording gives, bit for bit. */
+static void record_ce_hvp(tg_tape *tp, tg_tensor *z, tg_tensor *l, tg_tensor *r, tg_tensor **out)
+{
+    tg_tensor *g, *hr;
+    hvp(tp, tg_cross_entropy(tp, z, l), &z, &r, 1, &g, &hr, true);
+    out[0] = g, out[1] = hr;
+}
+
+START_TEST(cross_entropy_hvp_replays_new_labels)
+{
+    tg_tensor *z = tu_random(TG_F64, "3x4", -2, 2, 81), *z2 = tu_random(TG_F64, "3x4", -2, 2, 82);
+    tg_tensor *r = tu_random(TG_F64, "3x4", -1, 1, 83);
+    tg_tensor *l = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 3});
+    ck_assert(z && z2 && r && l);
+    tg_tensor_set_requires_grad(z, true);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *rec[2], *want[2];
+    record_ce_hvp(tp, z, l, r, rec);
+    memcpy(tg_tensor_data(z), tg_tensor_cdata(z2), 12 * sizeof(double));
+    memcpy(tg_tensor_data(l), (int64_t[]){1, 1, 0}, 3 * sizeof(int64_t));
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    record_ce_hvp(fresh, z, l, r, want);
+    for (int i = 0; i < 2; i++)
+        ck_assert_msg(!memcmp(tg_tensor_cdata(rec[i]), tg_tensor_cdata(want[i]),
+                              12 * sizeof(double)),
+                      "%s after replay differs from a fresh recording", i ? "H r" : "the gradient");
+    /* The one-hot rows moved: the gradient of row 0 is now s − e_1, over 3. */
+    double s0 = softmax_at(z2, 4, 0, 1);
+    ck_assert_double_eq_tol(tu_at(rec[0], 1), (s0 - 1) / 3, 1e-15);
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(z);
+    tg_tensor_free(z2);
+    tg_tensor_free(r);
+    tg_tensor_free(l);
+}
+END_TEST
+
+/* ====== The recorded VJPs give the fused VJPs' values, bit for bit in F64 ====== */
+
+typedef struct same_case {
+    const char *name;
+    const char *shapes; /* "a;b", the float inputs, all requiring grad; "i:" labels */
+    tg_tensor *(*f)(tg_tape *tp, tg_tensor *const *in);
+} same_case;
+
+static tg_tensor *s_sum_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_sum_axis(tp, in[0], 1, false);
+}
+static tg_tensor *s_mean_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_mean_axis(tp, in[0], -1, true);
+}
+static tg_tensor *s_max_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_max_axis(tp, in[0], 0, false);
+}
+static tg_tensor *s_min_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_min_axis(tp, in[0], 1, true);
+}
+static tg_tensor *s_logsumexp(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_logsumexp(tp, in[0], 1, false);
+}
+static tg_tensor *s_softmax(tg_tape *tp, tg_tensor *const *in) { return tg_softmax(tp, in[0]); }
+static tg_tensor *s_log_softmax(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_log_softmax(tp, in[0]);
+}
+static tg_tensor *s_huber(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_huber_loss(tp, in[0], in[1], 0.5);
+}
+static tg_tensor *s_l1(tg_tape *tp, tg_tensor *const *in) { return tg_l1_loss(tp, in[0], in[1]); }
+
+static const same_case same_cases[] = {
+    {"sum_axis", "2x3x4", s_sum_axis},
+    {"mean_axis", "2x3x5", s_mean_axis},
+    {"max_axis", "3x4", s_max_axis},
+    {"min_axis", "2x3x4", s_min_axis},
+    {"logsumexp", "2x5x3", s_logsumexp},
+    {"softmax", "3x7", s_softmax},
+    {"log_softmax", "2x3x7", s_log_softmax},
+    {"frobenius_loss", "3x5;3x5", h_frobenius},
+    {"mse_loss", "3x5;3x5", h_mse},
+    {"softmax_cross_entropy", "3x5;3x5", h_softmax_ce},
+    {"cross_entropy", "3x4;i:3", h_cross_entropy},
+    {"bce_with_logits", "3x5;3x5", h_bce},
+    {"l1_loss", "3x5;3x5", s_l1},
+    {"huber_loss", "3x5;3x5", s_huber},
+};
+
+START_TEST(recorded_gradients_equal_fused_ones)
+{
+    const same_case *c = &same_cases[_i];
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", c->shapes);
+    tg_tensor *in[2] = {NULL, NULL};
+    int n = 0;
+    for (char *s = strtok(buf, ";"); s; s = strtok(NULL, ";"), n++) {
+        if (!strncmp(s, "i:", 2)) {
+            in[n] = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 3});
+        } else {
+            in[n] = tu_random(TG_F64, s, -2, 2, 900 + 10 * (uint64_t)_i + (uint64_t)n);
+            tg_tensor_set_requires_grad(in[n], true);
+        }
+        ck_assert_ptr_nonnull(in[n]);
+    }
+    int n_wrt = tg_tensor_dtype(in[n - 1]) == TG_I64 ? n - 1 : n;
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = c->f(tp, in);
+    ck_assert_msg(y != NULL, "%s: %s", c->name, tg_tape_error(tp));
+    tg_tensor *seed = tu_random(TG_F64, "", -1, 1, 999);
+    if (tg_tensor_rank(y) > 0) { /* a seed that differs from element to element */
+        tg_tensor_free(seed);
+        seed = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+        for (int64_t k = 0; k < tg_tensor_numel(y); k++) tu_put(seed, k, cos(0.7 * (double)k + 0.3));
+    }
+    tg_tensor *fused[2], *rec[2];
+    ck_assert_int_eq(tg_grad(tp, y, seed, in, n_wrt, fused, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, seed, in, n_wrt, rec, true), TG_OK);
+    for (int i = 0; i < n_wrt; i++)
+        for (int64_t k = 0; k < tg_tensor_numel(in[i]); k++)
+            ck_assert_msg(tu_at(fused[i], k) == tu_at(rec[i], k),
+                          "%s: input %d [%lld]: fused %.17g, recorded %.17g", c->name, i,
+                          (long long)k, tu_at(fused[i], k), tu_at(rec[i], k));
+    tg_tape_free(tp);
+    tg_tensor_free(seed);
+    for (int i = 0; i < n; i++) tg_tensor_free(in[i]);
+}
+END_TEST
+
 /* ====== Errors: status and exact message; the tape stays failed ====== */
 
 /* Every op as one taking two tensors and an axis, so one table holds them all. */
@@ -475,6 +981,16 @@ static Suite *reduce_suite(void)
     tcase_add_loop_test(tc, cross_entropy_by_hand, 0, 2);
     tcase_add_loop_test(tc, cross_entropy_of_huge_logits, 0, 2);
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("second order");
+    tcase_add_loop_test(tc, hessian_vector_products_match_closed_forms, 0,
+                        sizeof hess_cases / sizeof *hess_cases);
+    tcase_add_loop_test(tc, extreme_gradients_follow_replay, 0, 2); /* max, min */
+    tcase_add_test(tc, l1_gradient_is_constant);
+    tcase_add_test(tc, cross_entropy_hvp_replays_new_labels);
+    tcase_add_loop_test(tc, recorded_gradients_equal_fused_ones, 0,
+                        sizeof same_cases / sizeof *same_cases);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
