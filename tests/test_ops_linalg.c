@@ -305,6 +305,226 @@ START_TEST(batched_matmul_matches_naive_loops)
 }
 END_TEST
 
+/* ====== Second order: the recorded VJPs (vjp_graph) ======
+ * Inputs are small integers, so every product and sum is exact in F32 and
+ * F64 alike and the closed forms are compared exactly. */
+
+/* A tensor of 'shape' with integers in [-3, 3], which requires grad when 'param'. */
+static tg_tensor *int_operand(tg_dtype dt, const char *shape, uint64_t seed, bool param)
+{
+    tg_tensor *t = tu_random(dt, shape, -3.5, 3.5, seed);
+    ck_assert_ptr_nonnull(t);
+    for (int64_t k = 0; k < tg_tensor_numel(t); k++) tu_put(t, k, round(tu_at(t, k)));
+    tg_tensor_set_requires_grad(t, param);
+    return t;
+}
+
+/* Asserts that t has 'numel' elements equal to want[]. */
+static void expect_values(const tg_tensor *t, const double *want, int64_t numel, const char *what,
+                          const batch_case *c)
+{
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(tg_tensor_numel(t), numel);
+    for (int64_t q = 0; q < numel; q++)
+        ck_assert_msg(tu_at(t, q) == want[q], "%s, %s x %s [%lld]: %.17g, want %.17g", what,
+                      c->a, c->b, (long long)q, tu_at(t, q), want[q]);
+}
+
+/* f = Σ W ⊙ (A B) with W a parameter too. The recorded gradients gA = Σ_bcast W Bᵀ
+ * and gB = Σ_bcast Aᵀ W are contracted with R and S, h = <gA, R> + <gB, S>, and
+ * differentiated again: per output batch, dh/dA += W Sᵀ, dh/dB += Rᵀ W and
+ * dh/dW = R B + A S, with R and S read where A and B are (the broadcast). */
+START_TEST(batched_matmul_second_derivatives)
+{
+    const batch_case *c = &batch_cases[_i / 2];
+    tg_dtype dt = tu_loop_dtype(_i % 2);
+    tg_tensor *a = int_operand(dt, c->a, 51, true), *b = int_operand(dt, c->b, 52, true);
+    tg_tensor *w = int_operand(dt, c->out, 53, true);
+    tg_tensor *r = int_operand(dt, c->a, 54, false), *s = int_operand(dt, c->b, 55, false);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_matmul(tp, a, b), w)), *g[2], *hr[3];
+    ck_assert_int_eq(tg_grad(tp, f, NULL, (tg_tensor *[]){a, b}, 2, g, true), TG_OK);
+    tg_tensor *h = tg_add(tp, tg_sum(tp, tg_mul(tp, g[0], r)), tg_sum(tp, tg_mul(tp, g[1], s)));
+    ck_assert_int_eq(tg_grad(tp, h, NULL, (tg_tensor *[]){a, b, w}, 3, hr, false), TG_OK);
+
+    int64_t shape[4];
+    int rank = tu_parse_shape(c->out, shape);
+    int64_t n = shape[rank - 2], m = shape[rank - 1];
+    int64_t k = tg_tensor_shape(a)[tg_tensor_rank(a) - 1];
+    int64_t ob[2] = {rank == 4 ? shape[0] : 1, rank >= 3 ? shape[rank - 3] : 1};
+    double ga[256] = {0}, gb[256] = {0}, ha[256] = {0}, hb[256] = {0}, hw[256] = {0};
+    ck_assert(tg_tensor_numel(a) <= 256 && tg_tensor_numel(b) <= 256 && tg_tensor_numel(w) <= 256);
+    for (int64_t i0 = 0, bi = 0; i0 < ob[0]; i0++)
+        for (int64_t i1 = 0; i1 < ob[1]; i1++, bi++) {
+            int64_t oa = batch_offset(a, i0, i1), obb = batch_offset(b, i0, i1);
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = 0; j < m; j++) {
+                    int64_t wij = (bi * n + i) * m + j;
+                    double wv = tu_at(w, wij);
+                    for (int64_t p = 0; p < k; p++) {
+                        int64_t ip = oa + i * k + p, pj = obb + p * m + j;
+                        ga[ip] += wv * tu_at(b, pj);
+                        gb[pj] += tu_at(a, ip) * wv;
+                        ha[ip] += wv * tu_at(s, pj);
+                        hb[pj] += tu_at(r, ip) * wv;
+                        hw[wij] += tu_at(r, ip) * tu_at(b, pj) + tu_at(a, ip) * tu_at(s, pj);
+                    }
+                }
+        }
+    expect_values(g[0], ga, tg_tensor_numel(a), "gA", c);
+    expect_values(g[1], gb, tg_tensor_numel(b), "gB", c);
+    expect_values(hr[0], ha, tg_tensor_numel(a), "dh/dA", c);
+    expect_values(hr[1], hb, tg_tensor_numel(b), "dh/dB", c);
+    expect_values(hr[2], hw, tg_tensor_numel(w), "dh/dW", c);
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(w);
+    tg_tensor_free(r);
+    tg_tensor_free(s);
+}
+END_TEST
+
+/* Third order through matmul and transpose: for f(A) = 1ᵀ A³ 1, the third
+ * derivative in directions R, R is D³f[R, R, ·] = 2 (1 (R R 1)ᵀ + (Rᵀ 1)(R 1)ᵀ
+ * + (Rᵀ Rᵀ 1) 1ᵀ), whatever A is. */
+START_TEST(matmul_third_derivative)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    enum { N = 3 };
+    tg_tensor *a = int_operand(dt, "3x3", 61, true), *r = int_operand(dt, "3x3", 62, false);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *f = tg_sum(tp, tg_matmul(tp, tg_matmul(tp, a, a), a)), *g1, *g2, *g3;
+    ck_assert_int_eq(tg_grad(tp, f, NULL, &a, 1, &g1, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, g1, r)), NULL, &a, 1, &g2, true), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, g2, r)), NULL, &a, 1, &g3, false), TG_OK);
+    double rr[N][N] = {{0}}, r1[N] = {0}, rt1[N] = {0}, rr1[N] = {0}, rtrt1[N] = {0};
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            r1[i] += tu_at(r, i * N + j);
+            rt1[j] += tu_at(r, i * N + j);
+            for (int p = 0; p < N; p++) rr[i][j] += tu_at(r, i * N + p) * tu_at(r, p * N + j);
+        }
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) {
+            rr1[i] += rr[i][j];
+            rtrt1[j] += rr[i][j];
+        }
+    double want[N * N];
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < N; j++) want[i * N + j] = 2 * (rr1[j] + rt1[i] * r1[j] + rtrt1[i]);
+    tu_expect_exact(g3, "3x3", want, "D³f[R, R, ·]");
+    tg_tape_free(tp);
+    tg_tensor_free(a);
+    tg_tensor_free(r);
+}
+END_TEST
+
+/* transpose and add_bias are linear, so their recorded VJPs are linear in
+ * dG: for f = Σ W ⊙ Xᵀ, gX = Wᵀ and d<gX, R>/dW = Rᵀ; for f = Σ W ⊙ (X + 1 b),
+ * gX = W, gb = Σ_rows W and d(<gX, R> + <gb, q>)/dW = R + 1 qᵀ. */
+START_TEST(linear_ops_second_derivatives)
+{
+    tg_dtype dt = tu_loop_dtype(_i);
+    tg_tensor *x = tu_lit(dt, "2x3", (double[]){1, 2, 3, 4, 5, 6});
+    tg_tensor *b = tu_lit(dt, "3", (double[]){-1, 0, 1});
+    tg_tensor *wt = tu_lit(dt, "3x2", (double[]){1, -2, 3, -4, 5, -6});
+    tg_tensor *w = tu_lit(dt, "2x3", (double[]){7, 8, 9, 10, 11, 12});
+    tg_tensor *r = tu_lit(dt, "2x3", (double[]){1, 3, 5, 7, 9, 11});
+    tg_tensor *q = tu_lit(dt, "3", (double[]){-2, 4, -8});
+    tg_tensor *ins[] = {x, b, wt, w};
+    for (int i = 0; i < 4; i++) tg_tensor_set_requires_grad(ins[i], true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *g[2], *hr[2];
+
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_transpose(tp, x), wt));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, &x, 1, g, true), TG_OK);
+    tu_expect_exact(g[0], "2x3", (double[]){1, 3, 5, -2, -4, -6}, "gX = Wᵀ");
+    tg_tensor *h = tg_sum(tp, tg_mul(tp, g[0], r));
+    ck_assert_int_eq(tg_grad(tp, h, NULL, (tg_tensor *[]){wt, x}, 2, hr, true), TG_OK);
+    tu_expect_exact(hr[0], "3x2", (double[]){1, 7, 3, 9, 5, 11}, "d<gX, R>/dW = Rᵀ");
+    tu_expect_exact(hr[1], "2x3", (double[]){0, 0, 0, 0, 0, 0}, "d<gX, R>/dX");
+
+    f = tg_sum(tp, tg_mul(tp, tg_add_bias(tp, x, b), w));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, (tg_tensor *[]){x, b}, 2, g, true), TG_OK);
+    tu_expect_exact(g[0], "2x3", (double[]){7, 8, 9, 10, 11, 12}, "gX = W");
+    tu_expect_exact(g[1], "3", (double[]){17, 19, 21}, "gb = Σ_rows W");
+    h = tg_add(tp, tg_sum(tp, tg_mul(tp, g[0], r)), tg_sum(tp, tg_mul(tp, g[1], q)));
+    ck_assert_int_eq(tg_grad(tp, h, NULL, &w, 1, hr, true), TG_OK);
+    tu_expect_exact(hr[0], "2x3", (double[]){-1, 7, -3, 5, 13, 3}, "R + 1 qᵀ");
+    tg_tape_free(tp);
+    for (int i = 0; i < 4; i++) tg_tensor_free(ins[i]);
+    tg_tensor_free(r);
+    tg_tensor_free(q);
+}
+END_TEST
+
+/* The recorded VJPs give the fused VJPs' values bit for bit in F64 where they
+ * run the same arithmetic: transpose, add_bias, the rank-2 product, and
+ * batched products whose operands are not broadcast (a broadcast operand's
+ * recorded gradient sums its batches apart, after the products). */
+START_TEST(recorded_gradients_equal_fused_ones)
+{
+    static const char *const cases[][2] = {{"3x4", NULL}, {"3x4", "4"}, {"5x7", "7x3"},
+                                           {"3x5x4", "3x4x2"}, {"2x3x5x4", "2x3x4x2"}};
+    const char *sa = cases[_i][0], *sb = cases[_i][1];
+    tg_tensor *a = tu_random(TG_F64, sa, -1, 1, 71), *b = sb ? tu_random(TG_F64, sb, -1, 1, 72) : NULL;
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = !b ? tg_transpose(tp, a) : tg_tensor_rank(b) == 1 ? tg_add_bias(tp, a, b) : tg_matmul(tp, a, b);
+    ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
+    tg_tensor *seed = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
+    for (int64_t k = 0; k < tg_tensor_numel(y); k++) tu_put(seed, k, cos(0.7 * (double)k + 0.3));
+    int n = b ? 2 : 1;
+    tg_tensor *fused[2], *rec[2];
+    ck_assert_int_eq(tg_grad(tp, y, seed, (tg_tensor *[]){a, b}, n, fused, false), TG_OK);
+    ck_assert_int_eq(tg_grad(tp, y, seed, (tg_tensor *[]){a, b}, n, rec, true), TG_OK);
+    for (int i = 0; i < n; i++)
+        for (int64_t k = 0; k < tg_tensor_numel(fused[i]); k++)
+            ck_assert_msg(tu_at(fused[i], k) == tu_at(rec[i], k),
+                          "%s x %s: input %d [%lld]: fused %.17g, recorded %.17g", sa,
+                          sb ? sb : "-", i, (long long)k, tu_at(fused[i], k), tu_at(rec[i], k));
+    tg_tape_free(tp);
+    tg_tensor_free(seed);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+}
+END_TEST
+
+/* A recorded batched-matmul gradient, replayed on new data, equals a fresh recording. */
+static void record_bmm_grads(tg_tape *tp, tg_tensor *a, tg_tensor *b, tg_tensor **g)
+{
+    tg_tensor *f = tg_sum(tp, tg_mul(tp, tg_matmul(tp, a, b), tg_matmul(tp, a, b)));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, (tg_tensor *[]){a, b}, 2, g, true), TG_OK);
+}
+
+START_TEST(recorded_batched_gradient_replays)
+{
+    tg_tensor *a = tu_random(TG_F64, "2x1x3x4", -1, 1, 81), *b = tu_random(TG_F64, "3x4x2", -1, 1, 82);
+    tg_tensor *a2 = tu_random(TG_F64, "2x1x3x4", -1, 1, 83);
+    ck_assert(a && b && a2);
+    tg_tensor_set_requires_grad(a, true);
+    tg_tensor_set_requires_grad(b, true);
+    tg_tape *tp = tg_tape_new(), *fresh = tg_tape_new();
+    tg_tensor *g[2], *want[2];
+    record_bmm_grads(tp, a, b, g);
+    memcpy(tg_tensor_data(a), tg_tensor_cdata(a2), 24 * sizeof(double));
+    ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
+    record_bmm_grads(fresh, a, b, want);
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = 0; k < tg_tensor_numel(g[i]); k++)
+            ck_assert_msg(tu_at(g[i], k) == tu_at(want[i], k),
+                          "input %d [%lld]: replay %.17g, fresh %.17g", i, (long long)k,
+                          tu_at(g[i], k), tu_at(want[i], k));
+    tg_tape_free(tp);
+    tg_tape_free(fresh);
+    tg_tensor_free(a);
+    tg_tensor_free(b);
+    tg_tensor_free(a2);
+}
+END_TEST
+
 /* ====== Replay: new data in the leaves, the same values as a fresh recording ====== */
 
 START_TEST(replay_matches_fresh_recording)
@@ -488,6 +708,15 @@ static Suite *linalg_suite(void)
                         2 * (int)(sizeof batch_cases / sizeof *batch_cases));
     tcase_add_loop_test(tc, replay_matches_fresh_recording, 0, 2);
     tcase_add_loop_test(tc, batched_replay_matches_fresh_recording, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("second order");
+    tcase_add_loop_test(tc, batched_matmul_second_derivatives, 0,
+                        2 * (int)(sizeof batch_cases / sizeof *batch_cases));
+    tcase_add_loop_test(tc, matmul_third_derivative, 0, 2);
+    tcase_add_loop_test(tc, linear_ops_second_derivatives, 0, 2);
+    tcase_add_loop_test(tc, recorded_gradients_equal_fused_ones, 0, 5);
+    tcase_add_test(tc, recorded_batched_gradient_replays);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
