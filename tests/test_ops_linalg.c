@@ -465,14 +465,17 @@ END_TEST
  * recorded gradient sums its batches apart, after the products). */
 START_TEST(recorded_gradients_equal_fused_ones)
 {
-    static const char *const cases[][2] = {{"3x4", NULL}, {"3x4", "4"}, {"5x7", "7x3"},
-                                           {"3x5x4", "3x4x2"}, {"2x3x5x4", "2x3x4x2"}};
+    static const char *const cases[][2] = {
+        {"3x4", NULL}, {"3x4", "4"}, {"5x7", "7x3"}, {"3x5x4", "3x4x2"}, {"2x3x5x4", "2x3x4x2"}};
     const char *sa = cases[_i][0], *sb = cases[_i][1];
-    tg_tensor *a = tu_random(TG_F64, sa, -1, 1, 71), *b = sb ? tu_random(TG_F64, sb, -1, 1, 72) : NULL;
+    tg_tensor *a = tu_random(TG_F64, sa, -1, 1, 71);
+    tg_tensor *b = sb ? tu_random(TG_F64, sb, -1, 1, 72) : NULL;
     tg_tensor_set_requires_grad(a, true);
     tg_tensor_set_requires_grad(b, true);
     tg_tape *tp = tg_tape_new();
-    tg_tensor *y = !b ? tg_transpose(tp, a) : tg_tensor_rank(b) == 1 ? tg_add_bias(tp, a, b) : tg_matmul(tp, a, b);
+    tg_tensor *y = !b                       ? tg_transpose(tp, a)
+                   : tg_tensor_rank(b) == 1 ? tg_add_bias(tp, a, b)
+                                            : tg_matmul(tp, a, b);
     ck_assert_msg(y != NULL, "%s", tg_tape_error(tp));
     tg_tensor *seed = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
     for (int64_t k = 0; k < tg_tensor_numel(y); k++) tu_put(seed, k, cos(0.7 * (double)k + 0.3));
@@ -501,7 +504,8 @@ static void record_bmm_grads(tg_tape *tp, tg_tensor *a, tg_tensor *b, tg_tensor 
 
 START_TEST(recorded_batched_gradient_replays)
 {
-    tg_tensor *a = tu_random(TG_F64, "2x1x3x4", -1, 1, 81), *b = tu_random(TG_F64, "3x4x2", -1, 1, 82);
+    tg_tensor *a = tu_random(TG_F64, "2x1x3x4", -1, 1, 81);
+    tg_tensor *b = tu_random(TG_F64, "3x4x2", -1, 1, 82);
     tg_tensor *a2 = tu_random(TG_F64, "2x1x3x4", -1, 1, 83);
     ck_assert(a && b && a2);
     tg_tensor_set_requires_grad(a, true);

@@ -818,7 +818,8 @@ START_TEST(recorded_gradients_equal_fused_ones)
     if (tg_tensor_rank(y) > 0) { /* a seed that differs from element to element */
         tg_tensor_free(seed);
         seed = tg_tensor_new(TG_F64, tg_tensor_rank(y), tg_tensor_shape(y));
-        for (int64_t k = 0; k < tg_tensor_numel(y); k++) tu_put(seed, k, cos(0.7 * (double)k + 0.3));
+        for (int64_t k = 0; k < tg_tensor_numel(y); k++)
+            tu_put(seed, k, cos(0.7 * (double)k + 0.3));
     }
     tg_tensor *fused[2], *rec[2];
     ck_assert_int_eq(tg_grad(tp, y, seed, in, n_wrt, fused, false), TG_OK);

@@ -328,7 +328,7 @@ static tg_status add_bias_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
                                     int n_in, void *ctx)
 {
     (void)out, (void)in, (void)n_in, (void)ctx;
-    if (need[0]) gin[0] = dy;                          /* dX = dG */
+    if (need[0]) gin[0] = dy;                            /* dX = dG */
     if (need[1]) gin[1] = tg_sum_axis(tp, dy, 0, false); /* db = Σ_rows dG */
     return tg_tape_status(tp);
 }

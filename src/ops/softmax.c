@@ -85,7 +85,7 @@ static tg_status softmax_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
 {
     (void)in, (void)need, (void)n_in, (void)ctx;
     tg_tensor *dot = tg_sum_axis(tp, tg_mul(tp, dy, out), -1, true); /* Σ_j dG_j y_j per row */
-    gin[0] = tg_mul(tp, out, tg_sub(tp, dy, dot));                  /* dx = y ⊙ (dG − dot) */
+    gin[0] = tg_mul(tp, out, tg_sub(tp, dy, dot));                   /* dx = y ⊙ (dG − dot) */
     return tg_tape_status(tp);
 }
 
