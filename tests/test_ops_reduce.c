@@ -792,6 +792,21 @@ static const same_case same_cases[] = {
     {"bce_with_logits", "3x5;3x5", h_bce},
     {"l1_loss", "3x5;3x5", s_l1},
     {"huber_loss", "3x5;3x5", s_huber},
+    /* Empty operands: nothing flows back, and nothing fails on the way. */
+    {"sum_axis", "0x3x2", s_sum_axis},
+    {"mean_axis", "2x3x0", s_mean_axis},
+    {"max_axis", "3x0", s_max_axis},
+    {"min_axis", "0x2x3", s_min_axis},
+    {"logsumexp", "2x0x3", s_logsumexp},
+    {"softmax", "2x0", s_softmax},
+    {"log_softmax", "0x3", s_log_softmax},
+    {"frobenius_loss", "0x3;0x3", h_frobenius},
+    {"mse_loss", "0x3;0x3", h_mse},
+    {"softmax_cross_entropy", "0x3;0x3", h_softmax_ce},
+    {"cross_entropy", "0x4;i:", h_cross_entropy},
+    {"bce_with_logits", "0;0", h_bce},
+    {"l1_loss", "2x0;2x0", s_l1},
+    {"huber_loss", "0;0", s_huber},
 };
 
 START_TEST(recorded_gradients_equal_fused_ones)
@@ -802,8 +817,9 @@ START_TEST(recorded_gradients_equal_fused_ones)
     tg_tensor *in[2] = {NULL, NULL};
     int n = 0;
     for (char *s = strtok(buf, ";"); s; s = strtok(NULL, ";"), n++) {
-        if (!strncmp(s, "i:", 2)) {
-            in[n] = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 3});
+        if (!strncmp(s, "i:", 2)) { /* labels 2, 0, 3 for the logits' rows */
+            in[n] = tg_tensor_from(TG_I64, 1, (int64_t[]){tg_tensor_shape(in[0])[0]},
+                                   (int64_t[]){2, 0, 3});
         } else {
             in[n] = tu_random(TG_F64, s, -2, 2, 900 + 10 * (uint64_t)_i + (uint64_t)n);
             tg_tensor_set_requires_grad(in[n], true);
