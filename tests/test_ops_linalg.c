@@ -155,7 +155,7 @@ START_TEST(matmul_with_empty_dims)
     /* The forward writes its zeros itself rather than relying on a fresh buffer. */
     for (int64_t k = 0; k < tg_tensor_numel(y); k++) {
         if (dt == TG_F64)
-            ((double *)tg_tensor_data(y))[k] = NAN;
+            ((double *)tg_tensor_data(y))[k] = nan("");
         else
             ((float *)tg_tensor_data(y))[k] = NAN;
     }

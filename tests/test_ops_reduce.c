@@ -377,7 +377,7 @@ typedef struct hess_case {
 /* softmax along the last axis of row 'row' of x [rows, c] at column j, in double. */
 static double softmax_at(const tg_tensor *x, int64_t c, int64_t row, int64_t j)
 {
-    double m = -INFINITY, s = 0;
+    double m = -HUGE_VAL, s = 0;
     for (int64_t l = 0; l < c; l++) m = fmax(m, tu_at(x, row * c + l));
     for (int64_t l = 0; l < c; l++) s += exp(tu_at(x, row * c + l) - m);
     return exp(tu_at(x, row * c + j) - m) / s;
@@ -440,7 +440,7 @@ static tg_tensor *h_logsumexp(tg_tape *tp, tg_tensor *const *in)
 static void want_logsumexp_w(tg_tensor *const *in, tg_tensor *const *r, double **out)
 {
     for (int64_t i = 0; i < 2; i++) {
-        double m = -INFINITY, s = 0, pr = 0, p[3];
+        double m = -HUGE_VAL, s = 0, pr = 0, p[3];
         for (int64_t k = 0; k < 3; k++) m = fmax(m, tu_at(in[0], k * 2 + i));
         for (int64_t k = 0; k < 3; k++) s += exp(tu_at(in[0], k * 2 + i) - m);
         for (int64_t k = 0; k < 3; k++) p[k] = exp(tu_at(in[0], k * 2 + i) - m) / s;
