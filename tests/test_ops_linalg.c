@@ -459,6 +459,46 @@ START_TEST(linear_ops_second_derivatives)
 }
 END_TEST
 
+/* Third order through batched products with broadcasting and through
+ * add_bias and transpose: tg_gradgradcheck of h = <d<W, f>/d(A, B), (R, S)>,
+ * f = (A B)², whose gradient is recorded, compares third derivatives with
+ * finite differences of second ones. */
+typedef struct third_ctx {
+    bool affine; /* f = (Aᵀ + 1 b)² for A [k,n], b [n] instead */
+    tg_tensor *w, *r[2];
+} third_ctx;
+
+static tg_tensor *contracted_gradient(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const third_ctx *c = ctx;
+    tg_tensor *y = c->affine ? tg_add_bias(tp, tg_transpose(tp, in[0]), in[1])
+                             : tg_matmul(tp, in[0], in[1]);
+    tg_tensor *g[2];
+    if (tg_grad(tp, tg_sum(tp, tg_mul(tp, tg_square(tp, y), c->w)), NULL, in, 2, g, true))
+        return NULL;
+    return tg_add(tp, tg_sum(tp, tg_mul(tp, g[0], c->r[0])), tg_sum(tp, tg_mul(tp, g[1], c->r[1])));
+}
+
+START_TEST(third_derivatives_match_finite_differences)
+{
+    int n_batch = (int)(sizeof batch_cases / sizeof *batch_cases);
+    third_ctx c = {.affine = _i == n_batch};
+    const char *sa = c.affine ? "4x3" : batch_cases[_i].a, *sb = c.affine ? "4" : batch_cases[_i].b;
+    const char *sy = c.affine ? "3x4" : batch_cases[_i].out;
+    tg_tensor *in[2] = {tu_random(TG_F64, sa, -1, 1, 91), tu_random(TG_F64, sb, -1, 1, 92)};
+    c.r[0] = tu_random(TG_F64, sa, -1, 1, 93), c.r[1] = tu_random(TG_F64, sb, -1, 1, 94);
+    c.w = tu_random(TG_F64, sy, -1, 1, 95);
+    ck_assert(in[0] && in[1] && c.r[0] && c.r[1] && c.w);
+    tg_tensor_set_requires_grad(in[0], true);
+    tg_tensor_set_requires_grad(in[1], true);
+    tg_gradcheck_report rep;
+    tg_status s = tg_gradgradcheck(contracted_gradient, in, 2, &c, NULL, &rep);
+    ck_assert_msg(s == TG_OK && rep.passed, "%s x %s: %s", sa, sb, rep.msg);
+    for (int i = 0; i < 2; i++) tg_tensor_free(in[i]), tg_tensor_free(c.r[i]);
+    tg_tensor_free(c.w);
+}
+END_TEST
+
 /* The recorded VJPs give the fused VJPs' values bit for bit in F64 where they
  * run the same arithmetic: transpose, add_bias, the rank-2 product, and
  * batched products whose operands are not broadcast (a broadcast operand's
@@ -720,6 +760,8 @@ static Suite *linalg_suite(void)
     tcase_add_loop_test(tc, matmul_third_derivative, 0, 2);
     tcase_add_loop_test(tc, linear_ops_second_derivatives, 0, 2);
     tcase_add_loop_test(tc, recorded_gradients_equal_fused_ones, 0, 5);
+    tcase_add_loop_test(tc, third_derivatives_match_finite_differences, 0,
+                        1 + (int)(sizeof batch_cases / sizeof *batch_cases));
     tcase_add_test(tc, recorded_batched_gradient_replays);
     suite_add_tcase(s, tc);
 

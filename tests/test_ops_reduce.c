@@ -339,10 +339,9 @@ END_TEST
 
 #define HVP_MAX 3
 
-/* grads: df/dwrt_i, recorded; hr: (H r)_i, recorded too when 'record' (so
- * that they replay; that differentiates the ops of the first recorded sweep). */
+/* grads: df/dwrt_i and hr: (H r)_i, both recorded (so they replay). */
 static void hvp(tg_tape *tp, tg_tensor *f, tg_tensor *const *wrt, tg_tensor *const *r, int n,
-                tg_tensor **grads, tg_tensor **hr, bool record)
+                tg_tensor **grads, tg_tensor **hr)
 {
     ck_assert_msg(f != NULL, "%s", tg_tape_error(tp));
     ck_assert_int_eq(tg_grad(tp, f, NULL, wrt, n, grads, true), TG_OK);
@@ -352,7 +351,7 @@ static void hvp(tg_tape *tp, tg_tensor *f, tg_tensor *const *wrt, tg_tensor *con
         h = h ? tg_add(tp, h, term) : term;
     }
     ck_assert_msg(h != NULL, "%s", tg_tape_error(tp));
-    ck_assert_msg(tg_grad(tp, h, NULL, wrt, n, hr, record) == TG_OK, "%s", tg_tape_error(tp));
+    ck_assert_msg(tg_grad(tp, h, NULL, wrt, n, hr, true) == TG_OK, "%s", tg_tape_error(tp));
 }
 
 /* Asserts |t[k] - want[k]| <= tol max(1, |want[k]|) for every element. */
@@ -602,7 +601,7 @@ START_TEST(hessian_vector_products_match_closed_forms)
     }
     tg_tape *tp = tg_tape_new();
     tg_tensor *g[HVP_MAX], *hr[HVP_MAX];
-    hvp(tp, c->f(tp, in), wrt, r, n, g, hr, false);
+    hvp(tp, c->f(tp, in), wrt, r, n, g, hr);
     double *want[HVP_MAX];
     for (int i = 0; i < n; i++) want[i] = calloc((size_t)tg_tensor_numel(wrt[i]), sizeof(double));
     c->want(in, r, want);
@@ -636,7 +635,7 @@ START_TEST(extreme_gradients_follow_replay)
     tg_tape *tp = tg_tape_new();
     tg_tensor *g[2], *hr[2], *u, *v, *z;
     tg_tensor *f = tg_sum(tp, tg_mul(tp, op(tp, x, 1, false), w));
-    hvp(tp, f, (tg_tensor *[]){x, w}, (tg_tensor *[]){r, rw}, 2, g, hr, true);
+    hvp(tp, f, (tg_tensor *[]){x, w}, (tg_tensor *[]){r, rw}, 2, g, hr);
     /* Third order: u = df/dx = w at the extremes, v = d<u, u>/dw = 2 w, d<v, q>/dw = 2 q. */
     ck_assert_int_eq(tg_grad(tp, f, NULL, &x, 1, &u, true), TG_OK);
     ck_assert_int_eq(tg_grad(tp, tg_sum(tp, tg_mul(tp, u, u)), NULL, &w, 1, &v, true), TG_OK);
@@ -704,7 +703,7 @@ END_TEST
 static void record_ce_hvp(tg_tape *tp, tg_tensor *z, tg_tensor *l, tg_tensor *r, tg_tensor **out)
 {
     tg_tensor *g, *hr;
-    hvp(tp, tg_cross_entropy(tp, z, l), &z, &r, 1, &g, &hr, true);
+    hvp(tp, tg_cross_entropy(tp, z, l), &z, &r, 1, &g, &hr);
     out[0] = g, out[1] = hr;
 }
 
@@ -735,6 +734,129 @@ START_TEST(cross_entropy_hvp_replays_new_labels)
     tg_tensor_free(z2);
     tg_tensor_free(r);
     tg_tensor_free(l);
+}
+END_TEST
+
+/* Third order: tg_gradgradcheck of h(x) = <d<w, f(x)>/dx, r>, whose own
+ * gradient is recorded, so the check compares third derivatives of f with
+ * finite differences of its second ones. f squares or composes where the
+ * op alone has no third derivative. */
+typedef struct third_ctx {
+    tg_tensor *(*f)(tg_tape *tp, tg_tensor *const *in);
+    int n;
+    tg_tensor *w, *r[2];
+} third_ctx;
+
+static tg_tensor *contracted_gradient(tg_tape *tp, tg_tensor *const *in, void *ctx)
+{
+    const third_ctx *c = ctx;
+    tg_tensor *y = c->f(tp, in), *g[2], *h = NULL;
+    if (!y || tg_grad(tp, tg_sum(tp, tg_mul(tp, y, c->w)), NULL, in, c->n, g, true)) return NULL;
+    for (int i = 0; i < c->n; i++) {
+        tg_tensor *term = tg_sum(tp, tg_mul(tp, g[i], c->r[i]));
+        h = h ? tg_add(tp, h, term) : term;
+    }
+    return h;
+}
+
+static tg_tensor *t_softmax(tg_tape *tp, tg_tensor *const *in) { return tg_softmax(tp, in[0]); }
+static tg_tensor *t_log_softmax(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_log_softmax(tp, in[0]);
+}
+static tg_tensor *t_logsumexp(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_logsumexp(tp, in[0], 0, true);
+}
+static tg_tensor *t_max_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_square(tp, tg_max_axis(tp, in[0], 1, false));
+}
+static tg_tensor *t_min_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_square(tp, tg_min_axis(tp, in[0], -1, true));
+}
+static tg_tensor *t_sum_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_pow(tp, tg_sum_axis(tp, in[0], 0, false), 3);
+}
+static tg_tensor *t_mean_axis(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_pow(tp, tg_mean_axis(tp, in[0], -2, true), 3);
+}
+static tg_tensor *t_mse(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_mse_loss(tp, tg_square(tp, in[0]), in[1]);
+}
+static tg_tensor *t_frobenius(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_frobenius_loss(tp, in[0], tg_square(tp, in[1]));
+}
+static tg_tensor *t_huber(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_huber_loss(tp, tg_square(tp, in[0]), in[1], 0.3);
+}
+static tg_tensor *t_l1(tg_tape *tp, tg_tensor *const *in)
+{
+    return tg_l1_loss(tp, tg_pow(tp, in[0], 3), in[1]);
+}
+
+static const struct {
+    const char *name;
+    tg_tensor *(*f)(tg_tape *tp, tg_tensor *const *in);
+    const char *shapes[2];
+} third_cases[] = {
+    {"softmax", t_softmax, {"3x4"}},
+    {"log_softmax", t_log_softmax, {"2x3"}},
+    {"logsumexp", t_logsumexp, {"3x2"}},
+    {"max_axis", t_max_axis, {"2x3x2"}},
+    {"min_axis", t_min_axis, {"2x3"}},
+    {"sum_axis", t_sum_axis, {"3x2"}},
+    {"mean_axis", t_mean_axis, {"2x3x2"}},
+    {"softmax_cross_entropy", h_softmax_ce, {"2x3", "2x3"}},
+    {"cross_entropy", h_cross_entropy, {"3x4", NULL}},
+    {"bce_with_logits", h_bce, {"2x3", "2x3"}},
+    {"mse_loss", t_mse, {"4", "4"}},
+    {"frobenius_loss", t_frobenius, {"2x2", "2x2"}},
+    {"huber_loss", t_huber, {"5", "5"}},
+    {"l1_loss", t_l1, {"5", "5"}},
+};
+
+START_TEST(third_derivatives_match_finite_differences)
+{
+    tg_tensor *in[2] = {NULL, NULL};
+    third_ctx c = {.f = third_cases[_i].f};
+    uint64_t seed = 1100 + 10 * (uint64_t)_i;
+    for (int i = 0; i < 2 && third_cases[_i].shapes[i]; i++, c.n++) {
+        in[i] = tu_random(TG_F64, third_cases[_i].shapes[i], -1, 1, seed + (uint64_t)i);
+        c.r[i] = tu_random(TG_F64, third_cases[_i].shapes[i], -1, 1, seed + 5 + (uint64_t)i);
+        ck_assert(in[i] && c.r[i]);
+        tg_tensor_set_requires_grad(in[i], true);
+    }
+    tg_tensor *labels = tg_tensor_from(TG_I64, 1, (int64_t[]){3}, (int64_t[]){2, 0, 3});
+    if (!in[1]) in[1] = labels; /* cross_entropy's labels, not differentiated */
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *y = c.f(tp, in);
+    ck_assert_msg(y != NULL, "%s: %s", third_cases[_i].name, tg_tape_error(tp));
+    c.w = tu_random(TG_F64, "", -1, 1, seed + 9);
+    if (tg_tensor_rank(y) > 0) {
+        char shape[32] = "";
+        for (int d = 0; d < tg_tensor_rank(y); d++)
+            snprintf(shape + strlen(shape), sizeof shape - strlen(shape), d ? "x%lld" : "%lld",
+                     (long long)tg_tensor_shape(y)[d]);
+        tg_tensor_free(c.w);
+        c.w = tu_random(TG_F64, shape, -1, 1, seed + 9);
+    }
+    tg_tape_free(tp);
+    tg_gradcheck_report rep;
+    tg_status s = tg_gradgradcheck(contracted_gradient, in, c.n, &c, NULL, &rep);
+    ck_assert_msg(s == TG_OK && rep.passed, "%s: %s", third_cases[_i].name, rep.msg);
+    ck_assert_int_gt(rep.n_checked, 0);
+    for (int i = 0; i < 2; i++) tg_tensor_free(c.r[i]);
+    tg_tensor_free(in[0]);
+    if (in[1] != labels) tg_tensor_free(in[1]);
+    tg_tensor_free(labels);
+    tg_tensor_free(c.w);
 }
 END_TEST
 
@@ -1008,6 +1130,8 @@ static Suite *reduce_suite(void)
     tcase_add_test(tc, cross_entropy_hvp_replays_new_labels);
     tcase_add_loop_test(tc, recorded_gradients_equal_fused_ones, 0,
                         sizeof same_cases / sizeof *same_cases);
+    tcase_add_loop_test(tc, third_derivatives_match_finite_differences, 0,
+                        sizeof third_cases / sizeof *third_cases);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("errors");
