@@ -31,7 +31,7 @@ struct tg__onnx_name {
 
 /* ====== Errors: sticky, the first one wins ====== */
 
-static tg_status vfail(tg_onnx_graph *g, tg_status s, bool prefix, const char *fmt, va_list ap)
+TG__PRINTF(4, 0) static tg_status vfail(tg_onnx_graph *g, tg_status s, bool prefix, const char *fmt, va_list ap)
 {
     if (g->status) return g->status;
     g->status = s;
