@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds tapegrad in release mode (build-bench/) and runs the benchmark with
-# PyTorch side by side: W0-W3 at 1 and 2 threads, one table. Arguments go to
-# tg_bench (see build-bench/bench/tg_bench --help), e.g. --json results.jsonl.
+# PyTorch side by side at 1 and 2 threads: W0-W5 against PyTorch, W0 against
+# FANN, W1 against a hand-written C step, W2-W4 against their GEMM floors,
+# the growth sweep of recording, replay and backward, and peak memory.
+# Arguments go to tg_bench (see build-bench/bench/tg_bench --help), e.g.
+# --workloads w0,w1 or --json results.jsonl.
 # "bench/run.sh conv [args]" runs conv_bench instead (the CNN's convolution
 # and pooling layers, forward + backward, against PyTorch and the GEMM floor).
 # "bench/run.sh hvp [args]" runs hvp_bench (Hessian-vector and forward-mode

@@ -1,15 +1,26 @@
 /*
- * tg_bench: tapegrad against PyTorch eager on four training workloads, in one
- * run, on the same shapes, in float32, with the same thread count.
+ * tg_bench: tapegrad against PyTorch eager, and against the other peers and
+ * floors we can run here, in one run, on the same shapes, in float32, with
+ * the same thread count.
  *
  *     W0 seed-net  2-3-2, sigmoid hidden, linear out, C = 1/2 ||y - a||^2,
- *                  one sample per SGD step                     time per step
- *     W1 tiny      64-32-10, tanh, MSE, batch 32, SGD          time per step
+ *                  one sample per SGD step             time per step; FANN
+ *     W1 tiny      64-32-10, tanh, MSE, batch 32, SGD  time per step; the same
+ *                                                      step written by hand in C
  *     W2 fashion   784-256-128-10, ReLU, softmax CE, Adam 1e-3, batch 64,
- *                  Fashion-MNIST                               s per epoch, test accuracy
+ *                  Fashion-MNIST                       s per epoch, test accuracy;
+ *                                                      a step beside its GEMM floor
  *     W3 large     784-1024-1024-10, ReLU, softmax CE, SGD, batch 256, random
- *                  data                                        time per step, GFLOP/s,
- *                                                              GEMM floor, peak RSS
+ *                  data                                time per step, GFLOP/s,
+ *                                                      GEMM floor, peak RSS
+ *     W4 CNN       the Fashion-MNIST CNN of the examples, batch 100, Adam
+ *                                                      time per step, im2col GEMM floor
+ *     W5 LSTM      the character LSTM of the examples, 32 x 32 characters
+ *                                                      time per step, replayed (W5)
+ *                                                      and recorded every step (W5r)
+ *     growth       chains of 10 to 10^6 one-element tanh nodes and of widths
+ *                  1 to 4096: ns and heap bytes per node to record, replay and
+ *                  differentiate
  *
  * With W0 it also measures the tape's own cost per node: replay and backward
  * of a chain of 1000 one-element negations (tapegrad only).
@@ -17,21 +28,20 @@
  * The tapegrad side trains the way a user does: it records one step once and
  * then, every step, writes the batch into the input leaves, replays the tape,
  * zeroes the gradients, runs backward and steps the optimizer. It uses the
- * public API only, plus cblas_sgemm for the GEMM floor of W3: the matrix
- * products a W3 step makes, with the same shapes and transpose flags, timed
- * alone.
+ * public API only, plus cblas_sgemm for the GEMM floors: the matrix products
+ * a step makes, with the same shapes and transpose flags, timed alone
+ * (common.c, peers.c and workloads.c hold the other peers and workloads).
  *
  * The program is its own driver. For every thread count it starts fresh child
  * processes (itself with --child, and bench/torch_bench.py under /usr/bin/python3
- * with --torch), W3 in a process of its own so that its peak resident memory
- * is its own. Children print one JSON object per line; the driver merges them
- * into one table. Every time is the median over the repetitions that follow a
- * warm-up.
+ * with --torch): W0 and W1 share one, every other workload has its own so
+ * that its peak resident memory is its own. Children print one JSON object
+ * per line; the driver merges them into tables. Every time is the median over
+ * the repetitions that follow a warm-up.
  */
-#include <tapegrad/tapegrad.h>
+#include "bench.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,125 +59,6 @@
 #define TG_BENCH_TORCH_SCRIPT "bench/torch_bench.py"
 #endif
 
-/* ORDER WORKLOADS: warm-up steps and steps per repetition; torch_bench.py
- * uses the same numbers. */
-enum {
-    W0_WARMUP = 2000,
-    W0_STEPS = 2000,
-    W1_WARMUP = 500,
-    W1_STEPS = 1000,
-    W2_WARMUP = 100,
-    W3_WARMUP = 3,
-    W3_STEPS = 3,
-    W1_BATCH = 32,
-    W1_POOL = 16,
-    W2_BATCH = 64,
-    EVAL_CHUNK = 500,
-    W3_BATCH = 256,
-    MAX_THREAD_COUNTS = 8,
-    RETRY_BUDGET_S = 180, /* no new retries after this many seconds of the whole run */
-};
-static const int64_t w3_sizes[] = {784, 1024, 1024, 10};
-#define W3_LAYERS 3
-
-typedef struct options {
-    bool torch, child, ftz, omp_active;
-    int threads[MAX_THREAD_COUNTS], n_threads;
-    char workloads[64]; /* "w0,w1,w2,w3", any subset */
-    int reps, w2_reps, w2_epochs;
-    long w2_train; /* rows of the training set used; 0 means all */
-    long seed;
-    const char *data, *python, *script, *json_out;
-    int retries;    /* extra runs of a child that other processes disturbed */
-    double noise;   /* CPUs kept busy by others above which a child counts as disturbed */
-    double t_start; /* when the driver started (now_s) */
-} options;
-
-/* ====== Small helpers ====== */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(const double *v, int n)
-{
-    double *s = malloc((size_t)n * sizeof *s);
-    if (!s) return NAN;
-    memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    double m = n % 2 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2]);
-    free(s);
-    return m;
-}
-
-static double vmin(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] < m ? v[i] : m;
-    return m;
-}
-
-static double vmax(const double *v, int n)
-{
-    double m = v[0];
-    for (int i = 1; i < n; i++)
-        m = v[i] > m ? v[i] : m;
-    return m;
-}
-
-static long maxrss_kb(void)
-{
-    struct rusage ru;
-    return getrusage(RUSAGE_SELF, &ru) == 0 ? ru.ru_maxrss : -1; /* KiB on Linux */
-}
-
-static bool has_workload(const options *o, const char *w)
-{
-    return strstr(o->workloads, w) != NULL;
-}
-
-/* A child reports a failure as a record, so the table can say where it broke. */
-_Noreturn static void child_fail(int threads, const char *workload, const char *what,
-                                 const char *detail)
-{
-    json_t *r =
-        json_pack("{s:s, s:s, s:i, s:s++}", "engine", "tapegrad", "workload", workload, "threads",
-                  threads, "error", what, detail && *detail ? ": " : "", detail ? detail : "");
-    char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
-    if (s) printf("%s\n", s);
-    fflush(stdout);
-    free(s);
-    json_decref(r);
-    exit(EXIT_FAILURE);
-}
-
-/* Prints a timing record with median, min, max over the repetitions plus the
- * fields of 'extra' (which it consumes). */
-static void emit(const char *engine, const char *workload, int threads, bool ftz,
-                 const char *metric, const double *per, int n, json_t *extra)
-{
-    json_t *r =
-        json_pack("{s:s, s:s, s:i, s:b, s:s, s:f, s:f, s:f, s:i}", "engine", engine, "workload",
-                  workload, "threads", threads, "ftz", ftz, "metric", metric, "median",
-                  median(per, n), "min", vmin(per, n), "max", vmax(per, n), "reps", n);
-    if (r && extra) json_object_update(r, extra);
-    char *s = r ? json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
-    if (s) printf("%s\n", s);
-    fflush(stdout);
-    free(s);
-    json_decref(r);
-    json_decref(extra);
-}
 
 /* ====== A network being trained: registry, MLP, optimizer, one recorded step ====== */
 
@@ -250,24 +141,6 @@ static const char *net_step(net *n)
     if (s != TG_OK) return tg_tape_error(n->tp);
     if ((s = tg_optim_step(n->opt)) != TG_OK) return tg_status_str(s);
     lap(n, PH_OPTIM, &t);
-    return NULL;
-}
-
-typedef const char *(*step_fn)(void *ctx, int64_t i);
-
-/* Seconds per step of each of 'reps' repetitions of 'steps' steps, after 'warmup' steps. */
-static const char *timed_reps(step_fn f, void *ctx, int warmup, int steps, int reps, double *per)
-{
-    const char *e;
-    int64_t k = 0;
-    for (; k < warmup; k++)
-        if ((e = f(ctx, k))) return e;
-    for (int r = 0; r < reps; r++) {
-        double t0 = now_s();
-        for (int i = 0; i < steps; i++, k++)
-            if ((e = f(ctx, k))) return e;
-        per[r] = (now_s() - t0) / steps;
-    }
     return NULL;
 }
 
@@ -477,7 +350,7 @@ static const char *train_epoch(net *n, tg_batcher *b, int64_t max_steps)
     return got < 0 ? "tg_batcher_next: shapes do not match" : NULL;
 }
 
-static void bench_fashion(const options *o, int threads, bool ftz)
+static void bench_fashion(const options *o, int threads, bool ftz, long base_rss)
 {
     const int64_t sizes[] = {784, 256, 128, 10};
     const tg_activation acts[] = {TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE};
@@ -527,9 +400,10 @@ static void bench_fashion(const options *o, int threads, bool ftz)
     }
     if (e) child_fail(threads, "w2", "training", e);
     emit("tapegrad", "w2", threads, ftz, "s_per_epoch", per, n_per,
-         json_pack("{s:f, s:i, s:I, s:I}", "accuracy", acc, "epochs", o->w2_epochs, "train_rows",
-                   (json_int_t)(ntr / W2_BATCH * W2_BATCH), "steps_per_epoch",
-                   (json_int_t)(ntr / W2_BATCH)));
+         json_pack("{s:f, s:i, s:I, s:I, s:I, s:I}", "accuracy", acc, "epochs", o->w2_epochs,
+                   "train_rows", (json_int_t)(ntr / W2_BATCH * W2_BATCH), "steps_per_epoch",
+                   (json_int_t)(ntr / W2_BATCH), "maxrss_kb", (json_int_t)maxrss_kb(),
+                   "base_rss_kb", (json_int_t)base_rss));
     free(per);
     tg_tensor_free(xtr);
     tg_tensor_free(ltr);
@@ -538,160 +412,94 @@ static void bench_fashion(const options *o, int threads, bool ftz)
     tg_tensor_free(lte);
 }
 
-/* ====== W3 large: GEMM-bound steps, GFLOP/s, the GEMM floor, peak memory ====== */
+/* ====== W3 large, and W2's steps alone: GEMM-bound steps beside their GEMM floor ====== */
+
+/* An MLP trained step by step on one fixed random batch, for the ratio to
+ * its GEMM floor: W3 (SGD, batch 256), and W2's network and optimizer (Adam,
+ * batch 64), whose epochs bench_fashion times on the real data. */
+typedef struct mlp_spec {
+    const char *id; /* "w3" or "w2step" */
+    int n_layers;
+    const int64_t *sizes;
+    int64_t batch;
+    tg_optim_opts oo;
+    int warmup, steps;
+} mlp_spec;
+
+static const mlp_spec w3_spec = {"w3", W3_LAYERS, w3_sizes, W3_BATCH,
+                                 {.kind = TG_OPTIM_SGD, .lr = 0.01}, W3_WARMUP, W3_STEPS};
+static const mlp_spec w2_step_spec = {"w2step", W2_LAYERS, w2_sizes, W2_BATCH,
+                                      {.kind = TG_OPTIM_ADAM, .lr = 1e-3}, W2_STEP_WARMUP, W2_STEPS};
 
 /* Matrix-product FLOPs of one step: 2 B in out per GEMM, three GEMMs per layer
  * (forward, dW, dX) except the first layer, whose input needs no gradient. */
-static double w3_flop(void)
+static double mlp_flop(const mlp_spec *sp)
 {
     double f = 0;
-    for (int l = 0; l < W3_LAYERS; l++)
-        f += (l ? 3.0 : 2.0) * 2.0 * W3_BATCH * (double)w3_sizes[l] * (double)w3_sizes[l + 1];
+    for (int l = 0; l < sp->n_layers; l++)
+        f += (l ? 3.0 : 2.0) * 2.0 * (double)sp->batch * (double)sp->sizes[l] *
+             (double)sp->sizes[l + 1];
     return f;
 }
 
-static const char *w3_step(void *ctx, int64_t i)
+static const char *mlp_step(void *ctx, int64_t i)
 {
     (void)i;
     return net_step(ctx);
 }
 
-#ifdef TG_BENCH_CBLAS
-/* One sgemm of a W3 step: row-major C = op(A) op(B) + beta C. */
-typedef struct gemm_call {
-    bool ta, tb;
-    int m, n, k, lda, ldb, ldc;
-    float beta;
-    const float *a, *b;
-    float *c;
-} gemm_call;
-
-typedef struct floor_plan {
-    gemm_call calls[3 * W3_LAYERS];
-    int n_calls;
-    float *mem[6 * W3_LAYERS];
-    int n_mem;
-} floor_plan;
-
-static float *floor_buf(floor_plan *fp, tg_rng *r, int64_t rows, int64_t cols, double amp)
-{
-    float *p = malloc((size_t)(rows * cols) * sizeof *p);
-    if (!p) return NULL;
-    fp->mem[fp->n_mem++] = p;
-    for (int64_t i = 0; i < rows * cols; i++)
-        p[i] = (float)(amp * (2 * tg_rng_uniform(r) - 1));
-    return p;
-}
-
-/* The products of one training step of the W3 MLP as tapegrad's matmul makes
- * them: forward Z = X W (beta 0, a fresh output), then in reverse layer order
- * the VJP dX += dZ W^T and dW += X^T dZ, both accumulated (beta 1) and without
- * materialising a transpose. */
-static bool floor_plan_init(floor_plan *fp, uint64_t seed)
-{
-    tg_rng r;
-    tg_rng_seed(&r, seed);
-    memset(fp, 0, sizeof *fp);
-    float *x[W3_LAYERS], *w[W3_LAYERS], *z[W3_LAYERS], *dz[W3_LAYERS], *dw[W3_LAYERS];
-    float *dx[W3_LAYERS] = {NULL};
-    for (int l = 0; l < W3_LAYERS; l++) {
-        int64_t in = w3_sizes[l], out = w3_sizes[l + 1];
-        x[l] = floor_buf(fp, &r, W3_BATCH, in, 1.0);
-        w[l] = floor_buf(fp, &r, in, out, 0.05);
-        z[l] = floor_buf(fp, &r, W3_BATCH, out, 1.0);
-        dz[l] = floor_buf(fp, &r, W3_BATCH, out, 1e-3);
-        dw[l] = floor_buf(fp, &r, in, out, 1e-3);
-        if (l > 0) dx[l] = floor_buf(fp, &r, W3_BATCH, in, 1e-3);
-        if (!x[l] || !w[l] || !z[l] || !dz[l] || !dw[l] || (l > 0 && !dx[l])) return false;
-    }
-    for (int l = 0; l < W3_LAYERS; l++) {
-        int in = (int)w3_sizes[l], out = (int)w3_sizes[l + 1];
-        fp->calls[fp->n_calls++] =
-            (gemm_call){false, false, W3_BATCH, out, in, in, out, out, 0.0f, x[l], w[l], z[l]};
-    }
-    for (int l = W3_LAYERS - 1; l >= 0; l--) {
-        int in = (int)w3_sizes[l], out = (int)w3_sizes[l + 1];
-        if (l > 0)
-            fp->calls[fp->n_calls++] =
-                (gemm_call){false, true, W3_BATCH, in, out, out, out, in, 1.0f, dz[l], w[l], dx[l]};
-        fp->calls[fp->n_calls++] =
-            (gemm_call){true, false, in, out, W3_BATCH, in, out, out, 1.0f, x[l], dz[l], dw[l]};
-    }
-    return true;
-}
-
-static void floor_plan_free(floor_plan *fp)
-{
-    for (int i = 0; i < fp->n_mem; i++)
-        free(fp->mem[i]);
-    fp->n_mem = 0;
-}
-
-static const char *floor_step(void *ctx, int64_t i)
-{
-    const floor_plan *fp = ctx;
-    (void)i;
-    for (int c = 0; c < fp->n_calls; c++) {
-        const gemm_call *g = &fp->calls[c];
-        cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
-                    g->tb ? CblasTrans : CblasNoTrans, g->m, g->n, g->k, 1.0f, g->a, g->lda, g->b,
-                    g->ldb, g->beta, g->c, g->ldc);
-    }
-    return NULL;
-}
-#endif
-
 /* The repetitions of the tapegrad steps and of the GEMM floor alternate, so
  * both see the same machine: on a shared one its speed drifts by more than the
  * difference being measured. The phase breakdown and the peak memory are taken
  * first, before the floor's own buffers exist. */
-static void bench_large(const options *o, int threads, bool ftz, long base_rss)
+static void bench_mlp_floor(const options *o, int threads, bool ftz, long base_rss,
+                            const mlp_spec *sp)
 {
     const tg_activation acts[] = {TG_ACT_RELU, TG_ACT_RELU, TG_ACT_NONE};
-    tg_optim_opts oo = {.kind = TG_OPTIM_SGD, .lr = 0.01};
     net n;
-    const char *e =
-        net_init(&n, W3_LAYERS, w3_sizes, acts, W3_BATCH, LOSS_SOFTMAX_CE, &oo, (uint64_t)o->seed);
+    const char *e = net_init(&n, sp->n_layers, sp->sizes, acts, sp->batch, LOSS_SOFTMAX_CE,
+                             &sp->oo, (uint64_t)o->seed);
     double *per = malloc(2 * (size_t)o->reps * sizeof *per); /* tapegrad, then the floor */
     if (!e && !per) e = "out of memory";
-    if (e) child_fail(threads, "w3", "setup", e);
+    if (e) child_fail(threads, sp->id, "setup", e);
     tg_rng r;
     tg_rng_seed(&r, (uint64_t)o->seed + 3);
     float *x = tg_tensor_data(n.x), *y = tg_tensor_data(n.y);
+    int64_t classes = sp->sizes[sp->n_layers];
     for (int64_t i = 0; i < tg_tensor_numel(n.x); i++)
         x[i] = (float)tg_rng_uniform(&r);
-    for (int64_t i = 0; i < W3_BATCH; i++)
-        y[i * w3_sizes[W3_LAYERS] + (int64_t)tg_rng_below(&r, 10)] = 1;
+    for (int64_t i = 0; i < sp->batch; i++)
+        y[i * classes + (int64_t)tg_rng_below(&r, (uint64_t)classes)] = 1;
 
     json_t *phases = NULL;
-    if (!(e = timed_reps(w3_step, &n, W3_WARMUP, 0, 0, NULL)))
-        phases = phase_breakdown(&n, w3_step, &n, (int64_t)o->reps * W3_STEPS, &e);
-    if (e) child_fail(threads, "w3", "step", e);
+    if (!(e = timed_reps(mlp_step, &n, sp->warmup, 0, 0, NULL)))
+        phases = phase_breakdown(&n, mlp_step, &n, (int64_t)o->reps * sp->steps, &e);
+    if (e) child_fail(threads, sp->id, "step", e);
     long peak = maxrss_kb();
 #ifdef TG_BENCH_CBLAS
     double *floor_per = per + o->reps;
     floor_plan fp;
-    if (!floor_plan_init(&fp, (uint64_t)o->seed))
-        child_fail(threads, "w3", "GEMM floor", "out of memory");
-    timed_reps(floor_step, &fp, W3_WARMUP, 0, 0, NULL);
+    if (!floor_plan_mlp(&fp, sp->n_layers, sp->sizes, sp->batch, (uint64_t)o->seed))
+        child_fail(threads, sp->id, "GEMM floor", "out of memory");
+    timed_reps(floor_step, &fp, sp->warmup, 0, 0, NULL);
     for (int k = 0; k < o->reps && !e; k++)
-        if (!(e = timed_reps(w3_step, &n, 0, W3_STEPS, 1, per + k)))
-            timed_reps(floor_step, &fp, 0, W3_STEPS, 1, floor_per + k);
+        if (!(e = timed_reps(mlp_step, &n, 0, sp->steps, 1, per + k)))
+            timed_reps(floor_step, &fp, 0, sp->steps, 1, floor_per + k);
 #else
-    e = timed_reps(w3_step, &n, 0, W3_STEPS, o->reps, per);
+    e = timed_reps(mlp_step, &n, 0, sp->steps, o->reps, per);
 #endif
-    if (e) child_fail(threads, "w3", "step", e);
-    double flop = w3_flop(), med = median(per, o->reps);
-    emit("tapegrad", "w3", threads, ftz, "s_per_step", per, o->reps,
-         json_pack("{s:i, s:f, s:I, s:I, s:i, s:o}", "steps_per_rep", W3_STEPS, "gflops",
+    if (e) child_fail(threads, sp->id, "step", e);
+    double flop = mlp_flop(sp), med = median(per, o->reps);
+    emit("tapegrad", sp->id, threads, ftz, "s_per_step", per, o->reps,
+         json_pack("{s:i, s:f, s:I, s:I, s:i, s:o}", "steps_per_rep", sp->steps, "gflops",
                    flop / med / 1e9, "maxrss_kb", (json_int_t)peak, "base_rss_kb",
                    (json_int_t)base_rss, "tape_nodes", (int)tg_tape_size(n.tp), "phase_us",
                    phases));
     net_free(&n);
 #ifdef TG_BENCH_CBLAS
     med = median(floor_per, o->reps);
-    emit("gemm_floor", "w3", threads, ftz, "s_per_step", floor_per, o->reps,
-         json_pack("{s:i, s:f, s:i}", "steps_per_rep", W3_STEPS, "gflops", flop / med / 1e9,
+    emit("gemm_floor", sp->id, threads, ftz, "s_per_step", floor_per, o->reps,
+         json_pack("{s:i, s:f, s:i}", "steps_per_rep", sp->steps, "gflops", flop / med / 1e9,
                    "sgemm_calls", fp.n_calls));
     floor_plan_free(&fp);
 #endif
@@ -719,17 +527,38 @@ static int run_child(const options *o)
     fflush(stdout);
     free(s);
     json_decref(info);
-    static const char *const order[] = {"w0", "w1", "w2", "w3"};
-    for (int i = 0; i < 4; i++) {
+    static const char *const order[] = {"w0", "w1", "w2", "w3", "w4", "w5", "w5r", "growth"};
+    for (int i = 0; i < (int)(sizeof order / sizeof *order); i++) {
         if (!has_workload(o, order[i])) continue;
         fprintf(stderr, "tg_bench: %s threads=%d\n", order[i], threads);
-        if (i < 2)
-            bench_small(o, threads, ftz, order[i]);
-        else if (i == 2)
-            bench_fashion(o, threads, ftz);
-        else
-            bench_large(o, threads, ftz, base_rss);
-        if (i == 0) bench_overhead(o, threads, ftz);
+        switch (i) {
+        case 0:
+            bench_small(o, threads, ftz, "w0");
+            bench_fann_w0(o, threads, ftz);
+            bench_overhead(o, threads, ftz);
+            break;
+        case 1:
+            bench_small(o, threads, ftz, "w1");
+            bench_w1_floor(o, threads, ftz);
+            break;
+        case 2:
+            bench_fashion(o, threads, ftz, base_rss);
+            bench_mlp_floor(o, threads, ftz, base_rss, &w2_step_spec);
+            break;
+        case 3:
+            bench_mlp_floor(o, threads, ftz, base_rss, &w3_spec);
+            break;
+        case 4:
+            bench_cnn(o, threads, ftz, base_rss);
+            break;
+        case 5:
+        case 6:
+            bench_lstm(o, threads, ftz, base_rss, i == 6);
+            break;
+        default:
+            bench_growth(o, threads, ftz);
+            break;
+        }
     }
     return EXIT_SUCCESS;
 }
@@ -899,7 +728,7 @@ static int spawn_quiet(const options *o, char *const argv[], const char *const *
 
 /* The parameters every child gets, tapegrad's and PyTorch's alike. */
 typedef struct child_args {
-    char threads[16], reps[16], w2_reps[16], w2_epochs[16], w2_train[32], seed[32];
+    char threads[16], reps[16], w2_reps[16], w2_epochs[16], w2_train[32], seed[32], growth[32];
 } child_args;
 
 static void child_args_fill(child_args *a, const options *o, int threads)
@@ -909,6 +738,7 @@ static void child_args_fill(child_args *a, const options *o, int threads)
     snprintf(a->w2_reps, sizeof a->w2_reps, "%d", o->w2_reps);
     snprintf(a->w2_epochs, sizeof a->w2_epochs, "%d", o->w2_epochs);
     snprintf(a->w2_train, sizeof a->w2_train, "%ld", o->w2_train);
+    snprintf(a->growth, sizeof a->growth, "%ld", o->growth_max);
     snprintf(a->seed, sizeof a->seed, "%ld", o->seed);
 }
 
@@ -921,7 +751,8 @@ static void run_tapegrad(const options *o, const char *self, int threads, const 
     char *argv[] = {(char *)self, "--child", "--threads", a.threads, "--workloads",
                     (char *)workloads, "--reps", a.reps, "--w2-reps", a.w2_reps,
                     "--w2-epochs", a.w2_epochs, "--w2-train", a.w2_train, "--seed", a.seed,
-                    "--data", (char *)o->data, o->ftz ? "--ftz" : "--no-ftz", NULL};
+                    "--growth-max", a.growth, "--data", (char *)o->data,
+                    o->ftz ? "--ftz" : "--no-ftz", NULL};
     /* clang-format on */
     char what[96];
     snprintf(what, sizeof what, "tapegrad %s, %d thread%s", workloads, threads,
@@ -990,6 +821,23 @@ static const wl_row wl_rows[] = {
     {"w1", "W1 tiny 64-32-10 tanh MSE b32 SGD", "us/step", 1e6},
     {"w2", "W2 fashion 784-256-128-10 Adam b64", "s/epoch", 1.0},
     {"w3", "W3 large 784-1024-1024-10 SGD b256", "ms/step", 1e3},
+    {"w4", "W4 CNN conv32-bn-pool-conv64-bn-pool b100", "ms/step", 1e3},
+    {"w5", "W5 char LSTM 32x32 steps, H128, replayed", "ms/step", 1e3},
+    {"w5r", "W5r the same, recorded every step", "ms/step", 1e3},
+};
+
+/* A ratio of tapegrad to another engine or a floor, in the second table. */
+typedef struct peer_row {
+    const char *label, *workload, *engine, *peer, *unit;
+    double scale;
+} peer_row;
+
+static const peer_row peer_rows[] = {
+    {"W0 vs FANN 2.2 (same net, SGD)", "w0", "fann", "FANN", "us/step", 1e6},
+    {"W1 vs hand-written C, same sgemm calls", "w1", "c_floor", "C floor", "us/step", 1e6},
+    {"W2 step (Adam, b64) vs GEMM floor", "w2step", "gemm_floor", "GEMM", "ms/step", 1e3},
+    {"W3 step vs GEMM floor", "w3", "gemm_floor", "GEMM", "ms/step", 1e3},
+    {"W4 step vs im2col GEMM floor", "w4", "gemm_floor", "GEMM", "ms/step", 1e3},
 };
 
 static void fmt_time(char *buf, size_t size, const json_t *r, double scale)
@@ -1013,6 +861,89 @@ static void fmt_num(char *buf, size_t size, double v, int per)
         snprintf(buf, size, "%.3f", v);
     else
         snprintf(buf, size, "%.1f", v);
+}
+
+/* tapegrad against FANN, the hand-written step and the GEMM floors. */
+static void print_peers(const options *o, const records *rec)
+{
+    printf("\n%-42s %3s %9s %9s %9s %8s %8s\n", "peers and floors", "T", "tapegrad", "peer",
+           "unit", "peer", "tg/peer");
+    for (size_t w = 0; w < sizeof peer_rows / sizeof *peer_rows; w++) {
+        const peer_row *pr = &peer_rows[w];
+        bool any = false;
+        for (int k = 0; k < o->n_threads; k++) {
+            int t = o->threads[k];
+            const json_t *g = find(rec, "tapegrad", pr->workload, t);
+            const json_t *p = find(rec, pr->engine, pr->workload, t);
+            if (!g && !p) continue;
+            char gs[32], ps[32], ratio[16];
+            fmt_time(gs, sizeof gs, g, pr->scale);
+            fmt_time(ps, sizeof ps, p, pr->scale);
+            fmt_num(ratio, sizeof ratio, num(g, "median") / num(p, "median"), 1000);
+            const char *skip = p ? json_string_value(json_object_get(p, "skipped")) : NULL;
+            printf("%-42s %3d %9s %9s %9s %8s %8s%s%s\n", any ? "" : pr->label, t, gs, ps,
+                   pr->unit, pr->peer, ratio, skip ? "  skipped: " : "", skip ? skip : "");
+            any = true;
+        }
+    }
+}
+
+/* The growth sweep: ns and bytes per node as chains get longer and wider. */
+static void print_growth(const options *o, const records *rec)
+{
+    bool header = false;
+    for (int k = 0; k < o->n_threads; k++) {
+        size_t i;
+        json_t *r;
+        json_array_foreach(rec->all, i, r)
+        {
+            const char *w = json_string_value(json_object_get(r, "workload"));
+            if (!w || strcmp(w, "growth") != 0 ||
+                json_integer_value(json_object_get(r, "threads")) != o->threads[k])
+                continue;
+            if (json_object_get(r, "error")) {
+                printf("growth T=%d: %s\n", o->threads[k],
+                       json_string_value(json_object_get(r, "error")));
+                continue;
+            }
+            if (!header)
+                printf("\ngrowth: one tg_tanh per node (medians; ns per node, heap bytes per "
+                       "node)\n%3s %8s %6s %10s %10s %9s %10s %10s %10s %10s\n",
+                       "T", "nodes", "width", "rec first", "re-record", "replay", "bw first",
+                       "backward", "B/node rec", "B/node+grad");
+            header = true;
+            printf("%3d %8.0f %6.0f %10.1f %10.1f %9.1f %10.1f %10.1f %10.0f %10.0f\n",
+                   o->threads[k], num(r, "nodes"), num(r, "width"), num(r, "record_first_ns"),
+                   num(r, "record_ns"), num(r, "replay_ns"), num(r, "backward_first_ns"),
+                   num(r, "backward_ns"), num(r, "bytes_record"), num(r, "bytes_backward"));
+        }
+    }
+}
+
+/* Peak resident memory of the workloads that run in a process of their own. */
+static void print_rss(const options *o, const records *rec)
+{
+    static const char *const ids[] = {"w2", "w3", "w4", "w5", "w5r"};
+    bool header = false;
+    for (size_t w = 0; w < sizeof ids / sizeof *ids; w++)
+        for (int k = 0; k < o->n_threads; k++) {
+            const json_t *g = find(rec, "tapegrad", ids[w], o->threads[k]);
+            const json_t *p = find(rec, "torch", ids[w], o->threads[k]);
+            if (!json_is_number(json_object_get(g, "maxrss_kb"))) continue;
+            if (!header)
+                printf("\npeak RSS, MiB (ru_maxrss of the workload's process; in parentheses "
+                       "before the workload)\n%-6s %3s %18s %18s %8s\n",
+                       "", "T", "tapegrad", "PyTorch", "tg/torch");
+            header = true;
+            char gm[16], gb[16], pm[16], pb[16], q[16];
+            fmt_num(gm, sizeof gm, num(g, "maxrss_kb") / 1024, 10);
+            fmt_num(gb, sizeof gb, num(g, "base_rss_kb") / 1024, 10);
+            fmt_num(pm, sizeof pm, num(p, "maxrss_kb") / 1024, 10);
+            fmt_num(pb, sizeof pb, num(p, "base_rss_kb") / 1024, 10);
+            fmt_num(q, sizeof q, num(g, "maxrss_kb") / num(p, "maxrss_kb"), 1000);
+            printf("%-6s %3d %9s (%6s) %9s (%6s) %8s\n", ids[w], o->threads[k], gm, gb, pm, pb,
+                   q);
+        }
 }
 
 static void print_table(const options *o, const records *rec)
@@ -1085,15 +1016,16 @@ static void print_table(const options *o, const records *rec)
         }
     }
     printf("\ntapegrad step breakdown (us per step, mean of a separate pass with a clock read "
-           "between calls)\n%-4s %3s %10s %10s %10s %10s %10s %10s\n",
+           "between calls)\n%-6s %3s %10s %10s %10s %10s %10s %10s\n",
            "", "T", "load", "replay", "zero_grad", "backward", "optim", "sum");
-    for (size_t w = 0; w < sizeof wl_rows / sizeof *wl_rows; w++) {
+    static const char *const phase_ids[] = {"w0", "w1", "w2step", "w3"};
+    for (size_t w = 0; w < sizeof phase_ids / sizeof *phase_ids; w++) {
         for (int k = 0; k < o->n_threads; k++) {
-            const json_t *g = find(rec, "tapegrad", wl_rows[w].id, o->threads[k]);
+            const json_t *g = find(rec, "tapegrad", phase_ids[w], o->threads[k]);
             const json_t *ph = g ? json_object_get(g, "phase_us") : NULL;
             if (!json_is_object(ph)) continue;
             double sum = 0;
-            printf("%-4s %3d", wl_rows[w].id, o->threads[k]);
+            printf("%-6s %3d", phase_ids[w], o->threads[k]);
             for (int i = 0; i < N_PHASES; i++) {
                 double v = num(ph, phase_name[i]);
                 sum += v;
@@ -1110,8 +1042,11 @@ static void print_table(const options *o, const records *rec)
                k ? "" : "\n", o->threads[k], 1e9 * num(ov, "median"),
                1e9 * num(ov, "backward_median"), num(ov, "nodes"));
     }
+    print_peers(o, rec);
+    print_growth(o, rec);
+    print_rss(o, rec);
     if (!has_workload(o, "w3")) return;
-    printf("\nW3 detail (%.3f GFLOP of matrix products per step)\n", w3_flop() / 1e9);
+    printf("\nW3 detail (%.3f GFLOP of matrix products per step)\n", mlp_flop(&w3_spec) / 1e9);
     printf("%3s %9s %9s %8s %9s %10s %10s %16s %16s\n", "T", "tg ms", "floor ms", "tg/floor",
            "tg GF/s", "floor GF/s", "torch GF/s", "tg peak MiB", "torch peak MiB");
     for (int k = 0; k < o->n_threads; k++) {
@@ -1144,14 +1079,16 @@ static void print_table(const options *o, const records *rec)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tg_bench [--torch] [--threads 1,2] [--workloads w0,w1,w2,w3] [--reps N]\n"
+            "usage: tg_bench [--torch] [--threads 1,2] [--workloads LIST] [--reps N]\n"
             "                [--w2-reps N] [--w2-epochs E] [--w2-train ROWS] [--data DIR]\n"
             "                [--no-ftz] [--seed S] [--json FILE] [--python PATH]\n"
             "                [--torch-script PATH] [--torch-omp-active] [--retries N]\n"
-            "                [--noise CPUS]\n"
+            "                [--noise CPUS] [--growth-max NODES]\n"
             "  --torch           also run PyTorch (bench/torch_bench.py) on the same workloads\n"
             "  --threads LIST    thread counts to run, default 1,2\n"
-            "  --reps N          repetitions per timing (W0, W1, W3), default 11\n"
+            "  --workloads LIST  any of w0,w1,w2,w3,w4,w5,w5r,growth (the default: all)\n"
+            "  --growth-max N    longest chain of the growth sweep, default 1000000\n"
+            "  --reps N          repetitions per timing (all but W2's epochs), default 11\n"
             "  --w2-reps N       W2 repetitions, each a fresh model trained E epochs, default 7\n"
             "  --w2-epochs E     epochs per W2 repetition, default 1\n"
             "  --w2-train ROWS   train W2 on the first ROWS images only, default all 60000\n"
@@ -1181,7 +1118,8 @@ static bool parse_options(int argc, char **argv, options *o)
     *o = (options){.ftz = true,
                    .threads = {1, 2},
                    .n_threads = 2,
-                   .workloads = "w0,w1,w2,w3",
+                   .workloads = "w0,w1,w2,w3,w4,w5,w5r,growth",
+                   .growth_max = 1000000,
                    .reps = 11,
                    .w2_reps = 7,
                    .w2_epochs = 1,
@@ -1241,6 +1179,9 @@ static bool parse_options(int argc, char **argv, options *o)
             o->noise = strtod(v, &end);
             if (end == v || *end || !(o->noise >= 0)) return false;
             i++;
+        } else if (strcmp(a, "--growth-max") == 0) {
+            if (!parse_int(v, 10, 100000000, &o->growth_max)) return false;
+            i++;
         } else if (strcmp(a, "--w2-train") == 0) {
             if (!parse_int(v, 0, 1L << 40, &o->w2_train)) return false;
             i++;
@@ -1287,11 +1228,12 @@ int main(int argc, char **argv)
     if (!rec.all) return 1;
     if (!o.torch) snprintf(rec.torch_err, sizeof rec.torch_err, "not requested (add --torch)");
 
-    /* Everything but W3 in one process per engine and thread count; W3 alone,
-     * so the peak resident memory it reports is its own. */
+    /* W0 and W1 in one process per engine and thread count; every other
+     * workload alone, so the peak resident memory it reports is its own. */
     char small[64] = "";
-    static const char *const ids[] = {"w0", "w1", "w2"};
-    for (int i = 0; i < 3; i++)
+    static const char *const ids[] = {"w0", "w1"};
+    static const char *const alone[] = {"w2", "w3", "w4", "w5", "w5r", "growth"};
+    for (int i = 0; i < 2; i++)
         if (has_workload(&o, ids[i]))
             snprintf(small + strlen(small), sizeof small - strlen(small), "%s%s",
                      small[0] ? "," : "", ids[i]);
@@ -1301,9 +1243,10 @@ int main(int argc, char **argv)
             run_tapegrad(&o, self, t, small, &rec);
             if (o.torch) run_torch(&o, t, small, &rec);
         }
-        if (has_workload(&o, "w3")) {
-            run_tapegrad(&o, self, t, "w3", &rec);
-            if (o.torch) run_torch(&o, t, "w3", &rec);
+        for (size_t i = 0; i < sizeof alone / sizeof *alone; i++) {
+            if (!has_workload(&o, alone[i])) continue;
+            run_tapegrad(&o, self, t, alone[i], &rec);
+            if (o.torch && strcmp(alone[i], "growth") != 0) run_torch(&o, t, alone[i], &rec);
         }
     }
     print_table(&o, &rec);

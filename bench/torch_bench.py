@@ -23,6 +23,10 @@ W0_WARMUP, W0_STEPS = 2000, 2000
 W1_WARMUP, W1_STEPS = 500, 1000
 W2_WARMUP = 100
 W3_WARMUP, W3_STEPS = 3, 3
+W4_WARMUP, W4_STEPS = 2, 3
+W5_WARMUP, W5_STEPS = 3, 5
+W4_BATCH, W4_POOL = 100, 4
+W5_T, W5_BATCH, W5_EMBED, W5_HIDDEN, W5_VOCAB = 32, 32, 32, 128, 80
 W1_BATCH, W1_POOL = 32, 16
 W2_BATCH = 64
 W3_BATCH = 256
@@ -190,7 +194,8 @@ def w2(torch, args):
             acc = (net(Xte).argmax(1) == Yte).float().mean().item()
         log("w2 threads=%d: %.3f s/epoch, test accuracy %.4f" % (args.threads, per[-1], acc))
     record(args, "w2", "s_per_epoch", per, accuracy=acc, epochs=args.w2_epochs,
-           train_rows=nb * W2_BATCH, steps_per_epoch=nb)
+           train_rows=nb * W2_BATCH, steps_per_epoch=nb, maxrss_kb=maxrss_kb(),
+           base_rss_kb=args.base_rss)
 
 
 def w3(torch, args):
@@ -216,10 +221,71 @@ def w3(torch, args):
            gflops=flop / median(per) / 1e9, maxrss_kb=maxrss_kb(), base_rss_kb=args.base_rss)
 
 
+def w4(torch, args):
+    """The CNN of examples/train_fashion_mnist.c --model cnn, training mode, batch 100,
+    Adam 1e-3, on random images."""
+    torch.manual_seed(args.seed)
+    nn, F = torch.nn, torch.nn.functional
+    net = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Dropout(0.25), nn.Linear(3136, 128), nn.ReLU(), nn.Dropout(0.25),
+        nn.Linear(128, 10))
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(args.seed)
+    xs = [torch.rand(W4_BATCH, 1, 28, 28, generator=g) for _ in range(W4_POOL)]
+    ys = [torch.randint(0, 10, (W4_BATCH,), generator=g) for _ in range(W4_POOL)]
+
+    def step(i):
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(xs[i % W4_POOL]), ys[i % W4_POOL])
+        loss.backward()
+        opt.step()
+
+    per = timed_reps(step, W4_WARMUP, W4_STEPS, args.reps)
+    record(args, "w4", "s_per_step", per, steps_per_rep=W4_STEPS, maxrss_kb=maxrss_kb(),
+           base_rss_kb=args.base_rss)
+
+
+def w5(torch, args, workload="w5"):
+    """The character LSTM of examples/char_lstm.c: embedding, LSTMCell unrolled over
+    32 characters of 32 windows, linear head, cross-entropy, Adam 3e-3. Eager mode
+    records the graph at every step, so w5r is the same program."""
+    torch.manual_seed(args.seed)
+    nn, F = torch.nn, torch.nn.functional
+    emb = nn.Embedding(W5_VOCAB, W5_EMBED)
+    cell = nn.LSTMCell(W5_EMBED, W5_HIDDEN)
+    head = nn.Linear(W5_HIDDEN, W5_VOCAB)
+    params = list(emb.parameters()) + list(cell.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    g = torch.Generator().manual_seed(args.seed)
+
+    def step(_):
+        x = torch.randint(0, W5_VOCAB, (W5_T, W5_BATCH), generator=g)
+        y = torch.randint(0, W5_VOCAB, (W5_T * W5_BATCH,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        state, logits = None, []
+        for t in range(W5_T):
+            state = cell(emb(x[t]), state)
+            logits.append(head(state[0]))
+        loss = F.cross_entropy(torch.cat(logits), y)
+        loss.backward()
+        opt.step()
+
+    per = timed_reps(step, W5_WARMUP, W5_STEPS, args.reps)
+    record(args, workload, "s_per_step", per, steps_per_rep=W5_STEPS, maxrss_kb=maxrss_kb(),
+           base_rss_kb=args.base_rss)
+
+
+def w5r(torch, args):
+    w5(torch, args, "w5r")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--workloads", default="w0,w1,w2,w3")
+    ap.add_argument("--workloads", default="w0,w1,w2,w3,w4,w5,w5r")
     ap.add_argument("--reps", type=int, default=11)
     ap.add_argument("--w2-reps", type=int, default=7)
     ap.add_argument("--w2-epochs", type=int, default=1)
@@ -227,6 +293,7 @@ def main():
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--ftz", type=int, default=1, help="1: flush denormals to zero")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--growth-max", type=int, default=0, help="ignored (tapegrad only)")
     args = ap.parse_args()
     args.ftz = bool(args.ftz)
     wanted = [w for w in args.workloads.split(",") if w]
@@ -243,7 +310,7 @@ def main():
           "openblas_threads_env": os.environ.get("OPENBLAS_NUM_THREADS", ""),
           "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY", ""),
           "ftz": args.ftz and ftz_ok})
-    table = {"w0": w0, "w1": w1, "w2": w2, "w3": w3}
+    table = {"w0": w0, "w1": w1, "w2": w2, "w3": w3, "w4": w4, "w5": w5, "w5r": w5r}
     for w in wanted:
         if w not in table:
             log("unknown workload %r" % w)
