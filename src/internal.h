@@ -9,6 +9,7 @@
 #include <tapegrad/tapegrad.h>
 
 #include <stdio.h>
+#include <string.h>
 
 #if defined(__GNUC__)
 #define TG__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
@@ -86,7 +87,9 @@ typedef struct tg__arena {
     tg__chunk *first;
 } tg__arena;
 
-/* Zero-filled, TG__ALIGN-aligned memory that lives until rewind or free. */
+/* Zero-filled, TG__ALIGN-aligned memory that lives until rewind or free.
+ * The block owns its bytes up to the next multiple of TG__ALIGN (tg__zero
+ * clears them whole); under AddressSanitizer only 'size' are unpoisoned. */
 void *tg__arena_alloc(tg__arena *a, size_t size);
 /* Forgets every allocation and keeps the chunks for reuse. */
 void tg__arena_rewind(tg__arena *a);
@@ -287,6 +290,49 @@ void tg__log_softmax_rows(tg_dtype dt, const void *x, void *y, int64_t rows, int
 void tg__gemm(tg_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               double alpha, const void *a, int64_t lda, const void *b, int64_t ldb, double beta,
               void *c, int64_t ldc);
+
+/* ====== Threads for the passes BLAS does not run (pool.c) ====== */
+
+/* Runs part [begin, end) of a loop. */
+typedef void (*tg__task_fn)(void *ctx, int64_t begin, int64_t end);
+/* Runs fn over [0, n) cut into contiguous parts of at least 'grain' indices,
+ * one per thread (tg_set_num_threads), the calling thread included; returns
+ * when all are done. The cut depends on the thread count, so fn must compute
+ * each index the same way whichever part holds it: split along independent
+ * outputs, never across the terms of one sum. Runs fn(ctx, 0, n) on the
+ * calling thread when n is below two grains, with one thread, or while the
+ * pool runs another job. */
+void tg__parallel_for(int64_t n, int64_t grain, tg__task_fn fn, void *ctx);
+/* Threads the pool uses, the caller included; set by tg_set_num_threads,
+ * and until then as many as BLAS uses (tg__blas_threads, gemm.c: 1 without
+ * BLAS). */
+void tg__pool_set_threads(int n);
+int tg__pool_threads(void);
+int tg__blas_threads(void);
+/* Below this many elements (or bytes, for zeroing) a pass stays on one
+ * thread: the hand-off costs a few microseconds, the time of about 64 KiB of
+ * memory traffic. */
+#define TG__PAR_GRAIN       16384
+#define TG__PAR_GRAIN_BYTES ((int64_t)1 << 17)
+void tg__zero_big(void *p, size_t bytes);
+/* Zeroes 'bytes' bytes of a buffer that the arena or tg__tensor_alloc made.
+ * Both own the bytes up to the next multiple of TG__ALIGN (and, under
+ * AddressSanitizer, the arena's are poisoned past 'bytes'), so outside ASan a
+ * one-line gradient is cleared by one inline 64-byte store instead of a call
+ * to memset; large buffers are zeroed on every thread. */
+static inline void tg__zero(void *p, size_t bytes)
+{
+#ifndef TG__ASAN
+    if (bytes <= TG__ALIGN) {
+        memset(p, 0, TG__ALIGN);
+        return;
+    }
+#endif
+    if (bytes >= 2 * (size_t)TG__PAR_GRAIN_BYTES)
+        tg__zero_big(p, bytes);
+    else
+        memset(p, 0, bytes);
+}
 
 /* ====== Fault injection for checkpoint saves (checkpoint.c) ====== */
 

@@ -471,7 +471,7 @@ tg_status tg__sweep(tg_tape *tp, tg_tensor *out, const tg_tensor *seed, const tg
         tg_tensor *y = tp->nodes[i].out;
         y->reached = false;
         if (y->grad && y != out)
-            memset(y->grad->data, 0, (size_t)y->numel * tg__dtype_size(y->dtype));
+            tg__zero(y->grad->data, (size_t)y->numel * tg__dtype_size(y->dtype));
     }
     out->reached = true;
 

@@ -145,7 +145,7 @@ void tg_tensor_set_requires_grad(tg_tensor *t, bool on)
 
 void tg_tensor_zero_grad(tg_tensor *t)
 {
-    if (t && t->grad) memset(t->grad->data, 0, (size_t)t->grad->numel * tg__dtype_size(t->dtype));
+    if (t && t->grad) tg__zero(t->grad->data, (size_t)t->grad->numel * tg__dtype_size(t->dtype));
 }
 
 void tg_tensor_set_name(tg_tensor *t, const char *name)

@@ -758,9 +758,15 @@ TG_API tg_status tg_gradgradcheck(tg_fn f, tg_tensor *const *inputs, int n_input
 
 /* ====== Runtime ====== */
 
-/** Threads used by matrix products (BLAS); n <= 0 means all cores. */
+/** Threads used by matrix products (BLAS) and by the library's own passes
+ * over large tensors (elementwise ops and their VJPs, bias, gradient zeroing,
+ * optimizer updates); n <= 0 means all cores. Until it is called, as many as
+ * BLAS uses (one without BLAS). The library's passes split along independent
+ * elements, so they give the same bits at any thread count; OpenBLAS's own
+ * products may differ in the last bits between thread counts. Call it while
+ * no other thread runs an op. */
 TG_API void tg_set_num_threads(int n);
-/** The number of threads matrix products use. */
+/** The number of threads set by tg_set_num_threads (BLAS's before any call). */
 TG_API int tg_get_num_threads(void);
 /** Flush-to-zero and denormals-are-zero for the calling thread (x86 MXCSR)
  * and for OpenBLAS's worker threads, whose pool a change restarts: call it

@@ -359,9 +359,11 @@ tg_status tg_optim_set_group_lr(tg_optim *o, int g, double lr)
  * parameter's dtype before use, so F32 updates are float arithmetic. */
 
 /* One loop per combination of flags, each a constant where the loop is
- * written, so the plain cases (no momentum) are branch-free and vectorise. */
+ * written, so the plain cases (no momentum) are branch-free and vectorise.
+ * Each runs over elements [i0, i1): a large parameter is updated on every
+ * thread (tg__parallel_for), each element by the same operations. */
 #define SGD_LOOP(T, DECAY, MOMENTUM)                                   \
-    for (int64_t i = 0; i < n; i++) {                                  \
+    for (int64_t i = i0; i < i1; i++) {                                \
         T g = (DECAY) ? grad[i] + wd * p[i] : grad[i];                 \
         if (MOMENTUM) {                                                \
             buf[i] = first ? g : buf[i] * mu + keep * g;               \
@@ -386,11 +388,23 @@ tg_status tg_optim_set_group_lr(tg_optim *o, int g, double lr)
             SGD_LOOP(T, false, false)                                        \
     } while (0)
 
-static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
+/* One update of a slot, with what it needs: the options (the group's rate
+ * and decay in them), the step, and for Adam t. */
+typedef struct update_job {
+    const tg_optim_opts *o;
+    optim_slot *s;
+    bool first;
+    double t;
+} update_job;
+
+static void sgd_part(void *ctx, int64_t i0, int64_t i1)
 {
+    const update_job *u = ctx;
+    const tg_optim_opts *o = u->o;
+    const optim_slot *s = u->s;
+    const bool first = u->first;
     /* Flags in locals: a store through 'p' could alias '*o' and stop vectorisation. */
     const bool decay = o->weight_decay != 0, nesterov = o->nesterov;
-    int64_t n = s->p->numel;
     TG__FLOAT_SWITCH(s->p->dtype, SGD_UPDATE, );
 }
 
@@ -405,7 +419,7 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
 
 /* As for SGD, one loop per kind of weight decay with the flags constant. */
 #define ADAM_LOOP(T, SQRT, DECOUPLED, DECAY_GRAD)                                \
-    for (int64_t i = 0; i < n; i++) {                                            \
+    for (int64_t i = i0; i < i1; i++) {                                          \
         T g = grad[i];                                                           \
         if (DECOUPLED)                                                           \
             p[i] = p[i] * decay;                                                 \
@@ -446,10 +460,13 @@ static void sgd_update(const tg_optim_opts *o, optim_slot *s, bool first)
 #define ADAM_CLONES
 #endif
 
-ADAM_CLONES static void adam_update(const tg_optim_opts *o, optim_slot *s, double t)
+ADAM_CLONES static void adam_part(void *ctx, int64_t i0, int64_t i1)
 {
+    const update_job *u = ctx;
+    const tg_optim_opts *o = u->o;
+    const optim_slot *s = u->s;
+    const double t = u->t;
     const bool decoupled = o->kind == TG_OPTIM_ADAMW, decay_grad = o->weight_decay != 0;
-    int64_t n = s->p->numel;
     double bc1 = 1.0 - pow(o->beta1, t), bc2 = 1.0 - pow(o->beta2, t);
     if (s->p->dtype == TG_F64)
         ADAM_UPDATE(double, sqrt);
@@ -475,18 +492,17 @@ tg_status tg_optim_step(tg_optim *o)
     double *step = o->step->data;
     bool first = *step == 0;
     double t = *step + 1;
+    /* The group's rate and decay over the shared options, as PyTorch's
+     * param_groups override its defaults; copied once, not per parameter. */
+    tg_optim_opts go = o->o;
+    const bool sgd = o->o.kind == TG_OPTIM_SGD;
     for (size_t i = 0; i < o->n_slots; i++) {
         optim_slot *s = &o->slots[i];
         if (!s->p->grad) continue; /* no backward reached it: nothing to apply */
-        /* The group's rate and decay over the shared options, as PyTorch's
-         * param_groups override its defaults. */
-        tg_optim_opts go = o->o;
         go.lr = *o->groups[s->group].lr;
         go.weight_decay = o->groups[s->group].weight_decay;
-        if (o->o.kind == TG_OPTIM_SGD)
-            sgd_update(&go, s, first);
-        else
-            adam_update(&go, s, t);
+        update_job u = {&go, s, first, t};
+        tg__parallel_for(s->p->numel, TG__PAR_GRAIN, sgd ? sgd_part : adam_part, &u);
     }
     *step = t;
     return TG_OK;

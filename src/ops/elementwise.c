@@ -174,6 +174,40 @@ static void *advance(void *base, int64_t k, size_t esz)
     return base ? (char *)base + (size_t)k * esz : NULL;
 }
 
+/* A loop long enough to split runs on every thread (tg__parallel_for), each
+ * on a contiguous range of it. Only where the gradient written steps along
+ * the loop: a broadcast operand's gradient sums the whole loop into one
+ * element, and that sum stays on one thread, in order. Elementwise, so the
+ * results are the same bits at any thread count. */
+typedef struct split {
+    const run *r;
+    run_fn kernel;
+} split;
+
+static void run_part(void *ctx, int64_t b, int64_t e)
+{
+    const split *sp = ctx;
+    run r = *sp->r;
+    size_t es = tg__dtype_size(r.dtype);
+    bool w_steps = r.w_is_b ? r.step_b : r.step_a;
+    r.n = e - b;
+    r.y = advance(r.y, b, es), r.g = advance(r.g, b, es);
+    r.a = advance(r.a, r.step_a ? b : 0, es), r.b = advance(r.b, r.step_b ? b : 0, es);
+    r.w = advance(r.w, w_steps ? b : 0, es);
+    sp->kernel(&r);
+}
+
+static void run_all(const run *r, run_fn kernel)
+{
+    bool w_steps = r->w_is_b ? r->step_b : r->step_a;
+    if (r->n < 2 * TG__PAR_GRAIN || (r->w && !w_steps)) {
+        kernel(r);
+        return;
+    }
+    split sp = {r, kernel};
+    tg__parallel_for(r->n, TG__PAR_GRAIN, run_part, &sp);
+}
+
 /* Calls 'kernel' on every innermost loop of the walk, with the buffers of
  * 'whole' advanced to where that loop starts. */
 static void walk(const tg_tensor *a, const tg_tensor *b, const tg_tensor *y, const run *whole,
@@ -193,7 +227,7 @@ static void walk(const tg_tensor *a, const tg_tensor *b, const tg_tensor *y, con
         r.a = advance(whole->a, ia, esz);
         r.b = advance(whole->b, ib, esz);
         r.w = advance(whole->w, whole->w_is_b ? ib : ia, esz);
-        kernel(&r);
+        run_all(&r, kernel);
         for (int d = 1; d < p.rank; d++) { /* odometer over the outer loops */
             ia += p.sa[d], ib += p.sb[d];
             if (++idx[d] < p.dim[d]) break;
@@ -379,7 +413,7 @@ static tg_status unary_pass(const tg_tensor *out, const tg_tensor *gout, const t
              .s = p ? p[0] : 0,
              .s2 = p ? p[1] : 0};
     if (gout) r.g = gout->data, r.w = gx->data;
-    kernel(&r);
+    run_all(&r, kernel);
     return TG_OK;
 }
 

@@ -280,20 +280,38 @@ tg_tensor *tg_transpose(tg_tape *tp, tg_tensor *a)
 
 /* ====== add_bias: Y = X + 1 b (b on every row);  dX += dG,  db += sum over rows of dG ====== */
 
+/* Rows [r0, r1) of Y, and columns [c0, c1) of dX and db: the threads of
+ * tg__parallel_for take ranges of rows forward and of columns backward, so
+ * each db[j] still sums its column's rows in order, on one thread. */
+typedef struct bias_part {
+    tg_tensor *out;
+    tg_tensor *const *in;
+    const tg_tensor *gout;
+    tg_tensor **gin;
+} bias_part;
+
 #define BIAS_FWD(T)                                                                                \
     do {                                                                                           \
-        const T *x = in[0]->data, *b = in[1]->data;                                                \
-        T *y = out->data;                                                                          \
-        for (int64_t i = 0; i < n; i++)                                                            \
+        const T *x = bp->in[0]->data, *b = bp->in[1]->data;                                        \
+        T *y = bp->out->data;                                                                      \
+        for (int64_t i = r0; i < r1; i++)                                                          \
             for (int64_t j = 0; j < m; j++) y[i * m + j] = x[i * m + j] + b[j];                    \
     } while (0)
+
+static void bias_rows(void *ctx, int64_t r0, int64_t r1)
+{
+    const bias_part *bp = ctx;
+    int64_t m = bp->out->shape[1];
+    TG__FLOAT_SWITCH(bp->out->dtype, BIAS_FWD, );
+}
 
 static tg_status add_bias_forward(tg_tensor *out, tg_tensor *const *in, int n_in, void *ctx)
 {
     (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
     if (out->numel == 0) return TG_OK; /* n may be huge when m is 0: do not walk it */
-    TG__FLOAT_SWITCH(out->dtype, BIAS_FWD, TG_ERR_DTYPE);
+    bias_part bp = {out, in, NULL, NULL};
+    tg__parallel_for(n, TG__PAR_GRAIN / m + 1, bias_rows, &bp);
     return TG_OK;
 }
 
@@ -301,17 +319,24 @@ static tg_status add_bias_forward(tg_tensor *out, tg_tensor *const *in, int n_in
  * read once while in cache, and db sums the rows in the same order as alone. */
 #define BIAS_VJP(T)                                                                                \
     do {                                                                                           \
-        const T *restrict g = gout->data;                                                          \
-        T *restrict dx = gin[0] ? gin[0]->data : NULL;                                             \
-        T *restrict db = gin[1] ? gin[1]->data : NULL;                                             \
+        const T *restrict g = bp->gout->data;                                                      \
+        T *restrict dx = bp->gin[0] ? bp->gin[0]->data : NULL;                                     \
+        T *restrict db = bp->gin[1] ? bp->gin[1]->data : NULL;                                     \
         for (int64_t i = 0; i < n; i++) {                                                          \
             const T *gi = g + i * m;                                                               \
             if (dx)                                                                                \
-                for (int64_t j = 0; j < m; j++) dx[i * m + j] += gi[j]; /* dX += dG */             \
+                for (int64_t j = c0; j < c1; j++) dx[i * m + j] += gi[j]; /* dX += dG */           \
             if (db)                                                                                \
-                for (int64_t j = 0; j < m; j++) db[j] += gi[j]; /* db += sum over rows of dG */    \
+                for (int64_t j = c0; j < c1; j++) db[j] += gi[j]; /* db += sum over rows of dG */  \
         }                                                                                          \
     } while (0)
+
+static void bias_cols(void *ctx, int64_t c0, int64_t c1)
+{
+    const bias_part *bp = ctx;
+    int64_t n = bp->out->shape[0], m = bp->out->shape[1];
+    TG__FLOAT_SWITCH(bp->out->dtype, BIAS_VJP, );
+}
 
 static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_tensor *const *in,
                               tg_tensor **gin, int n_in, void *ctx)
@@ -319,7 +344,8 @@ static tg_status add_bias_vjp(const tg_tensor *gout, const tg_tensor *out, tg_te
     (void)in, (void)n_in, (void)ctx;
     int64_t n = out->shape[0], m = out->shape[1];
     if (out->numel == 0) return TG_OK; /* nothing flows back, and n may be huge */
-    TG__FLOAT_SWITCH(out->dtype, BIAS_VJP, TG_ERR_DTYPE);
+    bias_part bp = {(tg_tensor *)out, in, gout, gin};
+    tg__parallel_for(m, TG__PAR_GRAIN / n + 1, bias_cols, &bp);
     return TG_OK;
 }
 
