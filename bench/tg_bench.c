@@ -907,15 +907,18 @@ static void print_growth(const options *o, const records *rec)
                 continue;
             }
             if (!header)
-                printf("\ngrowth: one tg_tanh per node (medians; ns per node, heap bytes per "
-                       "node)\n%3s %8s %6s %10s %10s %9s %10s %10s %10s %10s\n",
+                printf("\ngrowth: one tg_tanh per node (medians; ns per node; bytes per node "
+                       "that the heap reserved and that became resident, after recording and "
+                       "after the first backward)\n%3s %8s %6s %9s %9s %8s %9s %8s %7s %7s %7s "
+                       "%7s\n",
                        "T", "nodes", "width", "rec first", "re-record", "replay", "bw first",
-                       "backward", "B/node rec", "B/node+grad");
+                       "backward", "heap", "+grad", "res", "+grad");
             header = true;
-            printf("%3d %8.0f %6.0f %10.1f %10.1f %9.1f %10.1f %10.1f %10.0f %10.0f\n",
+            printf("%3d %8.0f %6.0f %9.1f %9.1f %8.1f %9.1f %8.1f %7.0f %7.0f %7.0f %7.0f\n",
                    o->threads[k], num(r, "nodes"), num(r, "width"), num(r, "record_first_ns"),
                    num(r, "record_ns"), num(r, "replay_ns"), num(r, "backward_first_ns"),
-                   num(r, "backward_ns"), num(r, "bytes_record"), num(r, "bytes_backward"));
+                   num(r, "backward_ns"), num(r, "bytes_record"), num(r, "bytes_backward"),
+                   num(r, "resident_record"), num(r, "resident_backward"));
         }
     }
 }

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #ifdef TG_BENCH_CBLAS
 #include <cblas.h>
@@ -309,6 +310,17 @@ static double heap_bytes(void)
 #endif
 }
 
+/* Resident bytes of this process (/proc/self/statm), or -1: the pages a tape
+ * has touched, where heap_bytes counts what it reserved. */
+static double resident_bytes(void)
+{
+    long pages = -1, res = -1;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f && fscanf(f, "%ld %ld", &pages, &res) != 2) res = -1;
+    if (f) fclose(f);
+    return res < 0 ? -1 : (double)res * (double)sysconf(_SC_PAGESIZE);
+}
+
 typedef struct chain_case {
     tg_tape *tp;
     tg_tensor *x, *out, *seed; /* seed: dC/d(out), ones */
@@ -349,20 +361,23 @@ static void growth_case(const options *o, int threads, long nodes, int64_t width
     for (int64_t k = 0; k < width; k++)
         xd[k] = 0.5f, sd[k] = 1.0f;
     const char *e = NULL;
-    double bytes_rec = 0, bytes_bw = 0;
+    double bytes_rec = 0, bytes_bw = 0, res_rec = 0, res_bw = 0;
     for (int r = 0; r < reps && !e; r++) {
         /* The first recording on a new tape, its arena and node table growing. */
         tg_tape_free(c.tp);
-        double hb = heap_bytes();
+        double hb = heap_bytes(), rb = resident_bytes();
         c.tp = tg_tape_new();
         double t0 = now_s();
         e = chain_record(&c);
         first[r] = now_s() - t0;
-        double hr = heap_bytes();
+        double hr = heap_bytes(), rr = resident_bytes();
         t0 = now_s();
         if (!e && !chain_backward(&c)) e = tg_tape_error(c.tp);
         bw1[r] = now_s() - t0;
-        if (r == 0) bytes_rec = hr - hb, bytes_bw = heap_bytes() - hb;
+        if (r == 0) {
+            bytes_rec = hr - hb, bytes_bw = heap_bytes() - hb;
+            res_rec = rr - rb, res_bw = resident_bytes() - rb;
+        }
         /* Recording again on the same tape after a reset: the memory is there. */
         t0 = now_s();
         for (int i = 0; i < inner && !e; i++) {
@@ -383,14 +398,16 @@ static void growth_case(const options *o, int threads, long nodes, int64_t width
     if (e) child_fail(threads, "growth", "chain", e);
     double ns = 1e9 / (double)nodes;
     json_t *rec = json_pack(
-        "{s:s, s:s, s:i, s:s, s:I, s:I, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+        "{s:s, s:s, s:i, s:s, s:I, s:I, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, "
+        "s:f}",
         "engine", "tapegrad", "workload", "growth", "threads", threads, "kind",
         width == 1 ? "chain" : "width", "nodes", (json_int_t)nodes, "width", (json_int_t)width,
         "reps", reps, "record_first_ns", ns * median(first, reps), "record_ns",
         ns * median(rerec, reps), "record_ns_max", ns * vmax(rerec, reps), "replay_ns",
         ns * median(replay, reps), "backward_first_ns", ns * median(bw1, reps), "backward_ns",
         ns * median(bw, reps), "bytes_record", h0 < 0 ? -1.0 : bytes_rec / (double)nodes,
-        "bytes_backward", h0 < 0 ? -1.0 : bytes_bw / (double)nodes, "heap_before",
+        "bytes_backward", h0 < 0 ? -1.0 : bytes_bw / (double)nodes, "resident_record",
+        res_rec / (double)nodes, "resident_backward", res_bw / (double)nodes, "heap_before",
         h0 < 0 ? -1.0 : h0);
     print_record(rec);
     (void)o;

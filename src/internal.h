@@ -88,9 +88,13 @@ typedef struct tg__arena {
 } tg__arena;
 
 /* Zero-filled, TG__ALIGN-aligned memory that lives until rewind or free.
- * The block owns its bytes up to the next multiple of TG__ALIGN (tg__zero
- * clears them whole); under AddressSanitizer only 'size' are unpoisoned. */
+ * The block owns its bytes up to the next multiple of TG__ALIGN; under
+ * AddressSanitizer only 'size' are unpoisoned. */
 void *tg__arena_alloc(tg__arena *a, size_t size);
+/* The same at a multiple of 16 bytes, owning its bytes up to the next one:
+ * for tensor headers, input lists, op parameters and data of fewer than
+ * TG__ALIGN bytes, which then share cache lines instead of taking one each. */
+void *tg__arena_alloc_small(tg__arena *a, size_t size);
 /* Forgets every allocation and keeps the chunks for reuse. */
 void tg__arena_rewind(tg__arena *a);
 void tg__arena_free(tg__arena *a);
@@ -315,16 +319,17 @@ int tg__blas_threads(void);
 #define TG__PAR_GRAIN       16384
 #define TG__PAR_GRAIN_BYTES ((int64_t)1 << 17)
 void tg__zero_big(void *p, size_t bytes);
-/* Zeroes 'bytes' bytes of a buffer that the arena or tg__tensor_alloc made.
- * Both own the bytes up to the next multiple of TG__ALIGN (and, under
- * AddressSanitizer, the arena's are poisoned past 'bytes'), so outside ASan a
- * one-line gradient is cleared by one inline 64-byte store instead of a call
- * to memset; large buffers are zeroed on every thread. */
+/* Zeroes 'bytes' bytes of a tensor's data, which the arena or
+ * tg__tensor_alloc made: both own at least the bytes up to the next multiple
+ * of 16 (and, under AddressSanitizer, the arena's are poisoned past 'bytes'),
+ * so outside ASan a gradient of one to four floats is cleared by one inline
+ * 16-byte store instead of a call to memset; large buffers are zeroed on
+ * every thread. */
 static inline void tg__zero(void *p, size_t bytes)
 {
 #ifndef TG__ASAN
-    if (bytes <= TG__ALIGN) {
-        memset(p, 0, TG__ALIGN);
+    if (bytes <= 16) {
+        memset(p, 0, 16);
         return;
     }
 #endif

@@ -42,7 +42,7 @@ size_t tg_tape_size(const tg_tape *tp) { return tp ? tp->n_nodes : 0; }
 
 void *tg__tape_copy(tg_tape *tp, const void *src, size_t size)
 {
-    void *p = tg__arena_alloc(&tp->arena, size);
+    void *p = tg__arena_alloc_small(&tp->arena, size);
     if (!p) {
         tg__fail(tp, TG_ERR_NOMEM, "out of memory copying op parameters (%zu bytes)", size);
         return NULL;
@@ -271,9 +271,11 @@ tg_tensor *tg_custom(tg_tape *tp, const tg_op_def *def, tg_tensor *const *in, in
     for (int i = 0; i < n_in; i++)
         n_leaf_in += !in[i]->tape;
     tg_tensor *out = tg__tensor_arena(tp, dt, out_rank, out_shape);
-    tg_tensor **ins = tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *ins);
-    /* A node recorded without gradients never meets a backward: no gradient slots. */
-    tg_tensor **gin = tp->no_grad ? NULL : tg__arena_alloc(&tp->arena, (size_t)n_in * sizeof *gin);
+    /* The inputs and, after them, the gradient slots, in one small block; a
+     * node recorded without gradients never meets a backward: no slots. */
+    tg_tensor **ins = tg__arena_alloc_small(&tp->arena, (size_t)n_in * (tp->no_grad ? 1 : 2) *
+                                                            sizeof *ins);
+    tg_tensor **gin = tp->no_grad || !ins ? NULL : ins + n_in;
     if (!out || !ins || (!gin && !tp->no_grad) || !grow_nodes(tp) ||
         !grow_leaves(tp, n_leaf_in)) {
         tg__fail(tp, TG_ERR_NOMEM, "%s: out of memory recording the node", op);

@@ -79,9 +79,13 @@ tg_tensor *tg__tensor_arena(tg_tape *tp, tg_dtype dt, int rank, const int64_t *s
     int64_t numel = tg__numel(rank, shape);
     if (numel < 0 || !valid_dtype(dt)) return NULL;
     if ((uint64_t)numel * tg__dtype_size(dt) > SIZE_MAX - TG__ALIGN) return NULL;
-    tg_tensor *t = tg__arena_alloc(&tp->arena, sizeof *t);
+    /* The header and small data in 16-byte steps (arena.c); data of a cache
+     * line or more starts one, for vector loops. */
+    size_t bytes = (size_t)numel * tg__dtype_size(dt);
+    tg_tensor *t = tg__arena_alloc_small(&tp->arena, sizeof *t);
     if (!t) return NULL;
-    t->data = tg__arena_alloc(&tp->arena, (size_t)numel * tg__dtype_size(dt));
+    t->data = bytes < TG__ALIGN ? tg__arena_alloc_small(&tp->arena, bytes)
+                                : tg__arena_alloc(&tp->arena, bytes);
     if (!t->data) return NULL;
     set_shape(t, dt, rank, shape, numel);
     t->tape_owned = true;
