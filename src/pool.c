@@ -40,7 +40,7 @@ enum {
      * few microseconds, enough for the next pass of the same op sequence
      * (an add_bias and then its activation) without a futex wake-up, short
      * enough not to hold a core BLAS or another process wants. */
-    SPIN = 4000,
+    SPIN = 1000,
 };
 
 /* What a job is: fn over parts of [0, n). */
