@@ -300,8 +300,8 @@ void tg__gemm(tg_dtype dt, bool trans_a, bool trans_b, int64_t m, int64_t n, int
 /* Runs part [begin, end) of a loop. */
 typedef void (*tg__task_fn)(void *ctx, int64_t begin, int64_t end);
 /* Runs fn over [0, n) cut into contiguous parts of at least 'grain' indices,
- * one per thread (tg_set_num_threads), the calling thread included; returns
- * when all are done. The cut depends on the thread count, so fn must compute
+ * up to four per thread (tg_set_num_threads), which the threads, the calling
+ * one included, claim as they come free; returns when all are done. The cut depends on the thread count, so fn must compute
  * each index the same way whichever part holds it: split along independent
  * outputs, never across the terms of one sum. Runs fn(ctx, 0, n) on the
  * calling thread when n is below two grains, with one thread, or while the

@@ -10,7 +10,7 @@
  * joined at exit so valgrind sees no thread's memory left behind.
  *
  * ** Bit-identical at any thread count. ** tg__parallel_for cuts [0, n) into
- * contiguous ranges and hands each to fn(ctx, begin, end). The callers only
+ * contiguous ranges (a few per thread) and hands each to fn(ctx, begin, end). The callers only
  * ever split along independent outputs (elements, rows, or the columns of a
  * sum over rows), never the terms of one sum, so each output is computed by
  * the same operations in the same order whichever thread computes it and
@@ -36,6 +36,11 @@
 
 enum {
     MAX_THREADS = 64,
+    /* Parts per thread: more parts than threads, claimed as threads come
+     * free, so a worker the system preempts holds up at most a small part
+     * instead of half the pass (on a loaded machine the caller would wait a
+     * whole time slice for it). */
+    PARTS_PER_THREAD = 4,
     /* Pause instructions a worker spins on after a job before it sleeps: a
      * few microseconds, enough for the next pass of the same op sequence
      * (an add_bias and then its activation) without a futex wake-up, short
@@ -186,14 +191,14 @@ void tg__parallel_for(int64_t n, int64_t grain, tg__task_fn fn, void *ctx)
     if (grain < 1) grain = 1;
     int64_t by_size = n / grain;
     int want = wanted(p);
-    int parts = want < by_size ? want : (int)by_size;
+    int parts = want < 2 ? 1 : by_size < PARTS_PER_THREAD * want ? (int)by_size
+                                                                 : PARTS_PER_THREAD * want;
     if (parts < 2 || atomic_flag_test_and_set(&p->busy)) {
         fn(ctx, 0, n);
         return;
     }
     start_workers(p);
-    if (parts > p->n_workers + 1) parts = p->n_workers + 1;
-    if (parts < 2) {
+    if (p->n_workers == 0) { /* no thread could be started */
         atomic_flag_clear(&p->busy);
         fn(ctx, 0, n);
         return;

@@ -38,7 +38,8 @@ static void mark(void *ctx, int64_t b, int64_t e)
 }
 
 /* n indices with a grain of 1000 on 1 to 4 threads: every index once, in
- * min(threads, n / grain) parts whose sizes differ by at most one. */
+ * one part on one thread or below two grains, else in min(4 threads,
+ * n / grain) parts whose sizes differ by at most one. */
 START_TEST(parallel_for_covers_each_index_once)
 {
     static const int64_t sizes[] = {0, 1, 999, 1999, 2000, 2001, 7919, 100000};
@@ -55,7 +56,10 @@ START_TEST(parallel_for_covers_each_index_once)
             for (int64_t i = 0; i < n; i++)
                 ck_assert_msg(c.hits[i] == 1, "n %lld, %d threads: index %lld covered %d times",
                               (long long)n, threads, (long long)i, c.hits[i]);
-            int64_t want = n == 0 ? 0 : n / 1000 < threads ? (n / 1000 > 1 ? n / 1000 : 1) : threads;
+            int64_t want = n == 0                       ? 0
+                           : threads == 1 || n < 2000       ? 1
+                           : n / 1000 < 4 * (int64_t)threads ? n / 1000
+                                                             : 4 * (int64_t)threads;
             ck_assert_int_eq(c.parts, want);
             int64_t lo = INT64_MAX, hi = 0;
             for (int k = 0; k < c.parts; k++) {
