@@ -2,7 +2,8 @@
 # Builds tapegrad in release mode (build-bench/) and runs the benchmark with
 # PyTorch side by side at 1 and 2 threads: W0-W5 against PyTorch, W0 against
 # FANN, W1 against a hand-written C step, W2-W4 against their GEMM floors,
-# the growth sweep of recording, replay and backward, and peak memory.
+# the growth sweep of recording, replay and backward, and peak memory; then
+# hvp_bench with its defaults.
 # Arguments go to tg_bench (see build-bench/bench/tg_bench --help), e.g.
 # --workloads w0,w1 or --json results.jsonl.
 # "bench/run.sh conv [args]" runs conv_bench instead (the CNN's convolution
@@ -34,5 +35,8 @@ if [ "${1:-}" = dist ]; then
     meson compile -C build-bench -j 2 bench/dist_bench >/dev/null
     exec build-bench/bench/dist_bench "$@"
 fi
-meson compile -C build-bench -j 2 bench/tg_bench >/dev/null
-exec build-bench/bench/tg_bench --torch "$@"
+# The default: every workload of tg_bench, then the Hessian-vector products.
+meson compile -C build-bench -j 2 bench/tg_bench bench/hvp_bench >/dev/null
+build-bench/bench/tg_bench --torch "$@"
+echo
+exec build-bench/bench/hvp_bench
