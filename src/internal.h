@@ -313,6 +313,10 @@ void tg__parallel_for(int64_t n, int64_t grain, tg__task_fn fn, void *ctx);
 void tg__pool_set_threads(int n);
 int tg__pool_threads(void);
 int tg__blas_threads(void);
+/* Stops the pool's threads; the next parallel pass starts them again from
+ * the calling thread, whose floating-point environment (FTZ/DAZ) they then
+ * inherit (tg_set_flush_denormals). */
+void tg__pool_restart(void);
 /* Below this many elements (or bytes, for zeroing) a pass stays on one
  * thread: the hand-off costs a few microseconds, the time of about 64 KiB of
  * memory traffic. */

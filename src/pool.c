@@ -57,11 +57,22 @@ typedef struct job {
     uint32_t gen; /* which job this is */
 } job;
 
-typedef struct pool {
+typedef struct pool pool;
+
+/* What a worker starts with: its pool, and the job generation when it was
+ * made, so that a job posted before the thread first runs is still its to
+ * help with. */
+typedef struct worker_arg {
+    pool *p;
+    uint32_t gen;
+} worker_arg;
+
+struct pool {
     pthread_mutex_t mu;
     pthread_cond_t wake; /* workers wait here for a new job or for stop */
     pthread_cond_t done; /* the caller waits here for the last part */
     pthread_t tid[MAX_THREADS];
+    worker_arg arg[MAX_THREADS];
     int n_workers; /* running; the caller is one more thread */
     atomic_int want; /* threads wanted in all, caller included; 0: BLAS's count */
     bool stop;
@@ -73,7 +84,7 @@ typedef struct pool {
     atomic_uint_fast64_t ticket;
     atomic_int left;  /* parts not finished yet */
     atomic_flag busy; /* a job is being run */
-} pool;
+};
 
 static pool the_pool = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -111,8 +122,9 @@ static void run_parts(pool *p, const job *j)
 
 static void *worker(void *arg)
 {
-    pool *p = arg;
-    uint32_t seen = (uint32_t)atomic_load(&p->gen);
+    const worker_arg *wa = arg;
+    pool *p = wa->p;
+    uint32_t seen = wa->gen;
     for (;;) {
         /* Spin a little for the next job, then sleep until one comes. */
         for (int i = 0; i < SPIN && (uint32_t)atomic_load(&p->gen) == seen; i++)
@@ -154,9 +166,11 @@ static int wanted(const pool *p)
 static void start_workers(pool *p)
 {
     int want = wanted(p) < MAX_THREADS ? wanted(p) : MAX_THREADS;
-    while (p->n_workers < want - 1 &&
-           pthread_create(&p->tid[p->n_workers], NULL, worker, p) == 0)
-        p->n_workers++;
+    for (; p->n_workers < want - 1; p->n_workers++) {
+        worker_arg *wa = &p->arg[p->n_workers];
+        *wa = (worker_arg){p, (uint32_t)atomic_load(&p->gen)};
+        if (pthread_create(&p->tid[p->n_workers], NULL, worker, wa) != 0) break;
+    }
 }
 
 /* The library stops its threads when the program ends or unloads it, so none
@@ -183,6 +197,15 @@ void tg__pool_set_threads(int n)
 }
 
 int tg__pool_threads(void) { return wanted(&the_pool); }
+
+void tg__pool_restart(void)
+{
+    pool *p = &the_pool;
+    while (atomic_flag_test_and_set(&p->busy))
+        CPU_RELAX();
+    stop_workers(p); /* the next job starts them from the calling thread */
+    atomic_flag_clear(&p->busy);
+}
 
 void tg__parallel_for(int64_t n, int64_t grain, tg__task_fn fn, void *ctx)
 {

@@ -37,6 +37,7 @@ bool tg_set_flush_denormals(bool on)
     if (csr == old) return true;
     _mm_setcsr(csr);
     restart_blas_workers();
+    tg__pool_restart(); /* the library's own threads too */
     return true;
 }
 

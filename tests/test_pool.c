@@ -201,6 +201,54 @@ START_TEST(zero_grad_clears_large_and_small)
 }
 END_TEST
 
+/* The pool's threads take the caller's FTZ/DAZ mode when it changes after
+ * they started: tg_set_flush_denormals restarts them from the calling thread.
+ * Two parts of one pass, each waiting (up to 10 s) until the other has
+ * started, so that they run on two threads; each records its MXCSR. */
+#if defined(__SSE__) || defined(__x86_64__)
+#include <stdatomic.h>
+#include <time.h>
+#include <xmmintrin.h>
+
+typedef struct csr_probe {
+    atomic_int started;
+    unsigned csr[2];
+    pthread_t who[2];
+} csr_probe;
+
+static void probe_part(void *ctx, int64_t b, int64_t e)
+{
+    csr_probe *c = ctx;
+    (void)e;
+    c->csr[b] = _mm_getcsr();
+    c->who[b] = pthread_self();
+    atomic_fetch_add(&c->started, 1);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    while (atomic_load(&c->started) < 2 && t.tv_sec - t0.tv_sec < 10);
+}
+
+START_TEST(workers_take_the_callers_denormal_mode)
+{
+    const unsigned ftz_daz = 0x8040;
+    int before = tg_get_num_threads();
+    tg__pool_set_threads(2);
+    csr_probe c = {0};
+    tg__parallel_for(2, 1, probe_part, &c); /* the worker starts with FTZ/DAZ off */
+    ck_assert(tg_set_flush_denormals(true));
+    csr_probe d = {0};
+    tg__parallel_for(2, 1, probe_part, &d);
+    tg_set_flush_denormals(false);
+    ck_assert_msg(!pthread_equal(d.who[0], d.who[1]), "both parts ran on one thread");
+    ck_assert_uint_eq(d.csr[0] & ftz_daz, ftz_daz);
+    ck_assert_uint_eq(d.csr[1] & ftz_daz, ftz_daz);
+    tg_set_num_threads(before);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("pool");
@@ -209,6 +257,9 @@ int main(void)
     tcase_add_test(tc, parallel_for_covers_each_index_once);
     tcase_add_loop_test(tc, training_is_bit_identical_at_any_thread_count, 0, 4);
     tcase_add_test(tc, zero_grad_clears_large_and_small);
+#if defined(__SSE__) || defined(__x86_64__)
+    tcase_add_test(tc, workers_take_the_callers_denormal_mode);
+#endif
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
