@@ -131,7 +131,8 @@ void floor_add(floor_plan *fp, bool ta, bool tb, int m, int n, int k, const floa
                const float *b, float beta, float *c)
 {
     if (fp->n_calls == FLOOR_MAX_CALLS) return;
-    fp->calls[fp->n_calls++] = (gemm_call){ta, tb, m, n, k, ta ? m : k, tb ? k : n, n, beta, a, b, c};
+    fp->calls[fp->n_calls++] =
+        (gemm_call){ta, tb, m, n, k, ta ? m : k, tb ? k : n, n, beta, a, b, c};
 }
 
 bool floor_plan_mlp(floor_plan *fp, int n_layers, const int64_t *sizes, int64_t batch,

@@ -119,10 +119,12 @@ static float tanh_f32(float x)
     memcpy(&kb, &kd, sizeof kb);
     kd -= 0x1.8p52;
     double r = (y - kd * 0x1.62e42fefa3800p-1) - kd * 0x1.ef35793c7673p-45;
+    /* clang-format off */
     double q = r * (1 + r * (1.0 / 2 + r * (1.0 / 6 + r * (1.0 / 24 + r * (1.0 / 120 +
                r * (1.0 / 720 + r * (1.0 / 5040 + r * (1.0 / 40320 + r * (1.0 / 362880 +
                r * (1.0 / 3628800 + r * (1.0 / 39916800 + r * (1.0 / 479001600 +
                r * (1.0 / 6227020800)))))))))))));
+    /* clang-format on */
     sb = (kb + 1023) << 52;
     double scale;
     memcpy(&scale, &sb, sizeof scale);
@@ -147,8 +149,8 @@ static const char *w1_floor_step(void *ctx, int64_t i)
     for (int r = 0; r < nb; r++)
         for (int j = 0; j < nh; j++)
             f->a1[r * nh + j] = tanh_f32(f->a1[r * nh + j] + f->b1[j]);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, no, nh, 1.0f, f->a1, nh, f->w2, no, 0.0f,
-                f->p, no);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nb, no, nh, 1.0f, f->a1, nh, f->w2, no,
+                0.0f, f->p, no);
     double loss = 0;
     for (int r = 0; r < nb; r++)
         for (int j = 0; j < no; j++) {
@@ -159,10 +161,10 @@ static const char *w1_floor_step(void *ctx, int64_t i)
     f->loss = (float)(loss / (nb * no));
     /* Backward: dW2 = A1^T dP, db2 = colsum dP, dA1 = dP W2^T, dZ1 = dA1 (1 - A1^2),
      * dW1 = X^T dZ1, db1 = colsum dZ1. */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nh, no, nb, 1.0f, f->a1, nh, f->p, no, 0.0f,
-                f->dw2, no);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nh, no, 1.0f, f->p, no, f->w2, no, 0.0f,
-                f->da1, nh);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nh, no, nb, 1.0f, f->a1, nh, f->p, no,
+                0.0f, f->dw2, no);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nb, nh, no, 1.0f, f->p, no, f->w2, no,
+                0.0f, f->da1, nh);
     memset(f->db2, 0, sizeof f->db2);
     memset(f->db1, 0, sizeof f->db1);
     for (int r = 0; r < nb; r++)

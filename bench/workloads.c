@@ -187,7 +187,8 @@ void bench_cnn(const options *o, int threads, bool ftz, long base_rss)
 #ifdef TG_BENCH_CBLAS
     double *floor_per = per + o->reps;
     floor_plan fp;
-    if (!cnn_floor(&fp, (uint64_t)o->seed)) child_fail(threads, "w4", "GEMM floor", "out of memory");
+    if (!cnn_floor(&fp, (uint64_t)o->seed))
+        child_fail(threads, "w4", "GEMM floor", "out of memory");
     timed_reps(floor_step, &fp, 1, 0, 0, NULL);
     for (int k = 0; k < o->reps && !e; k++)
         if (!(e = timed_reps(cnn_step, &c, 0, W4_STEPS, 1, per + k)))
@@ -202,8 +203,8 @@ void bench_cnn(const options *o, int threads, bool ftz, long base_rss)
                    (int)tg_tape_size(c.m.tp), "loss", tg_tensor_item(c.m.loss)));
 #ifdef TG_BENCH_CBLAS
     emit("gemm_floor", "w4", threads, ftz, "s_per_step", floor_per, o->reps,
-         json_pack("{s:i, s:i, s:f}", "steps_per_rep", W4_STEPS, "sgemm_calls", fp.n_calls,
-                   "gflop", floor_flop(&fp) / 1e9));
+         json_pack("{s:i, s:i, s:f}", "steps_per_rep", W4_STEPS, "sgemm_calls", fp.n_calls, "gflop",
+                   floor_flop(&fp) / 1e9));
     floor_plan_free(&fp);
 #endif
     model_free(&c.m);

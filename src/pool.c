@@ -73,11 +73,11 @@ struct pool {
     pthread_cond_t done; /* the caller waits here for the last part */
     pthread_t tid[MAX_THREADS];
     worker_arg arg[MAX_THREADS];
-    int n_workers; /* running; the caller is one more thread */
+    int n_workers;   /* running; the caller is one more thread */
     atomic_int want; /* threads wanted in all, caller included; 0: BLAS's count */
     bool stop;
-    job cur;                     /* the current job, written under mu */
-    atomic_uint_fast32_t gen;    /* cur.gen, for workers spinning without mu */
+    job cur;                  /* the current job, written under mu */
+    atomic_uint_fast32_t gen; /* cur.gen, for workers spinning without mu */
     /* The job's generation in the high 32 bits and the next part to claim in
      * the low ones: a worker still finishing an older job cannot claim a
      * part of the new one, which would then run twice. */
@@ -214,8 +214,9 @@ void tg__parallel_for(int64_t n, int64_t grain, tg__task_fn fn, void *ctx)
     if (grain < 1) grain = 1;
     int64_t by_size = n / grain;
     int want = wanted(p);
-    int parts = want < 2 ? 1 : by_size < PARTS_PER_THREAD * want ? (int)by_size
-                                                                 : PARTS_PER_THREAD * want;
+    int parts = want < 2                            ? 1
+                : by_size < PARTS_PER_THREAD * want ? (int)by_size
+                                                    : PARTS_PER_THREAD * want;
     if (parts < 2 || atomic_flag_test_and_set(&p->busy)) {
         fn(ctx, 0, n);
         return;

@@ -45,7 +45,7 @@ REFERENCE(double)
  * wider than the matrices: tg__gemm gives the reference's bits exactly. */
 START_TEST(tiny_products_are_the_ordered_sums)
 {
-    static const int dims[][3] = {{1, 3, 2}, {1, 2, 3}, {3, 2, 1}, {2, 3, 1}, {4, 4, 8},
+    static const int dims[][3] = {{1, 3, 2},   {1, 2, 3},   {3, 2, 1}, {2, 3, 1}, {4, 4, 8},
                                   {1, 1, 128}, {128, 1, 1}, {2, 8, 8}, {5, 5, 5}, {3, 7, 6}};
     static const double ab[][2] = {{1, 0}, {1, 1}, {2, 0.5}};
     tg_rng r;
@@ -102,9 +102,11 @@ START_TEST(matmul_of_the_seed_network_is_exact)
     const float *da = tg_tensor_data(tg_tensor_grad(a)), *dbv = tg_tensor_data(tg_tensor_grad(b));
     for (int p = 0; p < 2; p++) {
         float acc = 0;
-        for (int j = 0; j < 3; j++) acc = acc + g[j] * w[p * 3 + j];
+        for (int j = 0; j < 3; j++)
+            acc = acc + g[j] * w[p * 3 + j];
         ck_assert(da[p] == acc);
-        for (int j = 0; j < 3; j++) ck_assert(dbv[p * 3 + j] == x[p] * g[j]);
+        for (int j = 0; j < 3; j++)
+            ck_assert(dbv[p * 3 + j] == x[p] * g[j]);
     }
     tg_tape_free(tp);
     tg_tensor_free(a);
@@ -120,10 +122,12 @@ START_TEST(larger_products_agree_within_rounding)
     double a[64], b[64], c[64], r[64];
     tg_rng rng;
     tg_rng_seed(&rng, 9);
-    for (int i = 0; i < 64; i++) a[i] = tg_rng_uniform(&rng), b[i] = tg_rng_uniform(&rng);
+    for (int i = 0; i < 64; i++)
+        a[i] = tg_rng_uniform(&rng), b[i] = tg_rng_uniform(&rng);
     tg__gemm(TG_F64, false, true, 8, 8, 8, 1.0, a, 8, b, 8, 0.0, c, 8);
     reference_double(false, true, 8, 8, 8, 1.0, a, 8, b, 8, 0.0, r, 8);
-    for (int i = 0; i < 64; i++) ck_assert_double_eq_tol(c[i], r[i], 1e-14);
+    for (int i = 0; i < 64; i++)
+        ck_assert_double_eq_tol(c[i], r[i], 1e-14);
 }
 END_TEST
 

@@ -49,15 +49,14 @@ START_TEST(parallel_for_covers_each_index_once)
         ck_assert_int_eq(tg_get_num_threads(), threads);
         for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
             int64_t n = sizes[s];
-            cover c = {.hits = calloc((size_t)n + 1, sizeof(int)),
-                       .mu = PTHREAD_MUTEX_INITIALIZER};
+            cover c = {.hits = calloc((size_t)n + 1, sizeof(int)), .mu = PTHREAD_MUTEX_INITIALIZER};
             ck_assert_ptr_nonnull(c.hits);
             tg__parallel_for(n, 1000, mark, &c);
             for (int64_t i = 0; i < n; i++)
                 ck_assert_msg(c.hits[i] == 1, "n %lld, %d threads: index %lld covered %d times",
                               (long long)n, threads, (long long)i, c.hits[i]);
-            int64_t want = n == 0                       ? 0
-                           : threads == 1 || n < 2000       ? 1
+            int64_t want = n == 0                            ? 0
+                           : threads == 1 || n < 2000        ? 1
                            : n / 1000 < 4 * (int64_t)threads ? n / 1000
                                                              : 4 * (int64_t)threads;
             ck_assert_int_eq(c.parts, want);
@@ -78,9 +77,10 @@ END_TEST
 
 #define BATCH  64
 #define N_IN   300
-#define HIDDEN 1024 /* 64 x 1024 activations and 300 x 1024 weights: above every split threshold */
-#define N_OUT  10
-#define STEPS  4
+#define HIDDEN 1024 /* 64 x 1024 activations and 300 x 1024 weights: above every split threshold \
+                     */
+#define N_OUT 10
+#define STEPS 4
 
 /* The parameters' bytes and the last loss of a few steps of training on one
  * batch: an MLP with sigmoid and tanh layers, a product with a broadcast
@@ -106,9 +106,10 @@ static result train(tg_dtype dt, bool adam, int threads)
     ck_assert_ptr_nonnull(mlp);
     ck_assert_ptr_nonnull(row);
     ck_assert_int_eq(tg_init_tensor(row, TG_INIT_FAN_IN_UNIFORM, 1, 1, &rng), TG_OK);
-    tg_optim_opts oo = adam ? (tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 1e-2}
-                            : (tg_optim_opts){.kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9,
-                                              .weight_decay = 1e-3};
+    tg_optim_opts oo =
+        adam ? (tg_optim_opts){.kind = TG_OPTIM_ADAM, .lr = 1e-2}
+             : (tg_optim_opts){
+                   .kind = TG_OPTIM_SGD, .lr = 0.1, .momentum = 0.9, .weight_decay = 1e-3};
     tg_optim *opt = tg_optim_new(ps, &oo);
     tg_tensor *x = tu_random(dt, "64x300", -1, 1, 7), *y = tu_random(dt, "64x1024", -1, 1, 8);
     tg_tape *tp = tg_tape_new();
@@ -121,8 +122,8 @@ static result train(tg_dtype dt, bool adam, int threads)
     h = tg_mul(tp, tg_tanh(tp, tg_mul(tp, h, row)), y);
     h = tg_relu(tp, tg_add(tp, h, tg_scale(tp, h, 0.5)));
     tg_tensor *labels = tu_random(dt, "64x10", 0, 1, 9);
-    tg_tensor *loss = tg_softmax_cross_entropy(tp, tg_add_bias(tp, tg_matmul(tp, h, w1), b1),
-                                               labels);
+    tg_tensor *loss =
+        tg_softmax_cross_entropy(tp, tg_add_bias(tp, tg_matmul(tp, h, w1), b1), labels);
     ck_assert_msg(tg_tape_status(tp) == TG_OK, "%s", tg_tape_error(tp));
     for (int s = 0; s < STEPS; s++) {
         if (s) ck_assert_int_eq(tg_tape_replay(tp), TG_OK);
@@ -181,7 +182,8 @@ START_TEST(zero_grad_clears_large_and_small)
 {
     int before = tg_get_num_threads();
     tg_set_num_threads(2);
-    tg_tensor *big = tu_random(TG_F32, "512x512", -1, 1, 3), *small = tu_random(TG_F32, "1", 1, 2, 4);
+    tg_tensor *big = tu_random(TG_F32, "512x512", -1, 1, 3),
+              *small = tu_random(TG_F32, "1", 1, 2, 4);
     tg_tensor_set_requires_grad(big, true);
     tg_tensor_set_requires_grad(small, true);
     tg_tape *tp = tg_tape_new();
