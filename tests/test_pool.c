@@ -240,12 +240,17 @@ START_TEST(workers_take_the_callers_denormal_mode)
     csr_probe c = {0};
     tg__parallel_for(2, 1, probe_part, &c); /* the worker starts with FTZ/DAZ off */
     ck_assert(tg_set_flush_denormals(true));
+    /* valgrind runs the program on a CPU model without FTZ and DAZ: the bits
+     * do not read back there, in any thread, and there is nothing to compare. */
+    bool modelled = (_mm_getcsr() & ftz_daz) == ftz_daz;
     csr_probe d = {0};
     tg__parallel_for(2, 1, probe_part, &d);
     tg_set_flush_denormals(false);
     ck_assert_msg(!pthread_equal(d.who[0], d.who[1]), "both parts ran on one thread");
-    ck_assert_uint_eq(d.csr[0] & ftz_daz, ftz_daz);
-    ck_assert_uint_eq(d.csr[1] & ftz_daz, ftz_daz);
+    if (modelled) {
+        ck_assert_uint_eq(d.csr[0] & ftz_daz, ftz_daz);
+        ck_assert_uint_eq(d.csr[1] & ftz_daz, ftz_daz);
+    }
     tg_set_num_threads(before);
 }
 END_TEST
