@@ -91,14 +91,16 @@ static tg_status check_contribution(tg_tape *tp, const tg__node *nd, size_t i, i
                                     const tg_tensor *g)
 {
     const tg_tensor *x = nd->in[j];
+    const char *op = nd->def->name ? nd->def->name : "custom", *why = tg__misuse_of(tp, g);
     char s0[TG__SHAPE_STR_MAX], s1[TG__SHAPE_STR_MAX];
-    const char *why = tg__misuse_of(tp, g);
-    if (!why && g->dtype == x->dtype && tg__same_shape(g, x)) return TG_OK;
-    return tg__fail(tp, TG_ERR_SHAPE,
-                    "%s: vjp_graph (node %zu) gave input %d %s a gradient %s %s%s",
-                    nd->def->name ? nd->def->name : "custom", i, j,
-                    tg__shape_str(x, s0, sizeof s0), tg__dt(g->dtype)->name,
-                    tg__shape_str(g, s1, sizeof s1), why ? ", which " : "");
+    if (why)
+        return tg__fail(tp, TG_ERR_STATE, "%s: vjp_graph (node %zu) gave input %d a gradient that %s",
+                        op, i, j, why);
+    if (g->dtype == x->dtype && tg__same_shape(g, x)) return TG_OK;
+    return tg__fail(tp, g->dtype != x->dtype ? TG_ERR_DTYPE : TG_ERR_SHAPE,
+                    "%s: vjp_graph (node %zu) gave input %d %s %s a gradient %s %s", op, i, j,
+                    tg__dt(x->dtype)->name, tg__shape_str(x, s0, sizeof s0),
+                    tg__dt(g->dtype)->name, tg__shape_str(g, s1, sizeof s1));
 }
 
 typedef struct graph_sweep {

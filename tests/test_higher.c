@@ -340,6 +340,35 @@ static tg_status bad_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out, tg_te
     return tg_tape_status(tp);
 }
 
+/* A vjp_graph whose gradient has the wrong shape: the sweep refuses it. */
+static tg_status misshapen_vjp_graph(tg_tape *tp, tg_tensor *dy, tg_tensor *out,
+                                     tg_tensor *const *in, const bool *need, tg_tensor **gin,
+                                     int n_in, void *ctx)
+{
+    (void)out, (void)in, (void)need, (void)n_in, (void)ctx;
+    gin[0] = tg_sum(tp, dy);
+    return tg_tape_status(tp);
+}
+
+static const tg_op_def sq_misshapen_def = {.name = "my_square_misshapen",
+                                           .forward = sq_forward,
+                                           .vjp = sq_vjp,
+                                           .vjp_graph = misshapen_vjp_graph};
+
+START_TEST(vjp_graph_of_the_wrong_shape_fails_the_tape)
+{
+    tg_tensor *x = tu_lit(TG_F64, "5", X5), *g = NULL;
+    tg_tensor_set_requires_grad(x, true);
+    tg_tape *tp = tg_tape_new();
+    tg_tensor *f = tg_sum(tp, my_square(tp, x, &sq_misshapen_def));
+    ck_assert_int_eq(tg_grad(tp, f, NULL, &x, 1, &g, true), TG_ERR_SHAPE);
+    ck_assert_str_eq(tg_tape_error(tp), "my_square_misshapen: vjp_graph (node 0) gave input 0 f64 "
+                                        "[5] a gradient f64 []");
+    tg_tape_free(tp);
+    tg_tensor_free(x);
+}
+END_TEST
+
 static const tg_op_def sq_bad_def = {
     .name = "my_square_bad", .forward = sq_forward, .vjp = sq_vjp, .vjp_graph = bad_vjp_graph};
 
@@ -422,6 +451,7 @@ static Suite *higher_suite(void)
     tcase_add_test(tc, bad_calls_are_refused_and_change_nothing);
     tcase_add_test(tc, jvp_matches_closed_forms);
     tcase_add_test(tc, gradgradcheck_passes_fails_and_refuses);
+    tcase_add_test(tc, vjp_graph_of_the_wrong_shape_fails_the_tape);
     tcase_add_test(tc, second_order_sweep_reads_as_derivatives_of_gradients);
     suite_add_tcase(s, tc);
     return s;
