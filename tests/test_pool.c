@@ -241,13 +241,15 @@ START_TEST(workers_take_the_callers_denormal_mode)
     tg__parallel_for(2, 1, probe_part, &c); /* the worker starts with FTZ/DAZ off */
     ck_assert(tg_set_flush_denormals(true));
     /* valgrind runs the program on a CPU model without FTZ and DAZ: the bits
-     * do not read back there, in any thread, and there is nothing to compare. */
+     * do not read back there, in any thread, and there is nothing to compare.
+     * It also runs one thread at a time, so the caller may take both parts
+     * before the worker wakes. */
     bool modelled = (_mm_getcsr() & ftz_daz) == ftz_daz;
     csr_probe d = {0};
     tg__parallel_for(2, 1, probe_part, &d);
     tg_set_flush_denormals(false);
-    ck_assert_msg(!pthread_equal(d.who[0], d.who[1]), "both parts ran on one thread");
     if (modelled) {
+        ck_assert_msg(!pthread_equal(d.who[0], d.who[1]), "both parts ran on one thread");
         ck_assert_uint_eq(d.csr[0] & ftz_daz, ftz_daz);
         ck_assert_uint_eq(d.csr[1] & ftz_daz, ftz_daz);
     }
